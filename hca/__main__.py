@@ -1,0 +1,5 @@
+import sys
+
+from hca.cli import main
+
+sys.exit(main())

@@ -1,0 +1,342 @@
+"""World files: YAML -> validated, frozen configuration.
+
+A world file is parsed with ``yaml.safe_load`` and validated by pydantic models that
+forbid unknown keys, so every problem in a file is reported at once, each with its key
+path (``regions.gpu.axes[3].stretch``) and what was expected. Checks that span several
+keys (duplicate axis names, diffusion that would send more than a cell holds) run after
+the per-key checks and report in the same form.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from collections.abc import Sequence
+from typing import Annotated, Any, Literal, Union
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+# Brains see 2 * MAX_AXES direction slots, so a genome fits every region up to 7-D.
+MAX_AXES = 7
+# Rates (diffusion, decay) are applied as fixed-point fractions of 2**RATE_BITS, so
+# that every transfer is integer arithmetic and exact.
+RATE_BITS = 16
+RATE_ONE = 1 << RATE_BITS
+# Free energy per cell stays below 2 * capacity, far inside int32.
+MAX_CAPACITY = 1 << 29
+
+Identifier = Annotated[str, Field(pattern=r"^[A-Za-z_][A-Za-z0-9_]*$", max_length=64)]
+Quanta = Annotated[int, Field(ge=0, le=MAX_CAPACITY)]
+Rate = Annotated[float, Field(ge=0.0, le=1.0, allow_inf_nan=False)]
+
+
+class _Model(BaseModel):
+    model_config = ConfigDict(extra="forbid", strict=True, frozen=True)
+
+
+class Axis(_Model):
+    """One lattice axis. ``stretch`` s: the axis ticks (lets anything cross) when t % s == 0."""
+
+    name: Identifier
+    size: Annotated[int, Field(ge=1, le=1 << 20)]
+    stretch: Annotated[int, Field(ge=1, le=1 << 16)] = 1
+    curled: bool = False
+    diffusion: Rate | None = None  # overrides the region's diffusion rate on this axis
+
+
+class Initial(_Model):
+    """Initial free energy per cell: uniform integers in [mean - jitter, mean + jitter]."""
+
+    mean: Quanta = 100
+    jitter: Quanta = 0
+
+
+class _Source(_Model):
+    amount: Annotated[int, Field(ge=1, le=MAX_CAPACITY)]
+    every: Annotated[int, Field(ge=1)] = 1  # the source pays on ticks t % every == 0
+
+
+class UniformSource(_Source):
+    """Every cell receives ``amount``."""
+
+    kind: Literal["uniform"]
+
+
+class SpotsSource(_Source):
+    """Fixed spots receive ``amount``: listed coordinates (``at``) or a seeded ``fraction``."""
+
+    kind: Literal["spots"]
+    at: list[list[int]] | None = None
+    fraction: Annotated[float, Field(gt=0.0, le=1.0)] | None = None
+
+
+class BandSource(_Source):
+    """Cells whose coordinate along ``axis`` lies in [start, stop) receive ``amount``."""
+
+    kind: Literal["band"]
+    axis: Identifier
+    start: Annotated[int, Field(ge=0)] = 0
+    stop: Annotated[int, Field(ge=1)]
+
+
+class RainSource(_Source):
+    """Each cell independently receives ``amount`` with ``probability`` on each paying tick."""
+
+    kind: Literal["rain"]
+    probability: Annotated[float, Field(gt=0.0, le=1.0)]
+
+
+Source = Annotated[
+    Union[UniformSource, SpotsSource, BandSource, RainSource], Field(discriminator="kind")
+]
+
+
+class Energy(_Model):
+    """Free energy of a region: initial amount, diffusion, sources and decay."""
+
+    initial: Initial = Initial()
+    diffusion: Rate = 0.0  # fraction sent to each neighbour on an axis tick
+    decay: Annotated[float, Field(ge=0.0, lt=1.0)] = 0.0  # fraction of free energy lost per tick
+    capacity: Annotated[int, Field(ge=1, le=MAX_CAPACITY)] = 1 << 20  # inflow fills cells up to this
+    sources: list[Source] = []
+
+
+class Region(_Model):
+    """One lattice: an ordered list of axes and its energy physics."""
+
+    axes: Annotated[list[Axis], Field(min_length=1, max_length=MAX_AXES)]
+    energy: Energy = Energy()
+
+    @property
+    def shape(self) -> tuple[int, ...]:
+        return tuple(axis.size for axis in self.axes)
+
+    @property
+    def cells(self) -> int:
+        return math.prod(self.shape)
+
+
+class RunSettings(_Model):
+    report_every: Annotated[int, Field(ge=1)] = 100
+
+
+class WorldConfig(_Model):
+    """A whole world: named regions, the seed, and run settings."""
+
+    name: Identifier = "world"
+    seed: Annotated[int, Field(ge=0, lt=1 << 32)] = 0
+    regions: Annotated[dict[Identifier, Region], Field(min_length=1)]
+    run: RunSettings = RunSettings()
+
+    def with_seed(self, seed: int) -> WorldConfig:
+        return self.model_copy(update={"seed": seed})
+
+    def to_yaml(self) -> str:
+        return yaml.safe_dump(self.model_dump(mode="json"), sort_keys=False)
+
+
+def axis_degree(axis: Axis) -> int:
+    """Distinct neighbours of an interior cell along ``axis`` (0, 1 or 2).
+
+    Energy flows once per distinct neighbour: on a curled axis of size 2 both direction
+    slots reach the same cell, which is still one neighbour.
+    """
+    if axis.size == 1:
+        return 0
+    if axis.size == 2:
+        return 1
+    return 2
+
+
+def quantize_rate(rate: float) -> int:
+    """A rate as the integer numerator of a fraction of RATE_ONE."""
+    return round(rate * RATE_ONE)
+
+
+def diffusion_rates(region: Region) -> tuple[int, ...]:
+    """Fixed-point diffusion rate of each axis of ``region``."""
+    default = region.energy.diffusion
+    return tuple(
+        quantize_rate(default if axis.diffusion is None else axis.diffusion)
+        for axis in region.axes
+    )
+
+
+class WorldFileError(Exception):
+    """A world file that cannot be used: the file, then one (key path, problem) per line."""
+
+    def __init__(self, path: str | os.PathLike[str], problems: Sequence[tuple[str, str]]):
+        self.path = str(path)
+        self.problems = list(problems)
+        super().__init__(str(self))
+
+    def __str__(self) -> str:
+        count = len(self.problems)
+        head = f"{self.path}: {count} problem{'s' if count != 1 else ''}"
+        lines = [f"  {key}: {message}" if key else f"  {message}" for key, message in self.problems]
+        return "\n".join([head, *lines])
+
+
+def _format_path(loc: Sequence[str | int], data: Any) -> str:
+    """A pydantic location as a key path, dropping the union tags pydantic inserts."""
+    parts: list[str] = []
+    node = data
+    for item in loc:
+        if isinstance(item, int):
+            parts.append(f"[{item}]")
+            node = node[item] if isinstance(node, list) and 0 <= item < len(node) else None
+            continue
+        if isinstance(node, dict) and item not in node and node.get("kind") == item:
+            continue  # discriminated-union tag, not a key of the file
+        parts.append(f".{item}" if parts else item)
+        node = node.get(item) if isinstance(node, dict) else None
+    return "".join(parts)
+
+
+_EXPECTED = {
+    "int_type": "expected an integer",
+    "int_parsing": "expected an integer",
+    "int_from_float": "expected an integer",
+    "float_type": "expected a number",
+    "float_parsing": "expected a number",
+    "finite_number": "expected a finite number",
+    "bool_type": "expected true or false",
+    "bool_parsing": "expected true or false",
+    "string_type": "expected a string",
+    "string_pattern_mismatch": "expected a name of letters, digits and underscores, not starting with a digit",
+    "dict_type": "expected a mapping",
+    "model_type": "expected a mapping",
+    "model_attributes_type": "expected a mapping",
+    "list_type": "expected a list",
+}
+_BOUNDS = {"greater_than_equal": ">=", "greater_than": ">", "less_than_equal": "<=", "less_than": "<"}
+
+
+def _describe(error: dict[str, Any]) -> str:
+    kind = error["type"]
+    if kind == "extra_forbidden":
+        return "unknown key"
+    if kind == "missing":
+        return "missing required key"
+    if kind in _BOUNDS:
+        bound = next(iter(error["ctx"].values()))
+        message = f"expected a value {_BOUNDS[kind]} {bound}"
+    elif kind in _EXPECTED:
+        message = _EXPECTED[kind]
+    else:
+        message = error["msg"]
+        message = message[0].lower() + message[1:] if message else message
+    return f"{message} (got {error['input']!r})"
+
+
+def _check_relations(world: WorldConfig) -> list[tuple[str, str]]:
+    """Checks that span several keys; assumes every key is individually valid."""
+    problems: list[tuple[str, str]] = []
+    for region_name, region in world.regions.items():
+        where = f"regions.{region_name}"
+        seen: dict[str, int] = {}
+        for index, axis in enumerate(region.axes):
+            if axis.name in seen:
+                problems.append(
+                    (
+                        f"{where}.axes[{index}].name",
+                        f"duplicate axis name {axis.name!r} (also axes[{seen[axis.name]}])",
+                    )
+                )
+            seen.setdefault(axis.name, index)
+        energy = region.energy
+        if energy.initial.jitter > energy.initial.mean:
+            problems.append(
+                (f"{where}.energy.initial.jitter", "expected jitter <= mean (energy is never negative)")
+            )
+        if energy.initial.mean + energy.initial.jitter > energy.capacity:
+            problems.append(
+                (f"{where}.energy.initial", "expected mean + jitter <= energy.capacity")
+            )
+        rates = diffusion_rates(region)
+        sent = sum(axis_degree(axis) * rate for axis, rate in zip(region.axes, rates))
+        if sent > RATE_ONE:
+            detail = " + ".join(
+                f"{axis_degree(axis)} x {energy.diffusion if axis.diffusion is None else axis.diffusion:g}"
+                f" ({axis.name})"
+                for axis, rate in zip(region.axes, rates)
+                if axis_degree(axis) and rate
+            )
+            problems.append(
+                (
+                    f"{where}.energy.diffusion",
+                    f"expected rates that send at most a cell's whole energy when every axis "
+                    f"ticks, but {detail} = {sent / RATE_ONE:.4g} > 1",
+                )
+            )
+        for index, source in enumerate(energy.sources):
+            path = f"{where}.energy.sources[{index}]"
+            if isinstance(source, BandSource):
+                if source.axis not in seen:
+                    problems.append(
+                        (f"{path}.axis", f"expected one of the region's axes {list(seen)}, got {source.axis!r}")
+                    )
+                elif not source.start < source.stop <= region.axes[seen[source.axis]].size:
+                    size = region.axes[seen[source.axis]].size
+                    problems.append(
+                        (f"{path}.stop", f"expected start < stop <= {size} (the size of axis {source.axis!r})")
+                    )
+            if isinstance(source, SpotsSource):
+                if (source.at is None) == (source.fraction is None):
+                    problems.append((path, "expected exactly one of 'at' (coordinates) or 'fraction'"))
+                for spot, coordinate in enumerate(source.at or []):
+                    if len(coordinate) != len(region.axes) or not all(
+                        0 <= c < size for c, size in zip(coordinate, region.shape)
+                    ):
+                        problems.append(
+                            (
+                                f"{path}.at[{spot}]",
+                                f"expected a coordinate inside the region's shape {list(region.shape)}, "
+                                f"got {coordinate}",
+                            )
+                        )
+    return problems
+
+
+def parse_world(data: Any, path: str | os.PathLike[str] = "<world>") -> WorldConfig:
+    """Validate already-parsed YAML data, raising WorldFileError listing every problem."""
+    if not isinstance(data, dict):
+        raise WorldFileError(path, [("", f"expected a mapping of keys at the top level, got {type(data).__name__}")])
+    try:
+        world = WorldConfig.model_validate(data)
+    except ValidationError as error:
+        problems = []
+        for item in error.errors():
+            problems.append((_format_path(item["loc"], data), _describe(item)))
+        raise WorldFileError(path, problems) from None
+    problems = _check_relations(world)
+    if problems:
+        raise WorldFileError(path, problems)
+    return world
+
+
+def load_world(path: str | os.PathLike[str], seed: int | None = None) -> WorldConfig:
+    """Read and validate a world file; ``seed`` overrides the file's seed."""
+    try:
+        with open(path, encoding="utf-8") as handle:
+            text = handle.read()
+    except FileNotFoundError:
+        raise WorldFileError(path, [("", "no such file")]) from None
+    except IsADirectoryError:
+        raise WorldFileError(path, [("", "expected a YAML file, found a directory")]) from None
+    except (OSError, UnicodeDecodeError) as error:
+        raise WorldFileError(path, [("", f"cannot be read: {error}")]) from None
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as error:
+        mark = getattr(error, "problem_mark", None)
+        where = f"line {mark.line + 1}, column {mark.column + 1}: " if mark else ""
+        problem = getattr(error, "problem", None) or str(error)
+        raise WorldFileError(path, [("", f"not valid YAML: {where}{problem}")]) from None
+    world = parse_world(data, path)
+    if seed is not None:
+        if not 0 <= seed < 1 << 32:
+            raise WorldFileError(path, [("seed", f"expected 0 <= seed < 2**32, got {seed}")])
+        world = world.with_seed(seed)
+    return world

@@ -1,0 +1,98 @@
+"""Neighbours at open and curled ends, as exact arrays, and the stretch schedule."""
+
+from __future__ import annotations
+
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from hca import geometry
+from hca.config import Axis, parse_world
+
+
+def ax(size, curled):
+    return Axis(name="a", size=size, curled=curled)
+
+
+@pytest.mark.parametrize(
+    "size, curled, minus, plus",
+    [
+        (5, False, [-1, 0, 1, 2, 3], [1, 2, 3, 4, -1]),
+        (5, True, [4, 0, 1, 2, 3], [1, 2, 3, 4, 0]),
+        (1, False, [-1], [-1]),
+        (1, True, [-1], [-1]),
+        (2, False, [-1, 0], [1, -1]),
+        (2, True, [1, 0], [1, 0]),  # both slots reach the same cell
+        (3, True, [2, 0, 1], [1, 2, 0]),
+    ],
+)
+def test_neighbour_table(size, curled, minus, plus):
+    table = geometry.neighbour_table(ax(size, curled))
+    np.testing.assert_array_equal(table, np.array([minus, plus]))
+
+
+@pytest.mark.parametrize(
+    "size, curled, minus, plus",
+    [
+        (5, False, [0, 1, 1, 1, 1], [1, 1, 1, 1, 0]),
+        (5, True, [1] * 5, [1] * 5),
+        (1, True, [0], [0]),
+        (2, True, [0, 1], [1, 0]),  # one link between the two cells, not two
+        (3, True, [1, 1, 1], [1, 1, 1]),
+    ],
+)
+def test_link_table(size, curled, minus, plus):
+    table = geometry.link_table(ax(size, curled))
+    np.testing.assert_array_equal(table, np.array([minus, plus], dtype=bool))
+
+
+@pytest.mark.parametrize("size", [1, 2, 3, 6])
+@pytest.mark.parametrize("curled", [False, True])
+@pytest.mark.parametrize("step", [-1, 1])
+def test_shift_reads_the_neighbour_table(size, curled, step):
+    axis = ax(size, curled)
+    values = np.arange(1, 4 * size * 3 + 1, dtype=np.int32).reshape(4, size, 3)
+    shifted = np.asarray(geometry.shift(jnp.asarray(values), 1, step, geometry.slot_wraps(axis)))
+    neighbours = geometry.neighbour_table(axis)[0 if step < 0 else 1]
+    for i, j in enumerate(neighbours):
+        expected = values[:, j, :] if j >= 0 else np.zeros((4, 3), np.int32)
+        np.testing.assert_array_equal(shifted[:, i, :], expected)
+
+
+def test_coordinate_and_cell_index():
+    shape = (2, 3, 4)
+    np.testing.assert_array_equal(np.asarray(geometry.coordinate(shape, 1)), np.indices(shape)[1])
+    np.testing.assert_array_equal(
+        np.asarray(geometry.cell_index(shape)), np.arange(24).reshape(shape)
+    )
+
+
+def test_schedule_of_mixed_stretches():
+    world = parse_world(
+        {
+            "regions": {
+                "r": {
+                    "axes": [
+                        {"name": "a", "size": 2, "stretch": 1},
+                        {"name": "b", "size": 2, "stretch": 2},
+                        {"name": "c", "size": 2, "stretch": 3},
+                    ]
+                },
+                "s": {"axes": [{"name": "x", "size": 3, "stretch": 4}]},
+            }
+        }
+    )
+    schedule = geometry.Schedule.of(world)
+    assert schedule.period == 12
+    for phase in range(12):
+        ticking = schedule.ticking[schedule.branch_of_phase[phase]]
+        assert ticking[0] == tuple(k for k, s in enumerate((1, 2, 3)) if phase % s == 0)
+        assert ticking[1] == ((0,) if phase % 4 == 0 else ())
+    # Phases with the same ticking axes share one branch.
+    assert len(schedule.ticking) == len({schedule.ticking[b] for b in schedule.branch_of_phase})
+
+
+def test_ticks_per_thousand():
+    assert geometry.ticks_per_thousand(Axis(name="a", size=2, stretch=1)) == 1000
+    assert geometry.ticks_per_thousand(Axis(name="a", size=2, stretch=3)) == 334
+    assert geometry.ticks_per_thousand(Axis(name="a", size=2, stretch=32)) == 32
