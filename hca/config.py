@@ -102,11 +102,54 @@ class Energy(_Model):
     sources: list[Source] = []
 
 
+class Brain(_Model):
+    """Sizes of every organism's brain; the genome's length follows from them."""
+
+    signals: Annotated[int, Field(ge=1, le=32)] = 4  # channels each organism emits
+    hidden: Annotated[int, Field(ge=1, le=256)] = 16  # recurrent hidden units
+    encoder: Annotated[int, Field(ge=1, le=64)] = 8  # features per direction slot
+    init_scale: Annotated[float, Field(gt=0.0, le=10.0)] = 0.5  # std of initial weights
+
+
+class Mutation(_Model):
+    """Self-adaptive mutation: each weight tensor has an inherited log-scale."""
+
+    initial_scale: Annotated[float, Field(gt=0.0, le=10.0)] = 0.02  # per-tensor std at tick 0
+    meta_scale: Annotated[float, Field(ge=0.0, le=10.0)] = 0.1  # std of the log-scales' own mutation
+
+
+class Metabolism(_Model):
+    """Heat an organism pays every tick (integer quanta, fixed-point rates)."""
+
+    base: Quanta = 1
+    per_parameter: Annotated[float, Field(ge=0.0, le=100.0)] = 0.001  # quanta per stored parameter
+    per_active_unit: Annotated[float, Field(ge=0.0, le=100.0)] = 0.05  # quanta per active hidden unit
+
+
+class Organisms(_Model):
+    """Life in a region: the founders, their brains, and the prices of living."""
+
+    density: Annotated[float, Field(ge=0.0, le=1.0)] = 0.25  # fraction of cells seeded at tick 0
+    initial_energy: Annotated[int, Field(ge=1, le=MAX_CAPACITY)] = 100
+    max_energy: Annotated[int, Field(ge=1, le=MAX_CAPACITY)] = 10_000  # a body holds at most this
+    absorb: Quanta = 20  # most free energy taken from the cell per tick
+    birth_cost: Quanta = 5  # per unit of stretch of the axis the child is placed across
+    move_cost: Annotated[float, Field(ge=0.0, le=100.0)] = 0.002  # quanta per genome parameter moved, per stretch
+    learning_rate: Annotated[float, Field(gt=0.0, le=10.0)] = 0.01  # initial Hebbian rate
+    modulator_scale: Annotated[float, Field(gt=0.0)] = 10.0  # energy change giving modulator tanh(1)
+    max_age: Annotated[int, Field(ge=1)] | None = None
+    max_transfers: Annotated[int, Field(ge=1)] | None = None  # births + moves per tick; default cells/8
+    brain: Brain = Brain()
+    mutation: Mutation = Mutation()
+    metabolism: Metabolism = Metabolism()
+
+
 class Region(_Model):
-    """One lattice: an ordered list of axes and its energy physics."""
+    """One lattice: an ordered list of axes, its energy physics and its life."""
 
     axes: Annotated[list[Axis], Field(min_length=1, max_length=MAX_AXES)]
     energy: Energy = Energy()
+    organisms: Organisms | None = None
 
     @property
     def shape(self) -> tuple[int, ...]:
@@ -253,6 +296,11 @@ def _check_relations(world: WorldConfig) -> list[tuple[str, str]]:
         if energy.initial.mean + energy.initial.jitter > energy.capacity:
             problems.append(
                 (f"{where}.energy.initial", "expected mean + jitter <= energy.capacity")
+            )
+        life = region.organisms
+        if life is not None and life.initial_energy > life.max_energy:
+            problems.append(
+                (f"{where}.organisms.initial_energy", "expected initial_energy <= max_energy")
             )
         rates = diffusion_rates(region)
         sent = sum(axis_degree(axis) * rate for axis, rate in zip(region.axes, rates))

@@ -16,6 +16,10 @@ import numpy as np
 INITIAL_ENERGY = 1
 SPOTS = 2
 RAIN = 3
+FOUNDERS = 4
+GENOME = 5
+TIE_BREAK = 6
+MUTATION = 7
 
 
 def _mix(h: Any, xp: Any) -> Any:
@@ -46,3 +50,13 @@ def integers(low: int, high: int, *words: Any, xp: Any) -> Any:
     """Integers in [low, high] (inclusive), as int32."""
     span = high - low + 1
     return (hash_u32(*words, xp=xp) % xp.uint32(span)).astype(xp.int32) + xp.int32(low)
+
+
+def normal(*words: Any, xp: Any) -> Any:
+    """float32 standard normal draws (Box-Muller on two hashes of the words)."""
+    first = hash_u32(*words, 0, xp=xp) >> xp.uint32(8)
+    second = hash_u32(*words, 1, xp=xp) >> xp.uint32(8)
+    u1 = (first.astype(xp.float32) + xp.float32(0.5)) * xp.float32(2.0**-24)
+    u2 = second.astype(xp.float32) * xp.float32(2.0**-24)
+    radius = xp.sqrt(xp.float32(-2.0) * xp.log(u1))
+    return radius * xp.cos(xp.float32(2.0 * np.pi) * u2)

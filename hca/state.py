@@ -7,6 +7,34 @@ from flax import struct
 
 
 @struct.dataclass
+class LifeState:
+    """The organisms of one region; S is the lattice shape, D its number of axes.
+
+    A cell holds at most one organism (``occupied``). Fields of empty cells are stale
+    and never read, except ``energy``, which is zero there so the ledger can sum it.
+    """
+
+    occupied: jax.Array  # (*S,) bool
+    energy: jax.Array  # (*S,) int32, quanta held by the occupant
+    last_energy: jax.Array  # (*S,) int32, energy at the end of the previous tick
+    hidden: jax.Array  # (*S, H) float32, recurrent hidden state
+    signal: jax.Array  # (*S, C) float32, what the occupant emits for its neighbours
+    halo: jax.Array  # (*S, 2D, C + 1) float32, each slot's last received signal and occupancy
+    plastic: jax.Array  # (*S, H, C + 5) float32, learned change to the head's weights
+    age: jax.Array  # (*S,) int32, ticks lived
+    organism_id: jax.Array  # (*S,) int64, birth tick * cells + cell + 1 (unique, 0 = none)
+    parent_id: jax.Array  # (*S,) int64, the parent's organism_id (0 for founders)
+    birth_tick: jax.Array  # (*S,) int32
+    generation: jax.Array  # (*S,) int32, births between the founder and this organism
+    founder: jax.Array  # (*S,) int32, cell index of the founder at tick 0: the lineage
+    genome: jax.Array  # (*S, G) float32, heritable parameters; see brain.GenomeLayout
+    births: jax.Array  # () int64, births since tick 0
+    deaths: jax.Array  # () int64, deaths since tick 0
+    moves: jax.Array  # () int64, moves since tick 0
+    refused: jax.Array  # () int64, won claims refused because max_transfers was reached
+
+
+@struct.dataclass
 class RegionState:
     """One region's lattice and its ledger counters."""
 
@@ -14,6 +42,7 @@ class RegionState:
     injected: jax.Array  # () int64, quanta that entered the region since tick 0
     dissipated: jax.Array  # () int64, quanta that left the region as heat since tick 0
     initial_total: jax.Array  # () int64, the region's total energy at tick 0
+    life: LifeState | None  # None in a region without organisms
 
 
 @struct.dataclass

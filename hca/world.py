@@ -1,7 +1,8 @@
 """Building a world: ``build(config)`` returns the jitted ``init``, ``step`` and ``run``.
 
-A tick is: sources pay into cells, energy diffuses along the axes that tick now, free
-energy decays. Which axes tick is a static schedule over the super-step of
+A tick is: sources pay into cells; organisms sense along the axes that tick now, think,
+learn, absorb, pay their metabolism and die or claim a neighbouring cell; claims are
+resolved and free energy diffuses along the axes that tick now; free energy decays. Which axes tick is a static schedule over the super-step of
 ``lcm(stretches)`` ticks: every distinct set of ticking axes is its own compiled
 branch, so a stretched axis does no work at all between its ticks.
 """
@@ -17,7 +18,8 @@ import jax.numpy as jnp
 import numpy as np
 
 from hca import energy, geometry, rng
-from hca.config import WorldConfig
+from hca.config import MAX_AXES, WorldConfig
+from hca.organisms import Life
 from hca.state import RegionState, WorldState
 
 
@@ -52,7 +54,7 @@ def _to_python(tree: Any) -> Any:
 
 def _region_ledger(region: RegionState) -> dict[str, jax.Array]:
     free = region.free_energy.sum(dtype=jnp.int64)
-    organisms = jnp.int64(0)
+    organisms = jnp.int64(0) if region.life is None else region.life.energy.sum(dtype=jnp.int64)
     total = free + organisms
     return {
         "free": free,
@@ -64,6 +66,20 @@ def _region_ledger(region: RegionState) -> dict[str, jax.Array]:
     }
 
 
+def _phase_tables(config: WorldConfig, schedule: geometry.Schedule):
+    """Per region: (period, MAX_AXES) float32 phase bits and (period, 2D) bool slot ticks."""
+    tables = []
+    for index, region in enumerate(config.regions.values()):
+        bits = np.zeros((schedule.period, MAX_AXES), np.float32)
+        slots = np.zeros((schedule.period, 2 * len(region.axes)), bool)
+        for phase in range(schedule.period):
+            for axis in schedule.ticking[schedule.branch_of_phase[phase]][index]:
+                bits[phase, axis] = 1.0
+                slots[phase, 2 * axis : 2 * axis + 2] = True
+        tables.append((bits, slots))
+    return tables
+
+
 def build(config: WorldConfig) -> Simulation:
     """Compile-ready functions for ``config``; nothing is traced until first use."""
     regions = list(config.regions.values())
@@ -71,6 +87,12 @@ def build(config: WorldConfig) -> Simulation:
     inflows = [energy.make_inflow(region, index) for index, region in enumerate(regions)]
     diffusions = [energy.make_diffusion(region) for region in regions]
     decays = [energy.make_decay(region) for region in regions]
+    lives = [
+        None if region.organisms is None else Life(region, index)
+        for index, region in enumerate(regions)
+    ]
+    phase_tables = _phase_tables(config, schedule)
+    any_life = any(life is not None for life in lives)
 
     def init_region(index: int, seed: jax.Array) -> RegionState:
         region = regions[index]
@@ -85,12 +107,16 @@ def build(config: WorldConfig) -> Simulation:
             cells,
             xp=jnp,
         )
+        life = None if lives[index] is None else lives[index].init(seed)
         total = free.sum(dtype=jnp.int64)
+        if life is not None:
+            total = total + life.energy.sum(dtype=jnp.int64)
         return RegionState(
             free_energy=free,
             injected=jnp.int64(0),
             dissipated=jnp.int64(0),
             initial_total=total,
+            life=life,
         )
 
     @jax.jit
@@ -105,32 +131,74 @@ def build(config: WorldConfig) -> Simulation:
         seed = config.seed if seed is None else seed
         return _init(jnp.uint32(seed))
 
-    def tick_branch(ticking: tuple[tuple[int, ...], ...]):
-        def branch(state: WorldState) -> WorldState:
-            updated = []
-            for index, region in enumerate(state.regions):
-                free, injected = inflows[index](region.free_energy, state.tick, state.seed)
-                free = diffusions[index](free, ticking[index])
-                free, dissipated = decays[index](free)
-                updated.append(
-                    region.replace(
-                        free_energy=free,
-                        injected=region.injected + injected,
-                        dissipated=region.dissipated + dissipated,
-                    )
-                )
-            return state.replace(tick=state.tick + 1, regions=tuple(updated))
+    def sense_branch(ticking: tuple[tuple[int, ...], ...]):
+        def branch(states: tuple[RegionState, ...]) -> tuple[RegionState, ...]:
+            return tuple(
+                region if life is None else region.replace(life=life.sense(region.life, axes))
+                for region, life, axes in zip(states, lives, ticking)
+            )
 
         return branch
 
-    branches = [tick_branch(ticking) for ticking in schedule.ticking]
+    def settle_branch(ticking: tuple[tuple[int, ...], ...]):
+        def branch(states, intents, tick, seed):
+            updated = []
+            for index, (region, axes) in enumerate(zip(states, ticking)):
+                if lives[index] is not None:
+                    life, heat = lives[index].resolve(region.life, intents[index], axes, tick, seed)
+                    region = region.replace(life=life, dissipated=region.dissipated + heat)
+                region = region.replace(free_energy=diffusions[index](region.free_energy, axes))
+                updated.append(region)
+            return tuple(updated)
+
+        return branch
+
+    sense_branches = [sense_branch(ticking) for ticking in schedule.ticking]
+    settle_branches = [settle_branch(ticking) for ticking in schedule.ticking]
     branch_of_phase = np.asarray(schedule.branch_of_phase, dtype=np.int32)
 
-    def step(state: WorldState) -> WorldState:
+    def by_phase(branches, branch, *operands):
         if len(branches) == 1:
-            return branches[0](state)
-        phase = state.tick % schedule.period
-        return jax.lax.switch(jnp.asarray(branch_of_phase)[phase], branches, state)
+            return branches[0](*operands)
+        return jax.lax.switch(branch, branches, *operands)
+
+    def step(state: WorldState) -> WorldState:
+        """One tick: inflow, sense, decide, resolve and diffuse, decay."""
+        tick, seed = state.tick, state.seed
+        phase = tick % schedule.period
+        branch = jnp.asarray(branch_of_phase)[phase]
+        regions_now = []
+        for index, region in enumerate(state.regions):
+            free, injected = inflows[index](region.free_energy, tick, seed)
+            regions_now.append(region.replace(free_energy=free, injected=region.injected + injected))
+        regions_now = tuple(regions_now)
+        if any_life:
+            regions_now = by_phase(sense_branches, branch, regions_now)
+        intents = []
+        decided = []
+        for index, region in enumerate(regions_now):
+            life = lives[index]
+            if life is None:
+                intents.append(None)
+                decided.append(region)
+                continue
+            bits, slot_ticks = phase_tables[index]
+            life_state, free, intent, heat = life.decide(
+                region.life, region.free_energy, jnp.asarray(bits)[phase], jnp.asarray(slot_ticks)[phase]
+            )
+            intents.append(intent)
+            decided.append(
+                region.replace(life=life_state, free_energy=free, dissipated=region.dissipated + heat)
+            )
+        regions_now = by_phase(settle_branches, branch, tuple(decided), tuple(intents), tick, seed)
+        finished = []
+        for index, region in enumerate(regions_now):
+            free, dissipated = decays[index](region.free_energy)
+            life = region.life if lives[index] is None else lives[index].finish(region.life)
+            finished.append(
+                region.replace(free_energy=free, dissipated=region.dissipated + dissipated, life=life)
+            )
+        return state.replace(tick=tick + 1, regions=tuple(finished))
 
     @partial(jax.jit, donate_argnums=0)
     def run(state: WorldState, n_ticks: jax.Array | int) -> WorldState:

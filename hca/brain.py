@@ -1,0 +1,153 @@
+"""Every organism's brain: its own weights, read from its genome row.
+
+A genome is one contiguous float32 row per cell; ``GenomeLayout`` names the tensors in
+it. Direction slots are encoded by one small encoder and scored by one scorer, both
+shared across slots, so the genome's length does not depend on how many axes a region
+has: a genome evolved in 7-D still means something in a 2-D region.
+
+Shapes below use N for organisms (cells, flattened), S for direction slots.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import jax
+import jax.numpy as jnp
+from flax import struct
+
+from hca.config import MAX_AXES, Brain
+
+# Outputs of the head, after the signals.
+STAY, MOVE, REPRODUCE, ENDOW, ABSORB = range(5)
+N_ACTIONS = 5
+TASK_INPUTS = 2  # reserved for tasks; zeros until a region has one
+SLOT_FEATURES = 5  # occupied, exists, log2(stretch) / 8, curled, sign
+PLASTIC_LIMIT = 4.0  # plastic weights stay within +-PLASTIC_LIMIT
+WEIGHT_LIMIT = 16.0  # mutation never takes a weight beyond +-WEIGHT_LIMIT
+LOG_SCALE_RANGE = (-12.0, 2.0)  # per-tensor mutation scales stay within e**range
+
+
+@dataclass(frozen=True)
+class GenomeLayout:
+    """Where each tensor lies in a genome row, and which tensors mutate how."""
+
+    signals: int
+    hidden: int
+    encoder: int
+    tensors: tuple[tuple[str, tuple[int, ...]], ...]  # (name, shape) in row order
+
+    @staticmethod
+    def of(brain: Brain) -> GenomeLayout:
+        c, h, e = brain.signals, brain.hidden, brain.encoder
+        self_inputs = c + h + 2 + TASK_INPUTS + MAX_AXES
+        slot_inputs = c + SLOT_FEATURES
+        outputs = c + N_ACTIONS
+        weights = (
+            ("encoder_w", (slot_inputs, e)),
+            ("encoder_b", (e,)),
+            ("body_w", (self_inputs + e, h)),
+            ("body_b", (h,)),
+            ("gate", (h,)),
+            ("head_w", (h, outputs)),
+            ("head_b", (outputs,)),
+            ("score_w", (e + h,)),
+            ("log_learning_rate", (1,)),
+        )
+        # One inherited mutation log-scale per tensor above; they mutate themselves.
+        tensors = weights + (("log_mutation", (len(weights),)),)
+        return GenomeLayout(c, h, e, tensors)
+
+    @property
+    def outputs(self) -> int:
+        return self.signals + N_ACTIONS
+
+    @property
+    def self_inputs(self) -> int:
+        return self.signals + self.hidden + 2 + TASK_INPUTS + MAX_AXES
+
+    @property
+    def size(self) -> int:
+        return sum(math.prod(shape) for _, shape in self.tensors)
+
+    @property
+    def mutated_tensors(self) -> int:
+        return len(self.tensors) - 1
+
+    def offsets(self) -> dict[str, tuple[int, int]]:
+        out, start = {}, 0
+        for name, shape in self.tensors:
+            out[name] = (start, start + math.prod(shape))
+            start += math.prod(shape)
+        return out
+
+    def segment_ids(self) -> list[int]:
+        """For each genome entry, the index of its tensor (the log-scales: -1)."""
+        ids: list[int] = []
+        for index, (name, shape) in enumerate(self.tensors):
+            ids += [index if name != "log_mutation" else -1] * math.prod(shape)
+        return ids
+
+    def unpack(self, genome: jax.Array) -> dict[str, jax.Array]:
+        """(N, size) rows -> {name: (N, *shape)} views."""
+        n = genome.shape[0]
+        return {
+            name: genome[:, start:stop].reshape((n, *shape))
+            for (name, shape), (start, stop) in zip(self.tensors, self.offsets().values())
+        }
+
+
+@struct.dataclass
+class Thought:
+    hidden: jax.Array  # (N, H) float32, the new hidden state (inactive units are 0)
+    outputs: jax.Array  # (N, signals + N_ACTIONS) float32, the head's raw outputs
+    slot_scores: jax.Array  # (N, S) float32, preference for each direction slot
+    active_units: jax.Array  # (N,) int32, hidden units the genome keeps switched on
+    learning_rate: jax.Array  # (N,) float32, the inherited Hebbian rate
+
+
+def think(
+    layout: GenomeLayout,
+    genome: jax.Array,  # (N, size) float32
+    self_inputs: jax.Array,  # (N, self_inputs) float32
+    slot_inputs: jax.Array,  # (N, S, signals + SLOT_FEATURES) float32
+    slot_exists: jax.Array,  # (N, S) bool
+    plastic: jax.Array,  # (N, H, outputs) float32
+) -> Thought:
+    """One forward pass of every organism's own network."""
+    w = layout.unpack(genome)
+    encoded = jnp.tanh(
+        jnp.einsum("nsi,nie->nse", slot_inputs, w["encoder_w"]) + w["encoder_b"][:, None, :]
+    )
+    exists = slot_exists.astype(jnp.float32)
+    count = jnp.maximum(exists.sum(axis=1, keepdims=True), 1.0)
+    pooled = jnp.einsum("nse,ns->ne", encoded, exists) / count
+    body_in = jnp.concatenate([self_inputs, pooled], axis=1)
+    active = w["gate"] > 0.0
+    hidden = jnp.tanh(jnp.einsum("ni,nih->nh", body_in, w["body_w"]) + w["body_b"])
+    hidden = jnp.where(active, hidden, 0.0)
+    outputs = jnp.einsum("nh,nho->no", hidden, w["head_w"] + plastic) + w["head_b"]
+    score_slot, score_body = w["score_w"][:, : layout.encoder], w["score_w"][:, layout.encoder :]
+    scores = jnp.einsum("nse,ne->ns", encoded, score_slot) + jnp.einsum(
+        "nh,nh->n", hidden, score_body
+    )[:, None]
+    return Thought(
+        hidden=hidden,
+        outputs=outputs,
+        slot_scores=scores,
+        active_units=active.sum(axis=1, dtype=jnp.int32),
+        learning_rate=jnp.exp(jnp.clip(w["log_learning_rate"][:, 0], -20.0, 2.0)),
+    )
+
+
+def hebbian(
+    plastic: jax.Array,  # (N, H, outputs)
+    thought: Thought,
+    modulator: jax.Array,  # (N,) float32 in [-1, 1]
+) -> jax.Array:
+    """Reward-modulated Hebbian step: dP = rate * modulator * outer(hidden, tanh(outputs))."""
+    post = jnp.tanh(thought.outputs)
+    delta = jnp.einsum("nh,no->nho", thought.hidden, post)
+    scale = (thought.learning_rate * modulator)[:, None, None]
+    return jnp.clip(plastic + scale * delta, -PLASTIC_LIMIT, PLASTIC_LIMIT)
