@@ -70,7 +70,7 @@ def mutate(
     low, high = brain.LOG_SCALE_RANGE
     limits_low = np.where(segment < 0, low, -brain.WEIGHT_LIMIT).astype(np.float32)
     limits_high = np.where(segment < 0, high, brain.WEIGHT_LIMIT).astype(np.float32)
-    return jnp.clip(child, limits_low, limits_high)
+    return jnp.clip(child, limits_low[None, :], limits_high[None, :])
 
 
 class Life:
