@@ -1,7 +1,7 @@
-"""Every organism's brain: its own weights, read from its genome row.
+"""Every organism's brain: its own weights, read from its genome.
 
-A genome is one contiguous float32 row per cell; ``GenomeLayout`` names the tensors in
-it. Direction slots are encoded by one small encoder and scored by one scorer, both
+A genome is a dict of float32 tensors, each with the lattice's axes in front (one
+tensor per cell); ``GenomeLayout`` names them and their per-cell shapes. Direction slots are encoded by one small encoder and scored by one scorer, both
 shared across slots, so the genome's length does not depend on how many axes a region
 has: a genome evolved in 7-D still means something in a 2-D region.
 
@@ -82,20 +82,8 @@ class GenomeLayout:
             start += math.prod(shape)
         return out
 
-    def segment_ids(self) -> list[int]:
-        """For each genome entry, the index of its tensor (the log-scales: -1)."""
-        ids: list[int] = []
-        for index, (name, shape) in enumerate(self.tensors):
-            ids += [index if name != "log_mutation" else -1] * math.prod(shape)
-        return ids
-
-    def unpack(self, genome: jax.Array) -> dict[str, jax.Array]:
-        """(N, size) rows -> {name: (N, *shape)} views."""
-        n = genome.shape[0]
-        return {
-            name: genome[:, start:stop].reshape((n, *shape))
-            for (name, shape), (start, stop) in zip(self.tensors, self.offsets().values())
-        }
+    def shapes(self) -> dict[str, tuple[int, ...]]:
+        return dict(self.tensors)
 
 
 @struct.dataclass
@@ -109,16 +97,18 @@ class Thought:
 
 def think(
     layout: GenomeLayout,
-    genome: jax.Array,  # (N, size) float32
+    genome: dict[str, jax.Array],  # {name: (N, *shape) float32}
     self_inputs: jax.Array,  # (N, self_inputs) float32
     slot_inputs: jax.Array,  # (N, S, signals + SLOT_FEATURES) float32
     slot_exists: jax.Array,  # (N, S) bool
     plastic: jax.Array,  # (N, H, outputs) float32
 ) -> Thought:
     """One forward pass of every organism's own network."""
-    w = layout.unpack(genome)
+    w = genome
+    # The slot encoder and scorer are small: a broadcast-multiply-reduce beats a batched
+    # dot there on CPU. The body and head are large enough for dot_general.
     encoded = jnp.tanh(
-        jnp.einsum("nsi,nie->nse", slot_inputs, w["encoder_w"]) + w["encoder_b"][:, None, :]
+        (slot_inputs[..., None] * w["encoder_w"][:, None]).sum(axis=2) + w["encoder_b"][:, None, :]
     )
     exists = slot_exists.astype(jnp.float32)
     count = jnp.maximum(exists.sum(axis=1, keepdims=True), 1.0)
@@ -129,9 +119,9 @@ def think(
     hidden = jnp.where(active, hidden, 0.0)
     outputs = jnp.einsum("nh,nho->no", hidden, w["head_w"] + plastic) + w["head_b"]
     score_slot, score_body = w["score_w"][:, : layout.encoder], w["score_w"][:, layout.encoder :]
-    scores = jnp.einsum("nse,ne->ns", encoded, score_slot) + jnp.einsum(
-        "nh,nh->n", hidden, score_body
-    )[:, None]
+    scores = (encoded * score_slot[:, None, :]).sum(axis=2) + (hidden * score_body).sum(
+        axis=1, keepdims=True
+    )
     return Thought(
         hidden=hidden,
         outputs=outputs,

@@ -128,9 +128,31 @@ def _prepare_run_dir(path: Path) -> None:
         raise UsageError(f"{path}: directory is not empty; choose a new --out")
 
 
-def _metrics_line(simulation, state) -> dict[str, Any]:
-    ledger = simulation.ledger(state)
-    return {"tick": ledger["tick"], "ledger": ledger["world"], "regions": ledger["regions"]}
+def _metrics_line(simulation, state, previous: dict[str, Any] | None) -> dict[str, Any]:
+    """One metrics.jsonl record. Life counters are given per interval (``births``) and
+    since tick 0 (``births_total``)."""
+    from hca.metrics import COUNTERS
+
+    measured = simulation.ledger(state)
+    regions = {}
+    for name, ledger in measured["regions"].items():
+        regions[name] = dict(ledger)
+        if name in measured["life"]:
+            life = dict(measured["life"][name])
+            before = previous["regions"][name]["life"] if previous else {}
+            for counter in COUNTERS:
+                life[f"{counter}_total"] = life[counter]
+                life[counter] -= before.get(f"{counter}_total", 0)
+            regions[name]["life"] = life
+    line = {"tick": measured["tick"], "ledger": measured["world"], "regions": regions}
+    lives = [region["life"] for region in regions.values() if "life" in region]
+    if lives:
+        line["life"] = {
+            key: sum(life[key] for life in lives)
+            for key in ("population", *COUNTERS, *(f"{c}_total" for c in COUNTERS), "lineages")
+        }
+        line["life"]["deepest_generation"] = max(life["deepest_generation"] for life in lives)
+    return line
 
 
 def _run(args: argparse.Namespace) -> int:
@@ -156,19 +178,20 @@ def _run(args: argparse.Namespace) -> int:
     with open(out / "metrics.jsonl", "w", encoding="utf-8") as metrics, tqdm(
         total=args.steps, unit="tick", disable=args.quiet, file=sys.stderr, dynamic_ncols=True
     ) as progress:
-        line = _metrics_line(simulation, state)
+        line = _metrics_line(simulation, state, None)
         metrics.write(json.dumps(line) + "\n")
         done = 0
         try:
             while done < args.steps:
                 chunk = min(report_every, args.steps - done)
                 state = simulation.run(state, chunk)
-                line = _metrics_line(simulation, state)
+                line = _metrics_line(simulation, state, line)
                 done += chunk
                 metrics.write(json.dumps(line) + "\n")
                 metrics.flush()
                 progress.update(chunk)
-                progress.set_postfix(total=line["ledger"]["total"], refresh=False)
+                postfix = {"population": line["life"]["population"]} if "life" in line else {}
+                progress.set_postfix(**postfix, total=line["ledger"]["total"], refresh=False)
         except KeyboardInterrupt:
             progress.close()
             print(f"hca: interrupted after tick {done}; metrics so far are in {out}", file=sys.stderr)

@@ -46,31 +46,46 @@ class Intent:
     endowment: jax.Array  # (*S,) int32, fixed-point fraction of energy given to a child
 
 
+def _entries(start: int, shape: tuple[int, ...], lead: int) -> jax.Array:
+    """Global genome entry numbers of a tensor starting at ``start``, with ``lead``
+    leading unit axes: distinct words for the counter-based draws of each entry."""
+    count = math.prod(shape)
+    entries = jnp.arange(start, start + count, dtype=jnp.int32).reshape(shape)
+    return entries.reshape((1,) * lead + shape)
+
+
 def mutate(
     layout: brain.GenomeLayout,
-    parents: jax.Array,  # (K, G) float32 parent genome rows
+    parents: dict[str, jax.Array],  # {name: (K, *shape)} parent genomes
     children: jax.Array,  # (K,) int32 cell index of each child
     tick: jax.Array,
     seed: jax.Array,
     region_index: int,
     meta_scale: float,
-) -> jax.Array:
+) -> dict[str, jax.Array]:
     """Children's genomes: each tensor moves by the parent's own inherited scale times a
     standard normal; the log-scales themselves move by ``meta_scale``."""
-    segment = np.asarray(layout.segment_ids())
-    log_start, log_stop = layout.offsets()["log_mutation"]
-    log_scales = parents[:, log_start:log_stop]
-    # Entries of the log-scales use index `mutated_tensors`, the meta scale.
-    per_entry = jnp.concatenate(
-        [jnp.exp(log_scales), jnp.full((parents.shape[0], 1), meta_scale, jnp.float32)], axis=1
-    )[:, np.where(segment < 0, layout.mutated_tensors, segment)]
-    entry = jnp.arange(layout.size, dtype=jnp.int32)
-    noise = rng.normal(seed, rng.MUTATION, region_index, tick, children[:, None], entry[None, :], xp=jnp)
-    child = parents + per_entry * noise
-    low, high = brain.LOG_SCALE_RANGE
-    limits_low = np.where(segment < 0, low, -brain.WEIGHT_LIMIT).astype(np.float32)
-    limits_high = np.where(segment < 0, high, brain.WEIGHT_LIMIT).astype(np.float32)
-    return jnp.clip(child, limits_low[None, :], limits_high[None, :])
+    scales = jnp.exp(parents["log_mutation"])  # (K, tensors)
+    offsets = layout.offsets()
+    out = {}
+    for index, (name, shape) in enumerate(layout.tensors):
+        lead = (children.shape[0],) + (1,) * len(shape)
+        noise = rng.normal(
+            seed,
+            rng.MUTATION,
+            region_index,
+            tick,
+            children.reshape(lead),
+            _entries(offsets[name][0], shape, 1),
+            xp=jnp,
+        )
+        if name == "log_mutation":
+            low, high = brain.LOG_SCALE_RANGE
+            out[name] = jnp.clip(parents[name] + meta_scale * noise, low, high)
+        else:
+            step = scales[:, index].reshape(lead) * noise
+            out[name] = jnp.clip(parents[name] + step, -brain.WEIGHT_LIMIT, brain.WEIGHT_LIMIT)
+    return out
 
 
 class Life:
@@ -125,18 +140,20 @@ class Life:
         life, layout = self.config, self.layout
         cells = geometry.cell_index(self.shape)
         occupied = rng.bernoulli(life.density, seed, rng.FOUNDERS, self.index, cells, xp=jnp)
-        entry = jnp.arange(layout.size, dtype=jnp.int32)
-        entry = entry.reshape((1,) * self.ndim + (layout.size,))
-        genome = life.brain.init_scale * rng.normal(
-            seed, rng.GENOME, self.index, cells[..., None], entry, xp=jnp
-        )
-        fixed = np.full(layout.size, np.nan, dtype=np.float32)
-        start, stop = layout.offsets()["log_learning_rate"]
-        fixed[start:stop] = math.log(life.learning_rate)
-        start, stop = layout.offsets()["log_mutation"]
-        fixed[start:stop] = math.log(life.mutation.initial_scale)
-        fixed = fixed.reshape((1,) * self.ndim + (layout.size,))
-        genome = jnp.where(np.isnan(fixed), genome, np.nan_to_num(fixed))
+        genome = {}
+        for name, (start, _) in layout.offsets().items():
+            shape = layout.shapes()[name]
+            if name == "log_learning_rate":
+                value = jnp.full((*self.shape, *shape), math.log(life.learning_rate), jnp.float32)
+            elif name == "log_mutation":
+                value = jnp.full((*self.shape, *shape), math.log(life.mutation.initial_scale), jnp.float32)
+            else:
+                cell = cells.reshape(self.shape + (1,) * len(shape))
+                entries = _entries(start, shape, self.ndim)
+                value = life.brain.init_scale * rng.normal(
+                    seed, rng.GENOME, self.index, cell, entries, xp=jnp
+                )
+            genome[name] = value
         energy = jnp.where(occupied, jnp.int32(life.initial_energy), jnp.int32(0))
         c, h = layout.signals, layout.hidden
         zeros = partial_zeros(self.shape)
@@ -154,7 +171,7 @@ class Life:
             birth_tick=jnp.zeros(self.shape, jnp.int32),
             generation=jnp.zeros(self.shape, jnp.int32),
             founder=cells,
-            genome=genome.astype(jnp.float32),
+            genome=genome,
             births=jnp.int64(0),
             deaths=jnp.int64(0),
             moves=jnp.int64(0),
@@ -217,7 +234,8 @@ class Life:
             axis=-1,
         )
         plastic = flat(state.plastic)
-        thought = brain.think(layout, flat(state.genome), self_inputs, slot_inputs, exists, plastic)
+        genome = {name: flat(tensor) for name, tensor in state.genome.items()}
+        thought = brain.think(layout, genome, self_inputs, slot_inputs, exists, plastic)
 
         # Learn: modulated by the energy change since the last tick.
         change = (energy - flat(state.last_energy)).astype(jnp.float32)
@@ -344,8 +362,9 @@ class Life:
         born = lambda newborn, inherited: jnp.where(  # noqa: E731
             is_birth.reshape((-1,) + (1,) * (inherited.ndim - 1)), newborn, inherited
         )
-        new_id = tick.astype(jnp.int64) * n + target.astype(jnp.int64) + 1
-        parents_rows = row(state.genome)
+        # Founders are numbered 1..n; a child born on tick t at cell c is (t + 1) * n + c + 1.
+        new_id = (tick.astype(jnp.int64) + 1) * n + target.astype(jnp.int64) + 1
+        parents_rows = {name: row(tensor) for name, tensor in state.genome.items()}
         child_genome = mutate(
             self.layout, parents_rows, target, tick, seed, self.index, self.config.mutation.meta_scale
         )
@@ -370,7 +389,10 @@ class Life:
             birth_tick=put(state.birth_tick, born(tick, row(state.birth_tick))),
             generation=put(state.generation, born(row(state.generation) + 1, row(state.generation))),
             founder=put(state.founder, row(state.founder)),
-            genome=put(state.genome, born(child_genome, parents_rows)),
+            genome={
+                name: put(tensor, born(child_genome[name], parents_rows[name]))
+                for name, tensor in state.genome.items()
+            },
             births=state.births + (valid & is_birth).sum(dtype=jnp.int64),
             moves=state.moves + (valid & ~is_birth).sum(dtype=jnp.int64),
             refused=state.refused + refused,

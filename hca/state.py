@@ -22,12 +22,12 @@ class LifeState:
     halo: jax.Array  # (*S, 2D, C + 1) float32, each slot's last received signal and occupancy
     plastic: jax.Array  # (*S, H, C + 5) float32, learned change to the head's weights
     age: jax.Array  # (*S,) int32, ticks lived
-    organism_id: jax.Array  # (*S,) int64, birth tick * cells + cell + 1 (unique, 0 = none)
+    organism_id: jax.Array  # (*S,) int64, (birth tick + 1) * cells + cell + 1; founders cell + 1; 0 none
     parent_id: jax.Array  # (*S,) int64, the parent's organism_id (0 for founders)
     birth_tick: jax.Array  # (*S,) int32
     generation: jax.Array  # (*S,) int32, births between the founder and this organism
     founder: jax.Array  # (*S,) int32, cell index of the founder at tick 0: the lineage
-    genome: jax.Array  # (*S, G) float32, heritable parameters; see brain.GenomeLayout
+    genome: dict[str, jax.Array]  # {tensor: (*S, *shape) float32}, heritable; brain.GenomeLayout
     births: jax.Array  # () int64, births since tick 0
     deaths: jax.Array  # () int64, deaths since tick 0
     moves: jax.Array  # () int64, moves since tick 0

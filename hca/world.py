@@ -19,6 +19,7 @@ import numpy as np
 
 from hca import energy, geometry, rng
 from hca.config import MAX_AXES, WorldConfig
+from hca.metrics import life_metrics
 from hca.organisms import Life
 from hca.state import RegionState, WorldState
 
@@ -40,7 +41,10 @@ class Simulation:
         return _to_python(values)
 
 
-_KEY_ORDER = ("tick", "world", "regions", "free", "organisms", "total", "injected", "dissipated")
+_KEY_ORDER = (
+    "tick", "world", "life", "regions", "free", "organisms", "total", "injected", "dissipated",
+    "balanced", "population", "births", "deaths", "moves", "refused",
+)
 
 
 def _to_python(tree: Any) -> Any:
@@ -49,7 +53,11 @@ def _to_python(tree: Any) -> Any:
         keys = sorted(tree, key=lambda k: _KEY_ORDER.index(k) if k in _KEY_ORDER else len(_KEY_ORDER))
         return {key: _to_python(tree[key]) for key in keys}
     value = np.asarray(tree)
-    return bool(value) if value.dtype == bool else int(value)
+    if value.dtype == bool:
+        return bool(value)
+    if np.issubdtype(value.dtype, np.floating):
+        return float(value)
+    return int(value)
 
 
 def _region_ledger(region: RegionState) -> dict[str, jax.Array]:
@@ -214,7 +222,12 @@ def build(config: WorldConfig) -> Simulation:
             for key in ("free", "organisms", "total", "injected", "dissipated")
         }
         world["balanced"] = jnp.all(jnp.stack([ledger["balanced"] for ledger in per_region.values()]))
-        return {"tick": state.tick, "world": world, "regions": per_region}
+        life = {
+            name: life_metrics(region.life)
+            for name, region in zip(config.regions, state.regions)
+            if region.life is not None
+        }
+        return {"tick": state.tick, "world": world, "regions": per_region, "life": life}
 
     return Simulation(
         config=config,

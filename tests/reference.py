@@ -109,3 +109,306 @@ class Reference:
             self.dissipated[index] += int(lost.sum())
             self.free[index] = free
         self.tick += 1
+
+
+# --- organisms ---------------------------------------------------------------------
+
+ONE = 1 << 16
+
+
+def _sigmoid_rate(x):
+    x = np.asarray(x, np.float32)
+    return np.floor((np.float32(1) / (np.float32(1) + np.exp(-x))) * np.float32(ONE)).astype(np.int64)
+
+
+class LifeReference:
+    """One region's organisms, stepped cell by cell in plain NumPy.
+
+    It starts from a given initial state (the founders' genomes are checked apart)
+    and follows DESIGN's rules directly: loops over cells and their slots for claims,
+    explicit per-organism arithmetic for brains, costs and transfers.
+    """
+
+    def __init__(self, region, index, seed, life_state):
+        from hca import geometry
+
+        self.region, self.index, self.seed = region, index, seed
+        self.config = region.organisms
+        self.shape = region.shape
+        self.n = region.cells
+        self.ndim = len(region.axes)
+        self.s = {name: np.array(value) for name, value in _fields(life_state).items()}
+        self.genome = {k: np.array(v).reshape(self.n, *np.shape(v)[self.ndim:]) for k, v in life_state.genome.items()}
+        for key in list(self.s):
+            if self.s[key].ndim == 0:  # the counters
+                self.s[key] = int(self.s[key])
+            else:
+                self.s[key] = self.s[key].reshape(self.n, *self.s[key].shape[self.ndim:])
+        self.tables = [geometry.neighbour_table(axis) for axis in region.axes]
+        self.coords = np.array(np.unravel_index(np.arange(self.n), self.shape)).T
+        from hca.brain import GenomeLayout
+
+        self.layout = GenomeLayout.of(self.config.brain)
+        size = self.layout.size
+        self.upkeep = self.config.metabolism.base + int(size * self.config.metabolism.per_parameter)
+        self.unit_q = quantize_rate(self.config.metabolism.per_active_unit)
+        self.capacity = min(self.config.max_transfers or max(16, self.n // 8), self.n)
+
+    def neighbour(self, cell, slot):
+        axis, sign = divmod(slot, 2)
+        target = self.tables[axis][sign][self.coords[cell][axis]]
+        if target < 0:
+            return None
+        other = self.coords[cell].copy()
+        other[axis] = target
+        return int(np.ravel_multi_index(tuple(other), self.shape))
+
+    def stretch(self, slot):
+        return self.region.axes[slot // 2].stretch
+
+    def birth_cost(self, slot):
+        return self.config.birth_cost * self.stretch(slot)
+
+    def move_cost(self, slot):
+        return int(np.ceil(self.layout.size * self.config.move_cost * self.stretch(slot)))
+
+    def sense(self, ticking):
+        s = self.s
+        for cell in range(self.n):
+            for axis in ticking:
+                for sign in (0, 1):
+                    slot = 2 * axis + sign
+                    other = self.neighbour(cell, slot)
+                    if other is None:
+                        s["halo"][cell, slot] = 0.0
+                    else:
+                        occupied = np.float32(s["occupied"][other])
+                        s["halo"][cell, slot, :-1] = s["signal"][other] * occupied
+                        s["halo"][cell, slot, -1] = occupied
+
+    def decide(self, free, ticking):
+        from hca import brain
+
+        s, g, cfg, lay = self.s, self.genome, self.config, self.layout
+        c, h, e = lay.signals, lay.hidden, lay.encoder
+        heat = 0
+        phase_bits = np.zeros(7, np.float32)
+        phase_bits[list(ticking)] = 1.0
+        self.intent = np.full(self.n, -1)
+        self.birth = np.zeros(self.n, bool)
+        self.endow = np.zeros(self.n, np.int64)
+        for cell in range(self.n):
+            occupied = bool(s["occupied"][cell])
+            energy = int(s["energy"][cell])
+            x = np.concatenate(
+                [
+                    s["signal"][cell],
+                    s["hidden"][cell],
+                    [np.log1p(np.float32(energy)) / 8, np.log1p(np.float32(free[cell])) / 8, 0, 0],
+                    phase_bits,
+                ]
+            ).astype(np.float32)
+            exists = np.array([self.neighbour(cell, k) is not None for k in range(2 * self.ndim)])
+            slot_in = []
+            for k in range(2 * self.ndim):
+                axis = self.region.axes[k // 2]
+                features = [np.log2(axis.stretch) / 8, float(axis.curled), -1.0 if k % 2 == 0 else 1.0]
+                slot_in.append(np.concatenate([s["halo"][cell, k], [float(exists[k])], features]))
+            slot_in = np.array(slot_in, np.float32)
+            encoded = np.tanh(slot_in @ g["encoder_w"][cell] + g["encoder_b"][cell])
+            pooled = (encoded * exists[:, None]).sum(0) / max(exists.sum(), 1)
+            active = g["gate"][cell] > 0
+            hidden = np.tanh(np.concatenate([x, pooled]) @ g["body_w"][cell] + g["body_b"][cell]) * active
+            out = hidden @ (g["head_w"][cell] + s["plastic"][cell]) + g["head_b"][cell]
+            scores = encoded @ g["score_w"][cell][:e] + hidden @ g["score_w"][cell][e:]
+            rate = np.exp(np.clip(g["log_learning_rate"][cell][0], -20, 2))
+            modulator = np.tanh((energy - int(s["last_energy"][cell])) / np.float32(cfg.modulator_scale))
+            if occupied:
+                s["plastic"][cell] = np.clip(
+                    s["plastic"][cell] + rate * modulator * np.outer(hidden, np.tanh(out)),
+                    -brain.PLASTIC_LIMIT,
+                    brain.PLASTIC_LIMIT,
+                )
+                s["signal"][cell] = np.tanh(out[:c])
+                s["hidden"][cell] = hidden
+            else:
+                s["plastic"][cell] = 0
+                s["signal"][cell] = 0
+                s["hidden"][cell] = 0
+            act = out[c:]
+            if occupied:
+                want = (cfg.absorb * int(_sigmoid_rate(act[brain.ABSORB]))) >> 16
+                take = min(want, int(free[cell]), cfg.max_energy - energy)
+                energy += take
+                free[cell] -= take
+                cost = self.upkeep + ((int(active.sum()) * self.unit_q) >> 16)
+                paid = min(cost, energy)
+                energy -= paid
+                heat += paid
+                s["age"][cell] += 1
+                dead = energy == 0 or (cfg.max_age is not None and s["age"][cell] > cfg.max_age)
+                if dead:
+                    free[cell] += energy
+                    energy = 0
+                    s["occupied"][cell] = False
+                    s["deaths"] += 1
+                else:
+                    valid = [k for k in range(2 * self.ndim) if exists[k] and k // 2 in ticking]
+                    if valid:
+                        best = max(valid, key=lambda k: (scores[k], -k))
+                        wants_birth = act[brain.REPRODUCE] >= act[brain.MOVE]
+                        eager = (act[brain.REPRODUCE] if wants_birth else act[brain.MOVE]) > 0
+                        price = self.birth_cost(best) if wants_birth else self.move_cost(best)
+                        if scores[best] > act[brain.STAY] and eager and energy > price:
+                            self.intent[cell] = best
+                        self.birth[cell] = wants_birth
+                        self.endow[cell] = min(int(_sigmoid_rate(act[brain.ENDOW])), ONE - 1)
+                s["energy"][cell] = energy
+        return heat
+
+    def resolve(self, ticking, tick):
+        s, n = self.s, self.n
+        winners = {}
+        for target in range(n):
+            if s["occupied"][target]:
+                continue
+            best = None
+            for axis in ticking:
+                for sign in (0, 1):
+                    slot = 2 * axis + sign
+                    claimant = self.neighbour(target, slot)
+                    if claimant is None or self.intent[claimant] != 2 * axis + (1 - sign):
+                        continue
+                    tie = int(rng.hash_u32(self.seed, rng.TIE_BREAK, self.index, tick, claimant, xp=np))
+                    bid = (int(s["energy"][claimant]) << 32) | tie
+                    if best is None or bid > best[0]:
+                        best = (bid, claimant)
+            if best is not None:
+                winners[target] = best[1]
+        accepted = dict(sorted(winners.items())[: self.capacity])
+        s["refused"] += len(winners) - len(accepted)
+        heat = 0
+        rows = {}
+        for target, claimant in accepted.items():
+            slot = int(self.intent[claimant])
+            birth = bool(self.birth[claimant])
+            price = self.birth_cost(slot) if birth else self.move_cost(slot)
+            heat += price
+            left = int(s["energy"][claimant]) - price
+            if birth:
+                endowment = (left * int(self.endow[claimant])) >> 16
+                s["energy"][claimant] = left - endowment
+                rows[target] = (claimant, True, endowment)
+            else:
+                s["energy"][claimant] = 0
+                s["occupied"][claimant] = False
+                rows[target] = (claimant, False, left)
+        genome_before = {k: v.copy() for k, v in self.genome.items()}
+        body_before = {k: (v.copy() if isinstance(v, np.ndarray) else v) for k, v in s.items()}
+        for target, (source, birth, energy) in rows.items():
+            s["occupied"][target] = True
+            s["energy"][target] = energy
+            for key in ("hidden", "signal", "plastic", "age", "organism_id", "parent_id",
+                        "birth_tick", "generation"):
+                s[key][target] = body_before[key][source]
+            s["founder"][target] = body_before["founder"][source]
+            for name in self.genome:
+                self.genome[name][target] = genome_before[name][source]
+            if birth:
+                s["hidden"][target] = 0
+                s["signal"][target] = 0
+                s["plastic"][target] = 0
+                s["age"][target] = 0
+                s["organism_id"][target] = (tick + 1) * n + target + 1
+                s["parent_id"][target] = body_before["organism_id"][source]
+                s["birth_tick"][target] = tick
+                s["generation"][target] = body_before["generation"][source] + 1
+                self._mutate(target, genome_before, source, tick)
+                s["births"] += 1
+            else:
+                s["moves"] += 1
+        return heat
+
+    def _mutate(self, target, before, source, tick):
+        from hca import brain
+
+        offset = 0
+        scales = np.exp(before["log_mutation"][source])
+        for index, (name, shape) in enumerate(self.layout.tensors):
+            count = int(np.prod(shape))
+            entries = np.arange(offset, offset + count).reshape(shape)
+            noise = rng.normal(self.seed, rng.MUTATION, self.index, tick, target, entries, xp=np)
+            if name == "log_mutation":
+                low, high = brain.LOG_SCALE_RANGE
+                value = np.clip(before[name][source] + self.config.mutation.meta_scale * noise, low, high)
+            else:
+                value = np.clip(before[name][source] + scales[index] * noise, -brain.WEIGHT_LIMIT, brain.WEIGHT_LIMIT)
+            self.genome[name][target] = value
+            offset += count
+
+    def finish(self):
+        self.s["last_energy"] = self.s["energy"].copy()
+
+    def lattice(self, key):
+        value = self.s[key]
+        if isinstance(value, int):
+            return np.int64(value)
+        return value.reshape(self.shape + value.shape[1:])
+
+
+def _fields(life_state):
+    import dataclasses
+
+    return {
+        f.name: getattr(life_state, f.name)
+        for f in dataclasses.fields(life_state)
+        if f.name != "genome"
+    }
+
+
+class WorldReference(Reference):
+    """The substrate reference with organisms, starting from a given initial state."""
+
+    def __init__(self, world, state):
+        super().__init__(world, int(state.seed))
+        self.lives = []
+        for index, (region, region_state) in enumerate(zip(world.regions.values(), state.regions)):
+            self.free[index] = np.array(region_state.free_energy).astype(np.int64)
+            life = None
+            if region.organisms is not None:
+                life = LifeReference(region, index, self.seed, region_state.life)
+            self.lives.append(life)
+
+    def step(self):
+        for index, region in enumerate(self.world.regions.values()):
+            life = self.lives[index]
+            ticking = [k for k, axis in enumerate(region.axes) if self.tick % axis.stretch == 0]
+            capacity = region.energy.capacity
+            free = self.free[index]
+            added = np.minimum(self._offers(index, region), np.maximum(capacity - free, 0))
+            free = free + added
+            self.injected[index] += int(added.sum())
+            if life is not None:
+                life.sense(ticking)
+                flat = free.reshape(-1)
+                self.dissipated[index] += life.decide(flat, ticking)
+                self.dissipated[index] += life.resolve(ticking, self.tick)
+                free = flat.reshape(region.shape)
+            before = free.copy()
+            after = free.copy()
+            for axis, spec in enumerate(region.axes):
+                if self.tick % spec.stretch:
+                    continue
+                rate = region.energy.diffusion if spec.diffusion is None else spec.diffusion
+                for cell, other in _neighbours_by_link(region.shape, axis, spec.curled):
+                    amount = _floor_fraction(int(before[cell]), rate)
+                    after[cell] -= amount
+                    after[other] += amount
+            free = after
+            lost = np.array([_floor_fraction(int(v), region.energy.decay) for v in free.ravel()])
+            free = free - lost.reshape(free.shape)
+            self.dissipated[index] += int(lost.sum())
+            self.free[index] = free
+            if life is not None:
+                life.finish()
+        self.tick += 1

@@ -1,0 +1,294 @@
+"""Organisms: the ledger with life, population bookkeeping, stretch, inheritance,
+agreement with a NumPy reference, determinism and robustness."""
+
+from __future__ import annotations
+
+import copy
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from hca import brain, rng
+from hca.config import parse_world
+from hca.organisms import Life
+from hca.world import build
+from reference import WorldReference
+
+LIFE = {
+    "density": 0.5,
+    "max_age": 30,
+    "initial_energy": 60,
+    "max_energy": 400,
+    "absorb": 30,
+    "birth_cost": 2,
+    "move_cost": 0.005,
+    "brain": {"signals": 2, "hidden": 4, "encoder": 3, "init_scale": 1.0},
+    "mutation": {"initial_scale": 0.1, "meta_scale": 0.2},
+    "metabolism": {"base": 1, "per_parameter": 0.002, "per_active_unit": 0.25},
+}
+
+
+def living_world(**overrides):
+    life = copy.deepcopy(LIFE)
+    life.update(overrides)
+    return {
+        "name": "life",
+        "seed": 4,
+        "regions": {
+            "grid": {
+                "axes": [
+                    {"name": "a", "size": 3, "stretch": 1},
+                    {"name": "b", "size": 4, "stretch": 2, "curled": True},
+                    {"name": "c", "size": 2, "stretch": 3, "curled": True},
+                    {"name": "d", "size": 1, "curled": True},
+                ],
+                "energy": {
+                    "initial": {"mean": 40, "jitter": 20},
+                    "diffusion": 0.1,
+                    "decay": 0.01,
+                    "sources": [
+                        {"kind": "uniform", "amount": 3},
+                        {"kind": "rain", "probability": 0.05, "amount": 40},
+                    ],
+                },
+                "organisms": life,
+            },
+            "ring": {
+                "axes": [{"name": "x", "size": 32, "stretch": 1, "curled": True}],
+                "energy": {"initial": {"mean": 30}, "sources": [{"kind": "uniform", "amount": 5}]},
+                "organisms": life,
+            },
+        },
+    }
+
+
+@pytest.fixture(scope="module")
+def simulation():
+    return build(parse_world(living_world()))
+
+
+def trace(simulation, state, ticks):
+    def one(state, _):
+        state = simulation.step(state)
+        rows = []
+        for region in state.regions:
+            life = region.life
+            rows.append(
+                jnp.stack(
+                    [
+                        region.free_energy.sum(dtype=jnp.int64) + life.energy.sum(dtype=jnp.int64),
+                        region.initial_total + region.injected - region.dissipated,
+                        life.occupied.sum(dtype=jnp.int64),
+                        life.births,
+                        life.deaths,
+                        life.moves,
+                        jnp.where(life.occupied, 0, life.energy).sum(dtype=jnp.int64),
+                    ]
+                )
+            )
+        return state, jnp.stack(rows)
+
+    return jax.lax.scan(one, state, length=ticks)
+
+
+def test_ledger_and_population_every_tick_for_2000_ticks(simulation):
+    state = simulation.init()
+    population0 = [int(region.life.occupied.sum()) for region in state.regions]
+    state, rows = jax.jit(trace, static_argnums=(0, 2))(simulation, state, 2000)
+    rows = np.asarray(rows)
+    total, expected, population, births, deaths, moves, empty_energy = np.moveaxis(rows, -1, 0)
+    assert np.array_equal(total, expected)  # the ledger, every tick, every region
+    assert not empty_energy.any()  # empty cells hold no body energy
+    start = np.array(population0)[None, :]
+    assert np.array_equal(population, start + births - deaths)
+    previous = np.concatenate([start, population[:-1]])
+    step_births = np.diff(np.concatenate([np.zeros_like(start), births]), axis=0)
+    step_deaths = np.diff(np.concatenate([np.zeros_like(start), deaths]), axis=0)
+    assert np.array_equal(population, previous + step_births - step_deaths)
+    # Life really happened: births, deaths and moves in every region, and the world lives.
+    assert (births[-1] > 50).all() and (deaths[-1] > 50).all() and (moves[-1] > 0).all()
+    assert (population[-1] > 0).all()
+    generation = np.asarray(state.regions[0].life.generation)[np.asarray(state.regions[0].life.occupied)]
+    assert generation.max() >= 3
+
+
+def positions(life):
+    occupied = np.asarray(life.occupied)
+    ids = np.where(occupied, np.asarray(life.organism_id), 0)  # empty cells hold stale ids
+    return {int(i): tuple(int(c) for c in np.argwhere(ids == i)[0]) for i in ids[occupied]}
+
+
+def test_ids_unique_and_births_and_moves_cross_only_ticking_axes(simulation):
+    world = simulation.config
+    stretches = [[axis.stretch for axis in region.axes] for region in world.regions.values()]
+    state = simulation.init()
+    crossed = set()
+    for tick in range(150):
+        before = [positions(region.life) for region in state.regions]
+        state = simulation.run(state, 1)
+        for index, region in enumerate(state.regions):
+            life = region.life
+            occupied = np.asarray(life.occupied)
+            ids = np.asarray(life.organism_id)[occupied]
+            assert len(set(ids.tolist())) == len(ids)  # never one organism in two cells
+            assert (ids > 0).all()
+            after = positions(life)
+            parent_ids = np.asarray(life.parent_id)
+            birth_ticks = np.asarray(life.birth_tick)
+            for organism, where in after.items():
+                if birth_ticks[where] == tick and organism not in before[index]:
+                    origin = before[index][int(parent_ids[where])]  # the parent's cell
+                elif organism in before[index]:
+                    origin = before[index][organism]
+                else:
+                    raise AssertionError(f"organism {organism} appeared from nowhere")
+                moved = [k for k, (a, b) in enumerate(zip(origin, where)) if a != b]
+                assert len(moved) <= 1
+                for axis in moved:
+                    assert tick % stretches[index][axis] == 0, (tick, axis)
+                    crossed.add((index, axis))
+    assert {(0, 0), (0, 1), (0, 2)} <= crossed  # every axis with neighbours was crossed
+
+
+def test_crossing_costs_scale_with_stretch():
+    world = parse_world(living_world())
+    life = Life(world.regions["grid"], 0)
+    size = life.layout.size
+    for slot in range(life.slots):
+        stretch = world.regions["grid"].axes[slot // 2].stretch
+        assert life.birth_cost[slot] == LIFE["birth_cost"] * stretch
+        assert life.move_cost[slot] == int(np.ceil(size * LIFE["move_cost"] * stretch))
+
+
+def test_child_genome_is_parent_plus_its_own_scaled_mutation(simulation):
+    state = simulation.run(simulation.init(), 40)
+    layout = Life(simulation.config.regions["grid"], 0).layout
+    offsets = layout.offsets()
+    checked = 0
+    for _ in range(20):
+        before = state.regions[0].life
+        ids_before = np.where(np.asarray(before.occupied), np.asarray(before.organism_id), 0)
+        genome_before = {k: np.asarray(v) for k, v in before.genome.items()}
+        tick = int(state.tick)
+        state = simulation.run(state, 1)
+        life = state.regions[0].life
+        born = np.asarray(life.occupied) & (np.asarray(life.birth_tick) == tick)
+        for where in map(tuple, np.argwhere(born)):
+            parent = tuple(np.argwhere(ids_before == int(np.asarray(life.parent_id)[where]))[0])
+            target = int(np.ravel_multi_index(where, born.shape))
+            scales = np.exp(genome_before["log_mutation"][parent])
+            for index, (name, shape) in enumerate(layout.tensors):
+                entries = np.arange(offsets[name][0], offsets[name][1]).reshape(shape)
+                noise = rng.normal(
+                    simulation.config.seed, rng.MUTATION, 0, tick, target, entries, xp=np
+                )
+                scale = simulation.config.regions["grid"].organisms.mutation.meta_scale
+                step = (scale if name == "log_mutation" else scales[index]) * noise
+                limits = brain.LOG_SCALE_RANGE if name == "log_mutation" else (
+                    -brain.WEIGHT_LIMIT, brain.WEIGHT_LIMIT
+                )
+                expected = np.clip(genome_before[name][parent] + step, *limits)
+                np.testing.assert_allclose(np.asarray(life.genome[name])[where], expected, rtol=1e-5, atol=1e-6)
+            # The scales are inherited and mutate themselves.
+            child_scales = np.asarray(life.genome["log_mutation"])[where]
+            assert not np.array_equal(child_scales, genome_before["log_mutation"][parent])
+            assert np.abs(child_scales - genome_before["log_mutation"][parent]).max() < 2.0
+            checked += 1
+    assert checked >= 5
+
+
+INTEGER_FIELDS = ("occupied", "energy", "age", "organism_id", "parent_id", "birth_tick",
+                  "generation", "founder", "births", "deaths", "moves", "refused")
+FLOAT_FIELDS = ("hidden", "signal", "plastic", "halo")
+
+
+def test_reference_agrees_for_50_ticks():
+    world = parse_world(living_world(max_transfers=3))
+    simulation = build(world)
+    state = simulation.init()
+    reference = WorldReference(world, state)
+    activity = 0
+    for _ in range(50):
+        state = simulation.run(state, 1)
+        reference.step()
+        for index, region_state in enumerate(state.regions):
+            np.testing.assert_array_equal(np.asarray(region_state.free_energy), reference.free[index])
+            assert int(region_state.dissipated) == reference.dissipated[index]
+            life, expected = region_state.life, reference.lives[index]
+            for key in INTEGER_FIELDS:
+                np.testing.assert_array_equal(np.asarray(getattr(life, key)), expected.lattice(key), key)
+            occupied = np.asarray(life.occupied)
+            for key in FLOAT_FIELDS:
+                actual = np.asarray(getattr(life, key))
+                np.testing.assert_allclose(actual, expected.lattice(key), rtol=1e-4, atol=1e-5, err_msg=key)
+            for name, tensor in life.genome.items():
+                actual = np.asarray(tensor)[occupied]
+                wanted = expected.genome[name].reshape(np.shape(tensor))[occupied]
+                np.testing.assert_allclose(actual, wanted, rtol=1e-5, atol=1e-6, err_msg=name)
+            activity = int(life.births) + int(life.moves)
+    assert activity > 0 and int(state.regions[0].life.refused) > 0
+
+
+def test_founders_genomes_drawn_from_the_seed():
+    world = parse_world(living_world())
+    state = build(world).init()
+    region = world.regions["grid"]
+    life = state.regions[0].life
+    layout = Life(region, 0).layout
+    cells = np.arange(region.cells).reshape(region.shape)
+    expected_occupied = rng.bernoulli(LIFE["density"], world.seed, rng.FOUNDERS, 0, cells, xp=np)
+    np.testing.assert_array_equal(np.asarray(life.occupied), expected_occupied)
+    start, stop = layout.offsets()["body_w"]
+    shape = layout.shapes()["body_w"]
+    entries = np.arange(start, stop).reshape(shape)
+    cell = (1, 2, 0, 0)
+    flat = int(np.ravel_multi_index(cell, region.shape))
+    expected = LIFE["brain"]["init_scale"] * rng.normal(world.seed, rng.GENOME, 0, flat, entries, xp=np)
+    np.testing.assert_allclose(np.asarray(life.genome["body_w"])[cell], expected, rtol=1e-6)
+    assert np.allclose(np.asarray(life.genome["log_mutation"]), np.log(LIFE["mutation"]["initial_scale"]))
+
+
+def leaves(state):
+    return [np.asarray(leaf) for leaf in jax.tree.leaves(state)]
+
+
+def test_bitwise_determinism_and_no_retrace(simulation):
+    first = simulation.run(simulation.init(), 120)
+    second = simulation.init()
+    for n in (7, 50, 63):
+        second = simulation.run(second, n)
+    for a, b in zip(leaves(first), leaves(second)):
+        assert a.dtype == b.dtype and np.array_equal(a, b)
+    assert simulation.run._cache_size() == 1
+    other = simulation.run(simulation.init(seed=99), 120)
+    assert not np.array_equal(
+        np.asarray(first.regions[0].life.occupied), np.asarray(other.regions[0].life.occupied)
+    )
+
+
+@pytest.mark.parametrize(
+    "name, life, sources",
+    [
+        ("huge mutation", {"mutation": {"initial_scale": 8.0, "meta_scale": 5.0}}, None),
+        ("zero inflow", {}, []),
+        ("saturating inflow", {"absorb": 400}, [{"kind": "uniform", "amount": 100000}]),
+        ("fast learning", {"learning_rate": 10.0, "modulator_scale": 0.001}, None),
+    ],
+)
+def test_floats_stay_finite_under_extreme_settings(name, life, sources):
+    world = living_world(**life)
+    if sources is not None:
+        for region in world["regions"].values():
+            region["energy"]["sources"] = sources
+    simulation = build(parse_world(world))
+    state = simulation.run(simulation.init(), 600)
+    for leaf in leaves(state):
+        if np.issubdtype(leaf.dtype, np.floating):
+            assert np.isfinite(leaf).all(), name
+    assert simulation.ledger(state)["world"]["balanced"]
+    if name == "saturating inflow":
+        life_state = state.regions[0].life
+        energy = np.asarray(life_state.energy)[np.asarray(life_state.occupied)]
+        assert energy.size and energy.max() >= LIFE["max_energy"] - 5  # full, less one metabolism
