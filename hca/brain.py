@@ -105,8 +105,8 @@ def think(
 ) -> Thought:
     """One forward pass of every organism's own network."""
     w = genome
-    # The slot encoder and scorer are small: a broadcast-multiply-reduce beats a batched
-    # dot there on CPU. The body and head are large enough for dot_general.
+    # Per-organism weights: no batched dot (slow on CPU for such small matrices), but
+    # multiply-adds that stream each weight once.
     encoded = jnp.tanh(
         (slot_inputs[..., None] * w["encoder_w"][:, None]).sum(axis=2) + w["encoder_b"][:, None, :]
     )
@@ -115,9 +115,9 @@ def think(
     pooled = jnp.einsum("nse,ns->ne", encoded, exists) / count
     body_in = jnp.concatenate([self_inputs, pooled], axis=1)
     active = w["gate"] > 0.0
-    hidden = jnp.tanh(jnp.einsum("ni,nih->nh", body_in, w["body_w"]) + w["body_b"])
+    hidden = jnp.tanh(_matvec(body_in, w["body_w"]) + w["body_b"])
     hidden = jnp.where(active, hidden, 0.0)
-    outputs = jnp.einsum("nh,nho->no", hidden, w["head_w"] + plastic) + w["head_b"]
+    outputs = ((w["head_w"] + plastic) * hidden[:, :, None]).sum(axis=1) + w["head_b"]
     score_slot, score_body = w["score_w"][:, : layout.encoder], w["score_w"][:, layout.encoder :]
     scores = (encoded * score_slot[:, None, :]).sum(axis=2) + (hidden * score_body).sum(
         axis=1, keepdims=True
@@ -129,6 +129,15 @@ def think(
         active_units=active.sum(axis=1, dtype=jnp.int32),
         learning_rate=jnp.exp(jnp.clip(w["log_learning_rate"][:, 0], -20.0, 2.0)),
     )
+
+
+def _matvec(x: jax.Array, w: jax.Array) -> jax.Array:
+    """Per-row ``x[n] @ w[n]`` for (N, I) x (N, I, O): one multiply-add per input, each
+    reading a contiguous (N, O) slab, which streams ``w`` at memory speed."""
+    out = x[:, 0:1] * w[:, 0, :]
+    for i in range(1, x.shape[1]):
+        out = out + x[:, i : i + 1] * w[:, i, :]
+    return out
 
 
 def hebbian(

@@ -177,21 +177,27 @@ class Life:
             moves=jnp.int64(0),
             refused=jnp.int64(0),
         )
-        return self.sense(state, tuple(range(self.ndim)))
+        return state.replace(halo=self.sense(state.signal, occupied, state.halo, tuple(range(self.ndim))))
 
     # -- 1. sense ------------------------------------------------------------------
 
-    def sense(self, state: LifeState, ticking: tuple[int, ...]) -> LifeState:
-        """Refresh the halo slots of the ticking axes from the neighbours."""
-        occupied = state.occupied[..., None].astype(jnp.float32)
-        outgoing = jnp.concatenate([state.signal * occupied, occupied], axis=-1)
-        halo = state.halo
-        for axis in ticking:
+    def sense(self, signal: jax.Array, occupied: jax.Array, halo: jax.Array, ticking: tuple[int, ...]) -> jax.Array:
+        """The halo with the slots of the ticking axes refreshed from the neighbours.
+
+        Takes and returns only the small arrays involved, so that a branch of the
+        stretch schedule never carries the genome.
+        """
+        present = occupied[..., None].astype(jnp.float32)
+        outgoing = jnp.concatenate([signal * present, present], axis=-1)
+        slots = []
+        for axis in range(self.ndim):
             wrap = geometry.slot_wraps(self.region.axes[axis])
-            for sign, step in ((0, -1), (1, +1)):
-                received = geometry.shift(outgoing, axis, step, wrap)
-                halo = halo.at[..., 2 * axis + sign, :].set(received)
-        return state.replace(halo=halo)
+            for step in (-1, +1):
+                if axis in ticking:
+                    slots.append(geometry.shift(outgoing, axis, step, wrap))
+                else:
+                    slots.append(halo[..., 2 * axis + (step > 0), :])
+        return jnp.stack(slots, axis=self.ndim)
 
     # -- 2. decide -----------------------------------------------------------------
 
@@ -295,19 +301,25 @@ class Life:
 
     # -- 3. resolve ----------------------------------------------------------------
 
-    def resolve(
+    def claims(
         self,
-        state: LifeState,
+        occupied: jax.Array,  # (*S,) bool
+        energy: jax.Array,  # (*S,) int32
         intent: Intent,
         ticking: tuple[int, ...],
         tick: jax.Array,
         seed: jax.Array,
-    ) -> tuple[LifeState, jax.Array]:
-        """Settle claims along the ticking axes; returns (state, heat)."""
+    ) -> tuple[jax.Array, jax.Array, jax.Array]:
+        """Settle claims along the ticking axes, by neighbour gathers only.
+
+        Returns ``winner`` (*S,) int32, the slot of each target cell's accepted claimant
+        (or NO_SLOT); ``succeeded`` (*S,) bool, the claimants that won; and the number
+        of won claims refused for lack of transfer capacity.
+        """
         n, shape = self.cells, self.shape
         cells = geometry.cell_index(shape)
         tie = rng.hash_u32(seed, rng.TIE_BREAK, self.index, tick, cells, xp=jnp)
-        bid = (state.energy.astype(jnp.int64) << 32) | tie.astype(jnp.int64)
+        bid = (energy.astype(jnp.int64) << 32) | tie.astype(jnp.int64)
         slots = [(axis, sign) for axis in ticking for sign in (0, 1)]
 
         # Each empty cell picks the highest bid among the claims pointed at it.
@@ -318,7 +330,7 @@ class Life:
             step = 1 if sign else -1
             back = 2 * axis + (1 - sign)  # the claimant's slot that points at this cell
             claim = geometry.shift(intent.slot == back, axis, step, wrap)
-            offer = jnp.where(claim & ~state.occupied, geometry.shift(bid, axis, step, wrap), -1)
+            offer = jnp.where(claim & ~occupied, geometry.shift(bid, axis, step, wrap), -1)
             better = offer > best_bid
             best_bid = jnp.where(better, offer, best_bid)
             winner = jnp.where(better, 2 * axis + sign, winner)
@@ -339,6 +351,23 @@ class Life:
             seen = geometry.shift(winner == back, axis, step, wrap)
             succeeded = succeeded | ((intent.slot == here) & seen)
 
+        return winner, succeeded, refused
+
+    def transfer(
+        self,
+        state: LifeState,
+        intent: Intent,
+        winner: jax.Array,
+        succeeded: jax.Array,
+        refused: jax.Array,
+        tick: jax.Array,
+        seed: jax.Array,
+    ) -> tuple[LifeState, jax.Array]:
+        """Pay for won claims and copy the winners' rows; returns (state, heat).
+
+        Only the rows of target cells are written (at most ``capacity`` a tick).
+        """
+        n = self.cells
         slot = jnp.maximum(intent.slot, 0)
         parent = succeeded & intent.birth
         mover = succeeded & ~intent.birth
@@ -352,6 +381,7 @@ class Life:
         kept = jnp.where(mover, 0, left - jnp.where(parent, endowment, 0))
 
         # The transfers: rows copied from claimant (source) to target (destination).
+        accepted = (winner != NO_SLOT).reshape(n)
         target = jnp.nonzero(accepted, size=self.capacity, fill_value=n)[0].astype(jnp.int32)
         valid = target < n
         safe_target = jnp.minimum(target, n - 1)

@@ -139,25 +139,26 @@ def build(config: WorldConfig) -> Simulation:
         seed = config.seed if seed is None else seed
         return _init(jnp.uint32(seed))
 
+    # The branches of the stretch schedule take and return only what crosses between
+    # cells (signals, claims, free energy), never the genomes.
     def sense_branch(ticking: tuple[tuple[int, ...], ...]):
-        def branch(states: tuple[RegionState, ...]) -> tuple[RegionState, ...]:
+        def branch(inputs):
             return tuple(
-                region if life is None else region.replace(life=life.sense(region.life, axes))
-                for region, life, axes in zip(states, lives, ticking)
+                None if life is None else life.sense(*operands, axes)
+                for operands, life, axes in zip(inputs, lives, ticking)
             )
 
         return branch
 
     def settle_branch(ticking: tuple[tuple[int, ...], ...]):
-        def branch(states, intents, tick, seed):
-            updated = []
-            for index, (region, axes) in enumerate(zip(states, ticking)):
+        def branch(inputs, tick, seed):
+            outputs = []
+            for index, ((free, claim_inputs), axes) in enumerate(zip(inputs, ticking)):
+                claims = None
                 if lives[index] is not None:
-                    life, heat = lives[index].resolve(region.life, intents[index], axes, tick, seed)
-                    region = region.replace(life=life, dissipated=region.dissipated + heat)
-                region = region.replace(free_energy=diffusions[index](region.free_energy, axes))
-                updated.append(region)
-            return tuple(updated)
+                    claims = lives[index].claims(*claim_inputs, axes, tick, seed)
+                outputs.append((diffusions[index](free, axes), claims))
+            return tuple(outputs)
 
         return branch
 
@@ -181,7 +182,18 @@ def build(config: WorldConfig) -> Simulation:
             regions_now.append(region.replace(free_energy=free, injected=region.injected + injected))
         regions_now = tuple(regions_now)
         if any_life:
-            regions_now = by_phase(sense_branches, branch, regions_now)
+            halos = by_phase(
+                sense_branches,
+                branch,
+                tuple(
+                    None if region.life is None else (region.life.signal, region.life.occupied, region.life.halo)
+                    for region in regions_now
+                ),
+            )
+            regions_now = tuple(
+                region if halo is None else region.replace(life=region.life.replace(halo=halo))
+                for region, halo in zip(regions_now, halos)
+            )
         intents = []
         decided = []
         for index, region in enumerate(regions_now):
@@ -198,7 +210,26 @@ def build(config: WorldConfig) -> Simulation:
             decided.append(
                 region.replace(life=life_state, free_energy=free, dissipated=region.dissipated + heat)
             )
-        regions_now = by_phase(settle_branches, branch, tuple(decided), tuple(intents), tick, seed)
+        settled = by_phase(
+            settle_branches,
+            branch,
+            tuple(
+                (
+                    region.free_energy,
+                    None if intent is None else (region.life.occupied, region.life.energy, intent),
+                )
+                for region, intent in zip(decided, intents)
+            ),
+            tick,
+            seed,
+        )
+        regions_now = []
+        for index, (region, (free, claims)) in enumerate(zip(decided, settled)):
+            region = region.replace(free_energy=free)
+            if claims is not None:
+                life, heat = lives[index].transfer(region.life, intents[index], *claims, tick, seed)
+                region = region.replace(life=life, dissipated=region.dissipated + heat)
+            regions_now.append(region)
         finished = []
         for index, region in enumerate(regions_now):
             free, dissipated = decays[index](region.free_energy)

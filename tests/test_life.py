@@ -56,7 +56,7 @@ def living_world(**overrides):
                 "organisms": life,
             },
             "ring": {
-                "axes": [{"name": "x", "size": 32, "stretch": 1, "curled": True}],
+                "axes": [{"name": "x", "size": 64, "stretch": 1, "curled": True}],
                 "energy": {"initial": {"mean": 30}, "sources": [{"kind": "uniform", "amount": 5}]},
                 "organisms": life,
             },
@@ -167,13 +167,14 @@ def test_child_genome_is_parent_plus_its_own_scaled_mutation(simulation):
     layout = Life(simulation.config.regions["grid"], 0).layout
     offsets = layout.offsets()
     checked = 0
-    for _ in range(20):
-        before = state.regions[0].life
+    for step in range(40):
+        region_index = step % 2  # both regions, alternately
+        before = state.regions[region_index].life
         ids_before = np.where(np.asarray(before.occupied), np.asarray(before.organism_id), 0)
         genome_before = {k: np.asarray(v) for k, v in before.genome.items()}
         tick = int(state.tick)
         state = simulation.run(state, 1)
-        life = state.regions[0].life
+        life = state.regions[region_index].life
         born = np.asarray(life.occupied) & (np.asarray(life.birth_tick) == tick)
         for where in map(tuple, np.argwhere(born)):
             parent = tuple(np.argwhere(ids_before == int(np.asarray(life.parent_id)[where]))[0])
@@ -182,7 +183,7 @@ def test_child_genome_is_parent_plus_its_own_scaled_mutation(simulation):
             for index, (name, shape) in enumerate(layout.tensors):
                 entries = np.arange(offsets[name][0], offsets[name][1]).reshape(shape)
                 noise = rng.normal(
-                    simulation.config.seed, rng.MUTATION, 0, tick, target, entries, xp=np
+                    simulation.config.seed, rng.MUTATION, region_index, tick, target, entries, xp=np
                 )
                 scale = simulation.config.regions["grid"].organisms.mutation.meta_scale
                 step = (scale if name == "log_mutation" else scales[index]) * noise
@@ -222,7 +223,7 @@ def test_reference_agrees_for_50_ticks():
             occupied = np.asarray(life.occupied)
             for key in FLOAT_FIELDS:
                 actual = np.asarray(getattr(life, key))
-                np.testing.assert_allclose(actual, expected.lattice(key), rtol=1e-4, atol=1e-5, err_msg=key)
+                np.testing.assert_allclose(actual, expected.lattice(key), rtol=1e-3, atol=1e-4, err_msg=key)
             for name, tensor in life.genome.items():
                 actual = np.asarray(tensor)[occupied]
                 wanted = expected.genome[name].reshape(np.shape(tensor))[occupied]
@@ -264,7 +265,7 @@ def test_bitwise_determinism_and_no_retrace(simulation):
     assert simulation.run._cache_size() == 1
     other = simulation.run(simulation.init(seed=99), 120)
     assert not np.array_equal(
-        np.asarray(first.regions[0].life.occupied), np.asarray(other.regions[0].life.occupied)
+        np.asarray(first.regions[0].life.energy), np.asarray(other.regions[0].life.energy)
     )
 
 
