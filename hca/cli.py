@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import signal
 import sys
 import time
 from collections.abc import Sequence
@@ -57,16 +58,33 @@ def _parser() -> argparse.ArgumentParser:
     run = commands.add_parser(
         "run",
         help="run a world and record its metrics",
-        description="Run a world for a number of ticks. Writes RUN_DIR/world.yaml (the "
-        "resolved world) and RUN_DIR/metrics.jsonl (one JSON line per report).",
+        description="Run a world for a number of ticks, or resume a run. Writes "
+        "RUN_DIR/world.yaml (the resolved world), RUN_DIR/metrics.jsonl (one JSON line per "
+        "report) and RUN_DIR/checkpoints/. Ctrl-C or SIGTERM saves a checkpoint and stops.",
     )
-    run.add_argument("world", metavar="WORLD.yaml", help="the world file to run")
-    run.add_argument("--steps", type=_count, required=True, help="number of ticks to run")
+    run.add_argument("world", metavar="WORLD.yaml", nargs="?", help="the world file to run")
     run.add_argument(
-        "--out",
-        required=True,
+        "--steps",
+        type=_count,
+        help="ticks to run (with --resume: ticks to add; default: up to the first run's target)",
+    )
+    run.add_argument(
+        "--out", metavar="RUN_DIR", help="directory for the run's files; must not exist or be empty"
+    )
+    run.add_argument(
+        "--resume",
         metavar="RUN_DIR",
-        help="directory for the run's files; must not exist or be empty",
+        help="continue a run from its latest good checkpoint (Ctrl-C, SIGTERM or a crash stopped it)",
+    )
+    run.add_argument(
+        "--checkpoint-every",
+        type=_positive_int,
+        metavar="K",
+        help="ticks between checkpoints (default: the file's run.checkpoint_every); one is "
+        "always saved at the end",
+    )
+    run.add_argument(
+        "--keep", type=_positive_int, metavar="N", help="checkpoints to keep (default: run.keep)"
     )
     run.add_argument("--seed", type=_count, help="seed for every random draw (default: the file's)")
     run.add_argument(
@@ -76,6 +94,37 @@ def _parser() -> argparse.ArgumentParser:
         help="ticks between metrics lines (default: the file's run.report_every)",
     )
     run.add_argument("--quiet", action="store_true", help="no progress bar")
+
+    inspect = commands.add_parser(
+        "inspect",
+        help="summarise a run's checkpoint",
+        description="Read a checkpoint (the newest good one, or --tick T) without running "
+        "anything: population, ledger, lineages, genome statistics and a digest of the state.",
+    )
+    inspect.add_argument("run_dir", metavar="RUN_DIR")
+    inspect.add_argument("--tick", type=_count, help="the checkpoint at this tick")
+    inspect.add_argument("--json", action="store_true", help="print one JSON object")
+
+    render = commands.add_parser(
+        "render",
+        help="draw the lattice at a checkpoint (needs hca[viz])",
+        description="Draw a region at a checkpoint: one panel per outer-level cell (per GPU "
+        "in the default world), each a heat map of its organisms' energy over the last two "
+        "axes (SM x warp), and a map of population per server.",
+    )
+    render.add_argument("run_dir", metavar="RUN_DIR")
+    render.add_argument("--tick", type=_count, help="the checkpoint at this tick")
+    render.add_argument("--region", help="which region (default: the first with organisms)")
+    render.add_argument("--out", required=True, metavar="PNG", help="the picture to write")
+
+    plot = commands.add_parser(
+        "plot",
+        help="draw population, births/deaths and the ledger over time (needs hca[viz])",
+        description="Draw RUN_DIR/metrics.jsonl: population and lineages, births, deaths "
+        "and moves per report, and the energy ledger.",
+    )
+    plot.add_argument("run_dir", metavar="RUN_DIR")
+    plot.add_argument("--out", required=True, metavar="PNG", help="the picture to write")
     return parser
 
 
@@ -125,7 +174,7 @@ def _prepare_run_dir(path: Path) -> None:
     if path.exists() and not path.is_dir():
         raise UsageError(f"{path}: exists and is not a directory")
     if path.is_dir() and any(path.iterdir()):
-        raise UsageError(f"{path}: directory is not empty; choose a new --out")
+        raise UsageError(f"{path}: directory is not empty; choose a new --out, or --resume it")
 
 
 def _metrics_line(simulation, state, previous: dict[str, Any] | None) -> dict[str, Any]:
@@ -139,7 +188,7 @@ def _metrics_line(simulation, state, previous: dict[str, Any] | None) -> dict[st
         regions[name] = dict(ledger)
         if name in measured["life"]:
             life = dict(measured["life"][name])
-            before = previous["regions"][name]["life"] if previous else {}
+            before = previous["regions"][name].get("life", {}) if previous else {}
             for counter in COUNTERS:
                 life[f"{counter}_total"] = life[counter]
                 life[counter] -= before.get(f"{counter}_total", 0)
@@ -155,53 +204,144 @@ def _metrics_line(simulation, state, previous: dict[str, Any] | None) -> dict[st
     return line
 
 
-def _run(args: argparse.Namespace) -> int:
-    from tqdm import tqdm
+def _keep_metrics_until(path: Path, tick: int) -> dict[str, Any] | None:
+    """Drop metrics lines after ``tick`` (they will be written again, identically) and
+    return the last line kept."""
+    if not path.exists():
+        return None
+    kept, last = [], None
+    for text in path.read_text(encoding="utf-8").splitlines():
+        try:
+            line = json.loads(text)
+        except ValueError:
+            continue  # a line cut short by a kill
+        if line.get("tick", tick + 1) <= tick:
+            kept.append(text)
+            last = line
+    temporary = path.with_name(f".{path.name}.tmp")
+    temporary.write_text("".join(f"{text}\n" for text in kept), encoding="utf-8")
+    os.replace(temporary, path)
+    return last
 
+
+class _StopRequest:
+    """Turns SIGINT and SIGTERM into a request the run loop honours between chunks."""
+
+    def __init__(self) -> None:
+        self.signal: int | None = None
+        self._previous: dict[int, Any] = {}
+
+    def __enter__(self) -> _StopRequest:
+        for number in (signal.SIGINT, signal.SIGTERM):
+            self._previous[number] = signal.signal(number, self._handle)
+        return self
+
+    def _handle(self, number: int, frame: Any) -> None:
+        self.signal = number
+
+    def __exit__(self, *exc: Any) -> None:
+        for number, handler in self._previous.items():
+            signal.signal(number, handler)
+
+
+def _run(args: argparse.Namespace) -> int:
+    import jax
+
+    from hca.checkpoint import RunDirectory, RunDirectoryError, Saver
     from hca.config import load_world
     from hca.world import build
 
-    world = load_world(args.world, seed=args.seed)
-    out = Path(args.out)
-    _prepare_run_dir(out)
-    report_every = args.report_every or world.run.report_every
+    if args.resume is not None:
+        if args.world is not None:
+            raise UsageError("give either WORLD.yaml or --resume RUN_DIR, not both")
+        run_dir = RunDirectory(args.resume)
+        world = run_dir.world()
+        settings = run_dir.settings()
+        simulation = build(world)
+        shapes = jax.eval_shape(lambda: simulation.init(world.seed))
+        report = lambda line: print(f"hca: {line}", file=sys.stderr)  # noqa: E731
+        checkpoint = run_dir.load(world, shapes, report=report)
+        state = checkpoint.state
+        start = checkpoint.tick
+        target = start + args.steps if args.steps is not None else settings.get("target_tick", start)
+        for key, value in (("report_every", args.report_every), ("checkpoint_every", args.checkpoint_every),
+                           ("keep", args.keep)):
+            if value is not None:
+                settings[key] = value
+        settings["target_tick"] = target
+        run_dir.write_settings(settings)
+        previous = _keep_metrics_until(run_dir.metrics_file, start)
+        print(f"hca: resuming {run_dir.path} from tick {start} to tick {target}", file=sys.stderr)
+    else:
+        if args.world is None:
+            raise UsageError("give a WORLD.yaml to run, or --resume RUN_DIR")
+        if args.steps is None or args.out is None:
+            raise UsageError("a new run needs --steps N and --out RUN_DIR")
+        world = load_world(args.world, seed=args.seed)
+        run_dir = RunDirectory(args.out)
+        _prepare_run_dir(run_dir.path)
+        settings = {
+            "target_tick": args.steps,
+            "report_every": args.report_every or world.run.report_every,
+            "checkpoint_every": args.checkpoint_every or world.run.checkpoint_every,
+            "keep": args.keep or world.run.keep,
+        }
+        simulation = build(world)
+        state = simulation.init()
+        run_dir.create(world, settings)
+        start, target, previous = 0, args.steps, None
+    return _advance(simulation, state, run_dir, settings, start, target, previous, args.quiet, Saver)
 
-    simulation = build(world)
-    state = simulation.init()
-    out.mkdir(parents=True, exist_ok=True)
-    resolved = out / "world.yaml"
-    temporary = out / ".world.yaml.tmp"
-    temporary.write_text(world.to_yaml(), encoding="utf-8")
-    os.replace(temporary, resolved)
 
+def _advance(simulation, state, run_dir, settings, start, target, previous, quiet, saver_type) -> int:
+    from tqdm import tqdm
+
+    report_every = settings["report_every"]
+    checkpoint_every = settings["checkpoint_every"]
+    saver = saver_type(run_dir, simulation.config, settings["keep"])
     started = time.perf_counter()
-    with open(out / "metrics.jsonl", "w", encoding="utf-8") as metrics, tqdm(
-        total=args.steps, unit="tick", disable=args.quiet, file=sys.stderr, dynamic_ncols=True
+    tick = start
+    line = previous
+    with open(run_dir.metrics_file, "a", encoding="utf-8") as metrics, _StopRequest() as stop, tqdm(
+        total=target - start, unit="tick", disable=quiet, file=sys.stderr, dynamic_ncols=True
     ) as progress:
-        line = _metrics_line(simulation, state, None)
-        metrics.write(json.dumps(line) + "\n")
-        done = 0
-        try:
-            while done < args.steps:
-                chunk = min(report_every, args.steps - done)
-                state = simulation.run(state, chunk)
+        if line is None:
+            line = _metrics_line(simulation, state, None)
+            metrics.write(json.dumps(line) + "\n")
+            metrics.flush()
+        while tick < target:
+            until_report = report_every - tick % report_every
+            until_save = checkpoint_every - tick % checkpoint_every
+            chunk = min(until_report, until_save, target - tick)
+            state = simulation.run(state, chunk)
+            tick += chunk
+            progress.update(chunk)
+            if tick % report_every == 0 or tick == target:
                 line = _metrics_line(simulation, state, line)
-                done += chunk
                 metrics.write(json.dumps(line) + "\n")
                 metrics.flush()
-                progress.update(chunk)
                 postfix = {"population": line["life"]["population"]} if "life" in line else {}
                 progress.set_postfix(**postfix, total=line["ledger"]["total"], refresh=False)
-        except KeyboardInterrupt:
-            progress.close()
-            print(f"hca: interrupted after tick {done}; metrics so far are in {out}", file=sys.stderr)
-            return 130
+            if tick % checkpoint_every == 0 or tick == target:
+                saver.save(state)
+            if stop.signal is not None and tick < target:
+                saver.save(state)
+                saver.close()
+                progress.close()
+                name = signal.Signals(stop.signal).name
+                print(
+                    f"hca: {name}: stopped at tick {tick} with a checkpoint; continue with:\n"
+                    f"  hca run --resume {run_dir.path}",
+                    file=sys.stderr,
+                )
+                return 128 + stop.signal
+        saver.close()
     elapsed = time.perf_counter() - started
     ledger = line["ledger"]
     verdict = "balanced" if ledger["balanced"] else "NOT BALANCED"
     print(
-        f"{out}: {done} ticks in {elapsed:.1f} s; ledger {verdict}: total {ledger['total']:,} = "
-        f"initial + injected {ledger['injected']:,} - dissipated {ledger['dissipated']:,}"
+        f"{run_dir.path}: ticks {start}..{tick} in {elapsed:.1f} s; ledger {verdict}: total "
+        f"{ledger['total']:,} = initial + injected {ledger['injected']:,} - dissipated {ledger['dissipated']:,}"
     )
     return 0 if ledger["balanced"] else 1
 
@@ -210,16 +350,75 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     from hca.config import WorldFileError
 
+    from hca.checkpoint import RunDirectoryError
+    from hca.pictures import MissingViz
+
     try:
-        if args.command == "validate":
-            return _validate(args)
-        return _run(args)
+        return COMMANDS[args.command](args)
+    except BrokenPipeError:  # the reader went away (e.g. `hca inspect RUN | head`)
+        sys.stdout = open(os.devnull, "w")
+        return 0
+    except (RunDirectoryError, MissingViz) as error:
+        print(f"hca: error: {error}", file=sys.stderr)
+        return EXIT_BAD_INPUT
     except WorldFileError as error:
         print(f"hca: error: {error}", file=sys.stderr)
         return EXIT_BAD_INPUT
     except UsageError as error:
         print(f"hca: error: {error}", file=sys.stderr)
         return EXIT_BAD_INPUT
+
+
+def _report_line(line: str) -> None:
+    print(f"hca: {line}", file=sys.stderr)
+
+
+def _inspect(args: argparse.Namespace) -> int:
+    from hca import inspect
+    from hca.checkpoint import RunDirectory
+
+    simulation, checkpoint = inspect.load(RunDirectory(args.run_dir), args.tick, _report_line)
+    report = inspect.summary(simulation, checkpoint, args.run_dir)
+    print(json.dumps(report) if args.json else inspect.describe(report))
+    return 0
+
+
+def _render(args: argparse.Namespace) -> int:
+    from hca import inspect, pictures
+    from hca.checkpoint import RunDirectory
+
+    pictures._pyplot()  # fail before any work if matplotlib is missing
+    run_dir = RunDirectory(args.run_dir)
+    simulation, checkpoint = inspect.load(run_dir, args.tick, _report_line)
+    if args.region is not None and args.region not in simulation.config.regions:
+        raise UsageError(f"no region {args.region!r}; the world has {list(simulation.config.regions)}")
+    out = pictures.render(simulation, checkpoint, args.out, args.region)
+    print(f"{out}: tick {int(checkpoint.state.tick)}")
+    return 0
+
+
+def _plot(args: argparse.Namespace) -> int:
+    from hca import pictures
+    from hca.checkpoint import RunDirectory
+
+    pictures._pyplot()
+    run_dir = RunDirectory(args.run_dir)
+    world = run_dir.world()
+    lines = []
+    if run_dir.metrics_file.exists():
+        for text in run_dir.metrics_file.read_text(encoding="utf-8").splitlines():
+            try:
+                lines.append(json.loads(text))
+            except ValueError:
+                continue
+    if not lines:
+        raise UsageError(f"{run_dir.metrics_file}: no metrics to plot")
+    out = pictures.plot(lines, args.out, f"{world.name}: {run_dir.path}")
+    print(f"{out}: ticks {lines[0]['tick']}..{lines[-1]['tick']}")
+    return 0
+
+
+COMMANDS = {"validate": _validate, "run": _run, "inspect": _inspect, "render": _render, "plot": _plot}
 
 
 if __name__ == "__main__":

@@ -161,7 +161,9 @@ class Region(_Model):
 
 
 class RunSettings(_Model):
-    report_every: Annotated[int, Field(ge=1)] = 100
+    report_every: Annotated[int, Field(ge=1)] = 100  # ticks between metrics lines
+    checkpoint_every: Annotated[int, Field(ge=1)] = 1000  # ticks between checkpoints
+    keep: Annotated[int, Field(ge=1)] = 3  # newest checkpoints kept
 
 
 class WorldConfig(_Model):

@@ -86,29 +86,34 @@ class Reference:
 
     def step(self) -> None:
         for index, region in enumerate(self.world.regions.values()):
-            free = self.free[index]
-            capacity = region.energy.capacity
-            added = np.minimum(self._offers(index, region), np.maximum(capacity - free, 0))
-            free = free + added
-            self.injected[index] += int(added.sum())
-
-            before = free.copy()
-            after = free.copy()
-            for axis, spec in enumerate(region.axes):
-                if self.tick % spec.stretch:
-                    continue
-                rate = region.energy.diffusion if spec.diffusion is None else spec.diffusion
-                for cell, other in _neighbours_by_link(region.shape, axis, spec.curled):
-                    amount = _floor_fraction(int(before[cell]), rate)
-                    after[cell] -= amount
-                    after[other] += amount
-            free = after
-
-            lost = np.array([_floor_fraction(int(v), region.energy.decay) for v in free.ravel()])
-            free = free - lost.reshape(free.shape)
-            self.dissipated[index] += int(lost.sum())
-            self.free[index] = free
+            free = self._inflow(index, region, self.free[index])
+            free = self._organisms(index, region, free)
+            self.free[index] = self._diffuse_and_decay(index, region, free)
         self.tick += 1
+
+    def _inflow(self, index, region, free):
+        capacity = region.energy.capacity
+        added = np.minimum(self._offers(index, region), np.maximum(capacity - free, 0))
+        self.injected[index] += int(added.sum())
+        return free + added
+
+    def _organisms(self, index, region, free):
+        return free  # the substrate has none; WorldReference adds them
+
+    def _diffuse_and_decay(self, index, region, free):
+        before = free.copy()
+        after = free.copy()
+        for axis, spec in enumerate(region.axes):
+            if self.tick % spec.stretch:
+                continue
+            rate = region.energy.diffusion if spec.diffusion is None else spec.diffusion
+            for cell, other in _neighbours_by_link(region.shape, axis, spec.curled):
+                amount = _floor_fraction(int(before[cell]), rate)
+                after[cell] -= amount
+                after[other] += amount
+        lost = np.array([_floor_fraction(int(v), region.energy.decay) for v in after.ravel()])
+        self.dissipated[index] += int(lost.sum())
+        return after - lost.reshape(after.shape)
 
 
 # --- organisms ---------------------------------------------------------------------
@@ -379,36 +384,19 @@ class WorldReference(Reference):
                 life = LifeReference(region, index, self.seed, region_state.life)
             self.lives.append(life)
 
-    def step(self):
-        for index, region in enumerate(self.world.regions.values()):
-            life = self.lives[index]
-            ticking = [k for k, axis in enumerate(region.axes) if self.tick % axis.stretch == 0]
-            capacity = region.energy.capacity
-            free = self.free[index]
-            added = np.minimum(self._offers(index, region), np.maximum(capacity - free, 0))
-            free = free + added
-            self.injected[index] += int(added.sum())
-            if life is not None:
-                life.sense(ticking)
-                flat = free.reshape(-1)
-                self.dissipated[index] += life.decide(flat, ticking)
-                self.dissipated[index] += life.resolve(ticking, self.tick)
-                free = flat.reshape(region.shape)
-            before = free.copy()
-            after = free.copy()
-            for axis, spec in enumerate(region.axes):
-                if self.tick % spec.stretch:
-                    continue
-                rate = region.energy.diffusion if spec.diffusion is None else spec.diffusion
-                for cell, other in _neighbours_by_link(region.shape, axis, spec.curled):
-                    amount = _floor_fraction(int(before[cell]), rate)
-                    after[cell] -= amount
-                    after[other] += amount
-            free = after
-            lost = np.array([_floor_fraction(int(v), region.energy.decay) for v in free.ravel()])
-            free = free - lost.reshape(free.shape)
-            self.dissipated[index] += int(lost.sum())
-            self.free[index] = free
-            if life is not None:
-                life.finish()
-        self.tick += 1
+    def _organisms(self, index, region, free):
+        life = self.lives[index]
+        if life is None:
+            return free
+        ticking = [k for k, axis in enumerate(region.axes) if self.tick % axis.stretch == 0]
+        life.sense(ticking)
+        flat = free.reshape(-1).copy()
+        self.dissipated[index] += life.decide(flat, ticking)
+        self.dissipated[index] += life.resolve(ticking, self.tick)
+        return flat.reshape(region.shape)
+
+    def _diffuse_and_decay(self, index, region, free):
+        free = super()._diffuse_and_decay(index, region, free)
+        if self.lives[index] is not None:
+            self.lives[index].finish()
+        return free

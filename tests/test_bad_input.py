@@ -183,12 +183,20 @@ def test_bad_arguments_exit_2(capsys, worlds_dir, tmp_path):
     for argv in (
         ["run", str(worlds_dir / "mixed.yaml"), "--steps", "-1", "--out", str(tmp_path / "r")],
         ["run", str(worlds_dir / "mixed.yaml"), "--steps", "ten", "--out", str(tmp_path / "r")],
-        ["run", str(worlds_dir / "mixed.yaml"), "--out", str(tmp_path / "r")],
         ["validate", str(worlds_dir / "mixed.yaml"), "--seed", "-4"],
+        ["run", str(worlds_dir / "mixed.yaml"), "--steps", "3", "--keep", "0", "--out", str(tmp_path / "r")],
     ):
         with pytest.raises(SystemExit) as exit_info:
             main(argv)
         assert exit_info.value.code == 2
+    capsys.readouterr()
+    for argv, message in (
+        (["run", str(worlds_dir / "mixed.yaml"), "--out", str(tmp_path / "r")], "--steps"),
+        (["run", "--steps", "3", "--out", str(tmp_path / "r")], "WORLD.yaml"),
+        (["run", str(worlds_dir / "mixed.yaml"), "--resume", str(tmp_path / "r")], "not both"),
+    ):
+        assert main(argv) == 2
+        assert message in capsys.readouterr().err
     assert not (tmp_path / "r").exists()
 
 

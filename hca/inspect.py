@@ -1,0 +1,132 @@
+"""Reading a checkpoint without running anything: what a person asks of a run."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import jax
+import numpy as np
+
+from hca.checkpoint import Checkpoint, RunDirectory, state_digest
+from hca.world import build
+
+
+def load(run_dir: RunDirectory, tick: int | None, report) -> tuple[Any, Checkpoint]:
+    """The simulation of a run directory and its newest good checkpoint (or ``tick``)."""
+    world = run_dir.world()
+    simulation = build(world)
+    shapes = jax.eval_shape(lambda: simulation.init(world.seed))
+    return simulation, run_dir.load(world, shapes, tick=tick, report=report)
+
+
+def _lineages(life, top: int = 5) -> dict[str, Any]:
+    occupied = np.asarray(life.occupied)
+    founders = np.asarray(life.founder)[occupied]
+    generation = np.asarray(life.generation)[occupied]
+    counts = np.bincount(founders) if founders.size else np.zeros(0, np.int64)
+    order = np.argsort(-counts, kind="stable")[:top]
+    return {
+        "living": int((counts > 0).sum()),
+        "deepest_generation": int(generation.max()) if generation.size else 0,
+        "mean_generation": float(generation.mean()) if generation.size else 0.0,
+        "most_numerous": [
+            {"founder_cell": int(f), "organisms": int(counts[f])} for f in order if counts[f] > 0
+        ],
+    }
+
+
+def _genome_stats(life) -> dict[str, Any]:
+    occupied = np.asarray(life.occupied)
+    stats = {}
+    for name, tensor in life.genome.items():
+        values = np.asarray(tensor)[occupied]
+        stats[name] = {
+            "mean": float(values.mean()) if values.size else 0.0,
+            "std": float(values.std()) if values.size else 0.0,
+        }
+    scales = np.exp(np.asarray(life.genome["log_mutation"])[occupied])
+    mutation = {
+        "mean": float(scales.mean()) if scales.size else 0.0,
+        "min": float(scales.min()) if scales.size else 0.0,
+        "max": float(scales.max()) if scales.size else 0.0,
+    }
+    return {"genome": stats, "mutation_scale": mutation}
+
+
+def summary(simulation, checkpoint: Checkpoint, path: str) -> dict[str, Any]:
+    """Everything ``hca inspect`` reports, as plain JSON-ready values."""
+    state = checkpoint.state
+    world = simulation.config
+    measured = simulation.ledger(state)
+    regions = {}
+    population = births = deaths = moves = 0
+    for (name, region), region_state in zip(world.regions.items(), state.regions):
+        entry: dict[str, Any] = {
+            "axes": [axis.name for axis in region.axes],
+            "shape": list(region.shape),
+            "ledger": measured["regions"][name],
+        }
+        life = region_state.life
+        if life is not None:
+            entry["population"] = int(np.asarray(life.occupied).sum())
+            entry["births"] = int(life.births)
+            entry["deaths"] = int(life.deaths)
+            entry["moves"] = int(life.moves)
+            entry["lineages"] = _lineages(life)
+            entry.update(_genome_stats(life))
+            population += entry["population"]
+            births += entry["births"]
+            deaths += entry["deaths"]
+            moves += entry["moves"]
+        regions[name] = entry
+    return {
+        "run_dir": path,
+        "world": world.name,
+        "seed": world.seed,
+        "tick": int(state.tick),
+        "population": population,
+        "births": births,
+        "deaths": deaths,
+        "moves": moves,
+        "ledger": measured["world"],
+        "regions": regions,
+        "state_digest": state_digest(state),
+    }
+
+
+def describe(report: dict[str, Any]) -> str:
+    """The summary as text for a person."""
+    ledger = report["ledger"]
+    lines = [
+        f"{report['run_dir']}: world {report['world']!r}, seed {report['seed']}, tick {report['tick']}",
+        f"population {report['population']:,}; since tick 0: {report['births']:,} births, "
+        f"{report['deaths']:,} deaths, {report['moves']:,} moves",
+        f"ledger: free {ledger['free']:,} + organisms {ledger['organisms']:,} = total {ledger['total']:,}; "
+        f"injected {ledger['injected']:,}, dissipated {ledger['dissipated']:,}; "
+        f"{'balanced' if ledger['balanced'] else 'NOT BALANCED'}",
+    ]
+    for name, region in report["regions"].items():
+        shape = " x ".join(f"{axis} {size}" for axis, size in zip(region["axes"], region["shape"]))
+        lines.append(f"region {name}: {shape}")
+        if "population" not in region:
+            lines.append("  no organisms")
+            continue
+        lineages = region["lineages"]
+        top = ", ".join(
+            f"cell {entry['founder_cell']} ({entry['organisms']})" for entry in lineages["most_numerous"]
+        )
+        lines.append(
+            f"  population {region['population']:,}; lineages alive {lineages['living']:,}; "
+            f"generations: deepest {lineages['deepest_generation']}, mean {lineages['mean_generation']:.1f}"
+        )
+        if top:
+            lines.append(f"  most numerous lineages (founder cell, organisms): {top}")
+        scale = region["mutation_scale"]
+        lines.append(
+            f"  mutation scale: mean {scale['mean']:.4g}, min {scale['min']:.4g}, max {scale['max']:.4g}"
+        )
+        lines.append("  genome (mean +- std over the living):")
+        for tensor, stats in region["genome"].items():
+            lines.append(f"    {tensor:<18} {stats['mean']:+.4f} +- {stats['std']:.4f}")
+    lines.append(f"state_digest {report['state_digest']}")
+    return "\n".join(lines)
