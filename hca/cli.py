@@ -19,24 +19,23 @@ class UsageError(Exception):
     """A problem with what the user asked for, reported in one line with exit status 2."""
 
 
-def _positive_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"expected a number >= 1, got {value}")
-    return value
+def _whole_number(minimum: int):
+    """An argparse type for whole numbers >= ``minimum``."""
+
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
+        if value < minimum:
+            raise argparse.ArgumentTypeError(f"expected a number >= {minimum}, got {value}")
+        return value
+
+    return parse
 
 
-def _count(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"expected a number >= 0, got {value}")
-    return value
+_positive_int = _whole_number(1)
+_count = _whole_number(0)
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -247,7 +246,7 @@ class _StopRequest:
 def _run(args: argparse.Namespace) -> int:
     import jax
 
-    from hca.checkpoint import RunDirectory, RunDirectoryError, Saver
+    from hca.checkpoint import RunDirectory, Saver
     from hca.config import load_world
     from hca.world import build
 

@@ -9,11 +9,13 @@ only along the axes that tick now:
 2. ``decide`` (the same every tick): every organism runs its own brain, learns,
    absorbs free energy, pays its metabolism, dies if starved or old, and states an
    intent (move or reproduce toward one direction slot of a ticking axis).
-3. ``resolve`` (per set of ticking axes): every empty target cell looks at the claims
+3. ``claims`` (per set of ticking axes): every empty target cell looks at the claims
    pointed at it by its neighbours and picks one by the highest energy bid, ties
    broken by a hash of (seed, tick, claimant); claimants see whether they won by
-   looking back. Winners' genomes and bodies are copied as rows: only the rows that
-   change are written, with a fixed capacity of transfers per tick.
+   looking back.
+4. ``transfer`` (the same every tick): winners pay, and their genomes and bodies are
+   copied as rows: only the rows that change are written, with a fixed capacity of
+   transfers per tick.
 
 Every quantum is accounted: absorption moves free energy into bodies, metabolism and
 the costs of moving and giving birth are dissipated as heat, a dead body's energy
@@ -23,16 +25,15 @@ returns to its cell.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
 
 import jax
 import jax.numpy as jnp
 import numpy as np
+from flax import struct
 
 from hca import brain, geometry, rng
 from hca.config import MAX_AXES, RATE_ONE, Region, quantize_rate
 from hca.state import LifeState
-from flax import struct
 
 NO_SLOT = -1
 
@@ -156,7 +157,10 @@ class Life:
             genome[name] = value
         energy = jnp.where(occupied, jnp.int32(life.initial_energy), jnp.int32(0))
         c, h = layout.signals, layout.hidden
-        zeros = partial_zeros(self.shape)
+
+        def zeros(*trailing: int) -> jax.Array:
+            return jnp.zeros((*self.shape, *trailing), jnp.float32)
+
         state = LifeState(
             occupied=occupied,
             energy=energy,
@@ -443,9 +447,3 @@ def _fraction_dynamic(values: jax.Array, rate: jax.Array) -> jax.Array:
     """``floor(values * rate / RATE_ONE)`` for per-cell rates, exact in int64."""
     return ((values.astype(jnp.int64) * rate.astype(jnp.int64)) >> 16).astype(jnp.int32)
 
-
-def partial_zeros(shape: tuple[int, ...]):
-    def zeros(*trailing: int) -> jax.Array:
-        return jnp.zeros((*shape, *trailing), jnp.float32)
-
-    return zeros

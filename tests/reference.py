@@ -195,7 +195,7 @@ class LifeReference:
         from hca import brain
 
         s, g, cfg, lay = self.s, self.genome, self.config, self.layout
-        c, h, e = lay.signals, lay.hidden, lay.encoder
+        c, e = lay.signals, lay.encoder
         heat = 0
         phase_bits = np.zeros(7, np.float32)
         phase_bits[list(ticking)] = 1.0
