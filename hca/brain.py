@@ -146,7 +146,7 @@ def hebbian(
     modulator: jax.Array,  # (N,) float32 in [-1, 1]
 ) -> jax.Array:
     """Reward-modulated Hebbian step: dP = rate * modulator * outer(hidden, tanh(outputs))."""
-    post = jnp.tanh(thought.outputs)
-    delta = jnp.einsum("nh,no->nho", thought.hidden, post)
-    scale = (thought.learning_rate * modulator)[:, None, None]
-    return jnp.clip(plastic + scale * delta, -PLASTIC_LIMIT, PLASTIC_LIMIT)
+    post = jnp.tanh(thought.outputs) * (thought.learning_rate * modulator)[:, None]
+    return jnp.clip(
+        plastic + thought.hidden[:, :, None] * post[:, None, :], -PLASTIC_LIMIT, PLASTIC_LIMIT
+    )

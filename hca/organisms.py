@@ -250,7 +250,8 @@ class Life:
         # Learn: modulated by the energy change since the last tick.
         change = (energy - flat(state.last_energy)).astype(jnp.float32)
         modulator = jnp.tanh(change / life.modulator_scale)
-        plastic = jnp.where(occupied[:, None, None], brain.hebbian(plastic, thought, modulator), 0.0)
+        # Empty cells' plastic weights are stale and never read: a child starts from zero.
+        plastic = brain.hebbian(plastic, thought, modulator)
         outputs = thought.outputs
         signal = jnp.where(occupied[:, None], jnp.tanh(outputs[:, : layout.signals]), 0.0)
         hidden = jnp.where(occupied[:, None], thought.hidden, 0.0)
@@ -280,9 +281,15 @@ class Life:
 
         # Intent: the best direction slot on a ticking axis, unless staying scores higher.
         valid = exists & slot_ticks[None, :]
-        scores = jnp.where(valid, thought.slot_scores, -jnp.inf)
-        best = jnp.argmax(scores, axis=1).astype(jnp.int32)
-        goes = alive & (scores.max(axis=1) > actions[:, brain.STAY])
+        # The first best slot, by a pass over the few slots (cheaper than argmax on CPU).
+        best_score = jnp.full((n,), -jnp.inf, jnp.float32)
+        best = jnp.zeros((n,), jnp.int32)
+        for slot in range(self.slots):
+            score = jnp.where(valid[:, slot], thought.slot_scores[:, slot], -jnp.inf)
+            better = score > best_score
+            best_score = jnp.where(better, score, best_score)
+            best = jnp.where(better, slot, best)
+        goes = alive & (best_score > actions[:, brain.STAY])
         birth = actions[:, brain.REPRODUCE] >= actions[:, brain.MOVE]
         eager = jnp.where(birth, actions[:, brain.REPRODUCE], actions[:, brain.MOVE]) > 0.0
         price = jnp.where(birth, jnp.asarray(self.birth_cost)[best], jnp.asarray(self.move_cost)[best])
