@@ -55,14 +55,6 @@ def state_digest(state: WorldState) -> str:
     return digest.hexdigest()
 
 
-def _abstract(state_shapes: Any) -> Any:
-    device = jax.devices()[0]
-    sharding = jax.sharding.SingleDeviceSharding(device)
-    return jax.tree.map(
-        lambda leaf: jax.ShapeDtypeStruct(leaf.shape, leaf.dtype, sharding=sharding), state_shapes
-    )
-
-
 @dataclass
 class Checkpoint:
     tick: int
@@ -152,11 +144,13 @@ class RunDirectory:
     def load(
         self,
         world: WorldConfig,
-        state_shapes: Any,
+        target: Any,
         tick: int | None = None,
         report: Callable[[str], None] = lambda line: None,
     ) -> Checkpoint:
-        """The newest good checkpoint (at or before ``tick``, when given).
+        """The newest good checkpoint (or the one at ``tick``), restored into ``target``:
+        ShapeDtypeStructs with shardings (``Simulation.abstract_state()``), so that a
+        checkpoint written on any number of devices loads onto the current layout.
 
         Damaged checkpoints and interrupted saves are reported through ``report``, one
         line each, and skipped; nothing is deleted.
@@ -184,7 +178,7 @@ class RunDirectory:
                     restored = manager.restore(
                         candidate,
                         args=ocp.args.Composite(
-                            state=ocp.args.StandardRestore(_abstract(state_shapes)),
+                            state=ocp.args.StandardRestore(target),
                             meta=ocp.args.JsonRestore(),
                         ),
                     )

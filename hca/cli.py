@@ -92,6 +92,13 @@ def _parser() -> argparse.ArgumentParser:
         metavar="K",
         help="ticks between metrics lines (default: the file's run.report_every)",
     )
+    run.add_argument(
+        "--devices",
+        type=_positive_int,
+        metavar="N",
+        help="spread the world over N devices along its placed axes (default: as many as "
+        "are present and can be placed)",
+    )
     run.add_argument("--quiet", action="store_true", help="no progress bar")
 
     inspect = commands.add_parser(
@@ -146,6 +153,8 @@ def _summary(world, path: str) -> str:
     for name, region in world.regions.items():
         shape = "x".join(str(size) for size in region.shape)
         lines.append(f"region {name}: {len(region.axes)}-D, shape {shape}, {region.cells:,} cells")
+        if region.placement:
+            lines.append(f"  placed on devices: {', '.join(region.placement)} (hca run --devices N)")
         lines.append(f"  {'axis':<12}{'size':>6}{'stretch':>9}  {'curled':<8}{'diffusion':>10}  ticks")
         for axis, rate in zip(region.axes, diffusion_rates(region)):
             often = "every tick" if axis.stretch == 1 else f"every {axis.stretch} ticks"
@@ -244,10 +253,9 @@ class _StopRequest:
 
 
 def _run(args: argparse.Namespace) -> int:
-    import jax
-
     from hca.checkpoint import RunDirectory, Saver
     from hca.config import load_world
+    from hca.parallel import describe, make_mesh
     from hca.world import build
 
     if args.resume is not None:
@@ -256,10 +264,8 @@ def _run(args: argparse.Namespace) -> int:
         run_dir = RunDirectory(args.resume)
         world = run_dir.world()
         settings = run_dir.settings()
-        simulation = build(world)
-        shapes = jax.eval_shape(lambda: simulation.init(world.seed))
-        report = lambda line: print(f"hca: {line}", file=sys.stderr)  # noqa: E731
-        checkpoint = run_dir.load(world, shapes, report=report)
+        simulation = build(world, make_mesh(world, args.devices))
+        checkpoint = run_dir.load(world, simulation.abstract_state(), report=_report_line)
         state = checkpoint.state
         start = checkpoint.tick
         target = start + args.steps if args.steps is not None else settings.get("target_tick", start)
@@ -285,10 +291,12 @@ def _run(args: argparse.Namespace) -> int:
             "checkpoint_every": args.checkpoint_every or world.run.checkpoint_every,
             "keep": args.keep or world.run.keep,
         }
-        simulation = build(world)
+        simulation = build(world, make_mesh(world, args.devices))
         state = simulation.init()
         run_dir.create(world, settings)
         start, target, previous = 0, args.steps, None
+    if simulation.mesh is not None:
+        print(f"hca: running on {describe(simulation.mesh)}", file=sys.stderr)
     return _advance(simulation, state, run_dir, settings, start, target, previous, args.quiet, Saver)
 
 
@@ -350,6 +358,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     from hca.config import WorldFileError
 
     from hca.checkpoint import RunDirectoryError
+    from hca.parallel import PlacementError
     from hca.pictures import MissingViz
 
     try:
@@ -357,7 +366,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except BrokenPipeError:  # the reader went away (e.g. `hca inspect RUN | head`)
         sys.stdout = open(os.devnull, "w")
         return 0
-    except (RunDirectoryError, MissingViz) as error:
+    except (RunDirectoryError, MissingViz, PlacementError) as error:
         print(f"hca: error: {error}", file=sys.stderr)
         return EXIT_BAD_INPUT
     except WorldFileError as error:

@@ -150,6 +150,9 @@ class Region(_Model):
     axes: Annotated[list[Axis], Field(min_length=1, max_length=MAX_AXES)]
     energy: Energy = Energy()
     organisms: Organisms | None = None
+    # Axes spread over devices, outermost first (e.g. [server, gpu]); the others stay
+    # inside a device. `hca run --devices N` splits N devices over them.
+    placement: list[Identifier] = []
 
     @property
     def shape(self) -> tuple[int, ...]:
@@ -290,6 +293,15 @@ def _check_relations(world: WorldConfig) -> list[tuple[str, str]]:
                     )
                 )
             seen.setdefault(axis.name, index)
+        placed: set[str] = set()
+        for index, name in enumerate(region.placement):
+            if name not in seen:
+                problems.append(
+                    (f"{where}.placement[{index}]", f"expected one of the region's axes {list(seen)}, got {name!r}")
+                )
+            elif name in placed:
+                problems.append((f"{where}.placement[{index}]", f"axis {name!r} is placed twice"))
+            placed.add(name)
         energy = region.energy
         if energy.initial.jitter > energy.initial.mean:
             problems.append(

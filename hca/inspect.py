@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from typing import Any
 
-import jax
 import numpy as np
 
 from hca.checkpoint import Checkpoint, RunDirectory, state_digest
@@ -15,8 +14,7 @@ def load(run_dir: RunDirectory, tick: int | None, report) -> tuple[Any, Checkpoi
     """The simulation of a run directory and its newest good checkpoint (or ``tick``)."""
     world = run_dir.world()
     simulation = build(world)
-    shapes = jax.eval_shape(lambda: simulation.init(world.seed))
-    return simulation, run_dir.load(world, shapes, tick=tick, report=report)
+    return simulation, run_dir.load(world, simulation.abstract_state(), tick=tick, report=report)
 
 
 def _lineages(life, top: int = 5) -> dict[str, Any]:

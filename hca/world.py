@@ -10,14 +10,13 @@ branch, so a stretched axis does no work at all between its ticks.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from functools import partial
 from typing import Any
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 
-from hca import energy, geometry, rng
+from hca import energy, geometry, parallel, rng
 from hca.config import MAX_AXES, WorldConfig
 from hca.metrics import life_metrics
 from hca.organisms import Life
@@ -34,6 +33,20 @@ class Simulation:
     step: Any  # (WorldState) -> WorldState
     run: Any  # (WorldState, n_ticks) -> WorldState
     measure: Any  # (WorldState) -> dict of scalar arrays (the ledger, world and per region)
+    mesh: Any = None  # jax.sharding.Mesh when the world is spread over several devices
+    shardings: Any = None  # the state's NamedShardings on `mesh` (None on one device)
+
+    def abstract_state(self) -> Any:
+        """ShapeDtypeStructs of the state, with the sharding each array lives in."""
+        shapes = jax.eval_shape(lambda: self.init(self.config.seed))
+        if self.shardings is None:
+            device = jax.sharding.SingleDeviceSharding(jax.devices()[0])
+            return jax.tree.map(lambda s: jax.ShapeDtypeStruct(s.shape, s.dtype, sharding=device), shapes)
+        return jax.tree.map(
+            lambda s, sharding: jax.ShapeDtypeStruct(s.shape, s.dtype, sharding=sharding),
+            shapes,
+            self.shardings,
+        )
 
     def ledger(self, state: WorldState) -> dict[str, Any]:
         """The ledger as plain Python numbers: world totals and one entry per region."""
@@ -88,8 +101,12 @@ def _phase_tables(config: WorldConfig, schedule: geometry.Schedule):
     return tables
 
 
-def build(config: WorldConfig) -> Simulation:
-    """Compile-ready functions for ``config``; nothing is traced until first use."""
+def build(config: WorldConfig, mesh: Any = None) -> Simulation:
+    """Compile-ready functions for ``config``; nothing is traced until first use.
+
+    With a ``mesh`` (see ``hca.parallel.make_mesh``) the state lives spread over its
+    devices along the placed axes.
+    """
     regions = list(config.regions.values())
     schedule = geometry.Schedule.of(config)
     inflows = [energy.make_inflow(region, index) for index, region in enumerate(regions)]
@@ -127,13 +144,19 @@ def build(config: WorldConfig) -> Simulation:
             life=life,
         )
 
-    @jax.jit
-    def _init(seed: jax.Array) -> WorldState:
+    def make_state(seed: jax.Array) -> WorldState:
         return WorldState(
             tick=jnp.int32(0),
             seed=seed,
             regions=tuple(init_region(index, seed) for index in range(len(regions))),
         )
+
+    shardings = None
+    if mesh is not None:
+        shardings = parallel.state_shardings(
+            config, jax.eval_shape(make_state, jax.ShapeDtypeStruct((), jnp.uint32)), mesh
+        )
+    _init = jax.jit(make_state, out_shardings=shardings)
 
     def init(seed: int | None = None) -> WorldState:
         seed = config.seed if seed is None else seed
@@ -239,9 +262,15 @@ def build(config: WorldConfig) -> Simulation:
             )
         return state.replace(tick=tick + 1, regions=tuple(finished))
 
-    @partial(jax.jit, donate_argnums=0)
-    def run(state: WorldState, n_ticks: jax.Array | int) -> WorldState:
+    def run_ticks(state: WorldState, n_ticks: jax.Array | int) -> WorldState:
         return jax.lax.fori_loop(0, n_ticks, lambda _, s: step(s), state)
+
+    if mesh is None:
+        run = jax.jit(run_ticks, donate_argnums=0)
+    else:
+        run = jax.jit(
+            run_ticks, donate_argnums=0, in_shardings=(shardings, None), out_shardings=shardings
+        )
 
     @jax.jit
     def measure(state: WorldState) -> dict[str, Any]:
@@ -267,4 +296,6 @@ def build(config: WorldConfig) -> Simulation:
         step=jax.jit(step),
         run=run,
         measure=measure,
+        mesh=mesh,
+        shardings=shardings,
     )

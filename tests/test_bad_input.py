@@ -108,6 +108,11 @@ CASES = {
         set_in((*ENERGY, "sources", 0), {"kind": "spots", "amount": 1}),
         ["regions.gpu.energy.sources[0]", "exactly one of"],
     ),
+    "placement on an unknown axis": (
+        set_in(("regions", "gpu", "placement"), ["gpu", "rack"]),
+        ["regions.gpu.placement[1]", "'rack'"],
+    ),
+    "axis placed twice": (set_in(("regions", "gpu", "placement"), ["gpu", "gpu"]), ["regions.gpu.placement[1]", "twice"]),
     "jitter above mean": (set_in((*ENERGY, "initial", "jitter"), 50), ["regions.gpu.energy.initial.jitter"]),
     "seed too large": (set_in(("seed",), 1 << 40), ["seed: expected a value < 4294967296"]),
     "two problems at once": (

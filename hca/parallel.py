@@ -1,0 +1,130 @@
+"""Placing a world on several devices: the mesh and the sharding of every array.
+
+Region axes named in a region's ``placement`` are spread over a
+``jax.sharding.Mesh`` whose axes carry the same names; the other axes stay inside a
+device. The step is the same program as on one device: the arrays carry sharding
+annotations and XLA partitions the program, turning shifts along a sharded axis
+into collective permutes between neighbouring devices (a ring on a curled axis).
+Every quantity in the state is an integer or is computed cell by cell, so a world on
+N devices evolves bitwise as on one.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import jax
+import numpy as np
+from jax.sharding import Mesh, NamedSharding, PartitionSpec
+
+from hca.config import WorldConfig
+
+
+class PlacementError(Exception):
+    """The devices asked for cannot be placed on the world's axes; one line."""
+
+
+def placed_axes(world: WorldConfig) -> list[str]:
+    """Mesh axis names, outermost first: every placed axis of every region."""
+    names: list[str] = []
+    for region in world.regions.values():
+        for name in region.placement:
+            if name not in names:
+                names.append(name)
+    return names
+
+
+def _sizes(world: WorldConfig, name: str) -> list[int]:
+    return [
+        axis.size
+        for region in world.regions.values()
+        if name in region.placement
+        for axis in region.axes
+        if axis.name == name
+    ]
+
+
+def device_factors(world: WorldConfig, devices: int) -> dict[str, int]:
+    """How many devices each placed axis spans, filling the innermost placed axis first.
+
+    Raises PlacementError when ``devices`` does not divide into the placed axes' sizes.
+    """
+    names = placed_axes(world)
+    remaining = devices
+    factors = {name: 1 for name in names}
+    for name in reversed(names):
+        sizes = _sizes(world, name)
+        for split in range(remaining, 0, -1):
+            if remaining % split == 0 and all(size % split == 0 for size in sizes):
+                factors[name] = split
+                remaining //= split
+                break
+    if remaining != 1:
+        placed = ", ".join(f"{name} ({'/'.join(map(str, _sizes(world, name)))})" for name in names)
+        raise PlacementError(
+            f"cannot spread {devices} devices over the placed axes "
+            f"{placed or '(none: the world has no placement)'}; the device count must "
+            f"divide into their sizes"
+        )
+    return factors
+
+
+def make_mesh(world: WorldConfig, devices: int | None) -> Mesh | None:
+    """The mesh for ``devices`` devices, or None for a single device.
+
+    By default: on accelerators, the most devices present that can be placed; on CPU,
+    one (CPU "devices" share the same cores, so splitting buys nothing there).
+    """
+    available = jax.devices()
+    if devices is not None:
+        if devices > len(available):
+            raise PlacementError(
+                f"asked for {devices} devices, but only {len(available)} are present "
+                f"({available[0].platform})"
+            )
+    elif available[0].platform == "cpu":
+        devices = 1
+    else:
+        devices = 1
+        for count in range(len(available), 1, -1):
+            try:
+                device_factors(world, count)
+            except PlacementError:
+                continue
+            devices = count
+            break
+    factors = device_factors(world, devices)
+    if devices == 1:
+        return None
+    names = [name for name in factors if factors[name] > 1]
+    grid = np.array(available[:devices]).reshape([factors[name] for name in names])
+    return Mesh(grid, tuple(names))
+
+
+def state_shardings(world: WorldConfig, state_shapes: Any, mesh: Mesh) -> Any:
+    """A NamedSharding for every leaf of the state: lattice-shaped arrays are split
+    along their placed axes, everything else is replicated."""
+    replicated = NamedSharding(mesh, PartitionSpec())
+    regions = []
+    for region, region_shapes in zip(world.regions.values(), state_shapes.regions):
+        shape = region.shape
+        spec = PartitionSpec(
+            *[
+                axis.name if axis.name in region.placement and axis.name in mesh.shape else None
+                for axis in region.axes
+            ]
+        )
+        lattice = NamedSharding(mesh, spec)
+
+        def sharding(leaf, shape=shape, lattice=lattice):
+            return lattice if tuple(leaf.shape[: len(shape)]) == shape else replicated
+
+        regions.append(jax.tree.map(sharding, region_shapes))
+    return state_shapes.replace(tick=replicated, seed=replicated, regions=tuple(regions))
+
+
+def describe(mesh: Mesh | None) -> str:
+    if mesh is None:
+        return "1 device"
+    axes = " x ".join(f"{name} {size}" for name, size in mesh.shape.items())
+    return f"{mesh.devices.size} devices ({axes})"

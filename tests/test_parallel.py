@@ -1,0 +1,109 @@
+"""One world over several devices: placement, bitwise equality, checkpoints across layouts."""
+
+from __future__ import annotations
+
+import json
+
+import jax
+import numpy as np
+import pytest
+
+from hca.cli import main
+from hca.config import load_world, parse_world
+from hca.parallel import PlacementError, device_factors, make_mesh
+from hca.world import build
+
+
+@pytest.fixture(scope="module")
+def default_world(worlds_dir_module):
+    return load_world(worlds_dir_module / "default.yaml")
+
+
+@pytest.fixture(scope="module")
+def worlds_dir_module():
+    from conftest import WORLDS
+
+    return WORLDS
+
+
+def test_device_factors_fill_the_innermost_placed_axes(default_world):
+    assert jax.device_count() == 8
+    assert device_factors(default_world, 8) == {"cluster": 1, "row": 1, "rack": 1, "server": 2, "gpu": 4}
+    assert device_factors(default_world, 2) == {"cluster": 1, "row": 1, "rack": 1, "server": 1, "gpu": 2}
+    mesh = make_mesh(default_world, 8)
+    assert dict(mesh.shape) == {"server": 2, "gpu": 4}
+    assert make_mesh(default_world, 1) is None
+    assert make_mesh(default_world, None) is None  # CPU: one device unless asked
+
+
+def test_placement_errors(default_world):
+    with pytest.raises(PlacementError, match="cannot spread 3 devices"):
+        device_factors(default_world, 3)
+    with pytest.raises(PlacementError, match="only 8 are present"):
+        make_mesh(default_world, 16)
+    unplaced = parse_world({"regions": {"r": {"axes": [{"name": "a", "size": 4}]}}})
+    with pytest.raises(PlacementError, match="no placement"):
+        make_mesh(unplaced, 2)
+
+
+@pytest.mark.parametrize(
+    "argv, message",
+    [(["--devices", "3"], "cannot spread 3 devices"), (["--devices", "16"], "only 8 are present")],
+)
+def test_placement_errors_on_the_command_line(tmp_path, capsys, worlds_dir, argv, message):
+    out = tmp_path / "r"
+    assert main(["run", str(worlds_dir / "default.yaml"), "--steps", "2", "--out", str(out), *argv]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and message in err and "Traceback" not in err
+    assert not out.exists()
+
+
+def leaves(state):
+    return [np.asarray(leaf) for leaf in jax.tree.leaves(state)]
+
+
+def check_one_versus_eight(world, ticks):
+    one = build(world)
+    eight = build(world, make_mesh(world, 8))
+    reference = one.run(one.init(), ticks)
+    spread = eight.init()
+    assert spread.regions[0].life.genome["body_w"].sharding.num_devices == 8
+    spread = eight.run(spread, ticks)
+    for a, b in zip(leaves(reference), leaves(spread)):
+        assert a.dtype == b.dtype and np.array_equal(a, b)
+    # Lineages crossed shard boundaries: organisms live on another GPU than their founder.
+    life = reference.regions[0].life
+    region = world.regions["gpu"]
+    occupied = np.asarray(life.occupied)
+    founder_gpu = np.unravel_index(np.asarray(life.founder)[occupied], region.shape)[4]
+    here_gpu = np.nonzero(occupied)[4]
+    assert (founder_gpu != here_gpu).any()
+    assert int(life.births) > 0 and int(life.moves) > 0
+
+
+def test_one_and_eight_devices_are_bitwise_equal(default_world):
+    check_one_versus_eight(default_world, 120)
+
+
+@pytest.mark.slow
+def test_one_and_eight_devices_are_bitwise_equal_for_500_ticks(default_world):
+    check_one_versus_eight(default_world, 500)
+
+
+def digest(capsys, run_dir):
+    capsys.readouterr()
+    assert main(["inspect", str(run_dir), "--json"]) == 0
+    return json.loads(capsys.readouterr().out)["state_digest"]
+
+
+def test_checkpoints_move_between_layouts(tmp_path, capsys, worlds_dir):
+    world = str(worlds_dir / "default.yaml")
+    whole = tmp_path / "whole"
+    assert main(["run", world, "--steps", "60", "--out", str(whole), "--quiet"]) == 0
+    expected = digest(capsys, whole)
+    # Written on 8 devices, continued on 1; written on 1, continued on 8.
+    for first, second in (("8", "1"), ("1", "8")):
+        out = tmp_path / f"from{first}"
+        assert main(["run", world, "--steps", "27", "--out", str(out), "--devices", first, "--quiet"]) == 0
+        assert main(["run", "--resume", str(out), "--steps", "33", "--devices", second, "--quiet"]) == 0
+        assert digest(capsys, out) == expected
