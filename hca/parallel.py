@@ -128,3 +128,24 @@ def describe(mesh: Mesh | None) -> str:
         return "1 device"
     axes = " x ".join(f"{name} {size}" for name, size in mesh.shape.items())
     return f"{mesh.devices.size} devices ({axes})"
+
+
+def initialize_hosts(coordinator: str | None, processes: int | None, process_id: int | None) -> None:
+    """Join the other hosts through JAX's multi-controller runtime.
+
+    With no arguments JAX finds them itself where it can (SLURM, for one). On CPU the
+    hosts exchange data through gloo.
+    """
+    jax.config.update("jax_cpu_collectives_implementation", "gloo")
+    jax.distributed.initialize(
+        coordinator_address=coordinator, num_processes=processes, process_id=process_id
+    )
+
+
+def gather(state: Any) -> Any:
+    """The state with every array whole on this host (as NumPy), across processes."""
+    from jax.experimental import multihost_utils
+
+    if jax.process_count() == 1:
+        return jax.device_get(state)
+    return jax.tree.map(lambda leaf: np.asarray(multihost_utils.process_allgather(leaf, tiled=True)), state)

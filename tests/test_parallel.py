@@ -107,3 +107,25 @@ def test_checkpoints_move_between_layouts(tmp_path, capsys, worlds_dir):
         assert main(["run", world, "--steps", "27", "--out", str(out), "--devices", first, "--quiet"]) == 0
         assert main(["run", "--resume", str(out), "--steps", "33", "--devices", second, "--quiet"]) == 0
         assert digest(capsys, out) == expected
+
+
+def test_two_hosts_of_four_devices_equal_one_device(default_world, worlds_dir):
+    import subprocess
+    import sys
+
+    from conftest import ROOT
+    from hca.checkpoint import state_digest
+
+    result = subprocess.run(
+        [sys.executable, str(ROOT / "scripts" / "launch_local_hosts.py"), str(worlds_dir / "default.yaml"),
+         "--steps", "40", "--hosts", "2", "--devices-per-host", "4", "--timeout", "400"],
+        capture_output=True, text=True, timeout=450, check=False,
+    )
+    assert result.returncode == 0, result.stderr[-2000:]
+    report = json.loads(result.stdout.strip().splitlines()[-1])
+    assert report["processes"] == 2 and report["devices"] == 8
+    assert report["mesh"] == {"server": 2, "gpu": 4}
+    one = build(default_world)
+    state = one.run(one.init(), 40)
+    assert report["state_digest"] == state_digest(state)
+    assert report["ledger"] == one.ledger(state)["world"]
