@@ -1,0 +1,182 @@
+"""Scaling over devices: speed, and what crosses between devices, from the compiled program.
+
+    python scripts/bench_scaling.py [WORLD.yaml] [--devices 1 2 4 8] [--ticks N] [--json]
+
+For each device count this reports ticks per second and, read from the compiled run
+(not guessed), the collective operations that move data between devices: how many a
+tick executes on average, the bytes each device sends per tick, and the fraction of
+ticks that exchange anything. Collectives inside a branch of the stretch schedule run
+only on that branch's ticks; the others run every tick. The same is reported for the
+world with every stretch set to 1, to show what stretch saves.
+
+On a CPU the devices are faked (XLA_FLAGS=--xla_force_host_platform_device_count,
+set here when absent), so ticks per second there measure overhead, not speed-up.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import re
+import sys
+import time
+from collections import Counter
+from pathlib import Path
+
+if "--xla_force_host_platform_device_count" not in os.environ.get("XLA_FLAGS", ""):
+    os.environ["XLA_FLAGS"] = (
+        os.environ.get("XLA_FLAGS", "") + " --xla_force_host_platform_device_count=8"
+    ).strip()
+
+import jax  # noqa: E402
+
+import hca  # noqa: E402
+from hca.config import parse_world  # noqa: E402
+from hca.parallel import make_mesh  # noqa: E402
+
+ROOT = Path(__file__).resolve().parent.parent
+COLLECTIVE = re.compile(
+    r"=\s*(\(?[a-z0-9]+\[[^\]]*\][^=]*?)\s(all-gather|all-reduce|collective-permute|all-to-all|reduce-scatter)(-start)?\("
+)
+SHAPE = re.compile(r"([a-z]+[0-9]*)\[([0-9,]*)\]")
+BYTES = {"pred": 1, "s8": 1, "u8": 1, "s32": 4, "u32": 4, "f32": 4, "s64": 8, "u64": 8, "f64": 8, "bf16": 2}
+
+
+def computations(hlo: str) -> dict[str, list[str]]:
+    """HLO text split into {computation name: its lines}."""
+    found: dict[str, list[str]] = {}
+    name = None
+    for line in hlo.splitlines():
+        header = re.match(r"^(?:ENTRY\s+)?%?([\w.\-]+)\s*\(", line)
+        if header and not line.startswith(" "):
+            name = header.group(1)
+            found[name] = []
+        elif name is not None:
+            found[name].append(line)
+    return found
+
+
+def sent_bytes(result_type: str) -> int:
+    """Bytes of the first array in an op's result type: what one device sends."""
+    match = SHAPE.search(result_type)
+    if not match:
+        return 0
+    dims = [int(d) for d in match.group(2).split(",") if d]
+    count = 1
+    for d in dims:
+        count *= d
+    return count * BYTES.get(match.group(1), 4)
+
+
+def collectives_of(lines: list[str]) -> list[tuple[str, int]]:
+    out = []
+    for line in lines:
+        match = COLLECTIVE.search(line)
+        if match:
+            out.append((match.group(2), sent_bytes(match.group(1))))
+    return out
+
+
+def exchange_profile(simulation, state) -> dict:
+    """Collectives per tick from the compiled run, weighting branch collectives by how
+    often the stretch schedule runs each branch."""
+    hlo = simulation.run.lower(state, 1).compile().as_text()
+    parts = computations(hlo)
+    branch_of: dict[str, int] = {}
+    for lines in parts.values():
+        for line in lines:
+            listed = re.search(r"branch_computations=\{([^}]*)\}", line)
+            if listed:
+                for index, name in enumerate(listed.group(1).split(",")):
+                    branch_of[name.strip().lstrip("%")] = index
+    schedule = simulation.schedule
+    runs = Counter(schedule.branch_of_phase)  # phases per super-step running each branch
+    period = schedule.period
+    per_tick_ops = 0.0
+    per_tick_bytes = 0.0
+    every_tick = 0
+    kinds: Counter = Counter()
+    branch_phases: set[int] = set()
+    for name, lines in parts.items():
+        found = collectives_of(lines)
+        if not found:
+            continue
+        if name in branch_of:
+            share = runs[branch_of[name]] / period if len(runs) > 1 else 1.0
+            branch_phases.update(p for p, b in enumerate(schedule.branch_of_phase) if b == branch_of[name])
+        else:
+            share = 1.0
+            every_tick += len(found)
+        for kind, size in found:
+            kinds[kind] += share
+            per_tick_ops += share
+            per_tick_bytes += share * size
+    fraction = 1.0 if every_tick else len(branch_phases) / period
+    return {
+        "collectives_per_tick": per_tick_ops,
+        "bytes_sent_per_device_per_tick": per_tick_bytes,
+        "every_tick_collectives": every_tick,
+        "fraction_of_ticks_exchanging": fraction if per_tick_ops else 0.0,
+        "by_kind_per_tick": dict(kinds),
+    }
+
+
+def unstretched(world):
+    data = world.model_dump(mode="json")
+    for region in data["regions"].values():
+        for axis in region["axes"]:
+            axis["stretch"] = 1
+    data["name"] = f"{world.name}_unstretched"
+    return parse_world(data)
+
+
+def measure(world, devices: int, ticks: int) -> dict:
+    simulation = hca.build(world, make_mesh(world, devices))
+    state = simulation.init()
+    profile = exchange_profile(simulation, state) if devices > 1 else {
+        "collectives_per_tick": 0.0, "bytes_sent_per_device_per_tick": 0.0,
+        "every_tick_collectives": 0, "fraction_of_ticks_exchanging": 0.0, "by_kind_per_tick": {},
+    }
+    state = simulation.run(state, 5)
+    jax.block_until_ready(state)
+    start = time.perf_counter()
+    state = simulation.run(state, ticks)
+    jax.block_until_ready(state)
+    seconds = (time.perf_counter() - start) / ticks
+    cells = sum(region.cells for region in world.regions.values())
+    return {"world": world.name, "devices": devices, "ticks_per_second": 1 / seconds,
+            "cell_ticks_per_second": cells / seconds, **profile}
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("world", nargs="?", default=str(ROOT / "worlds" / "default.yaml"))
+    parser.add_argument("--devices", type=int, nargs="+", default=[1, 2, 4, 8])
+    parser.add_argument("--ticks", type=int, default=50)
+    parser.add_argument("--json", action="store_true", help="one JSON object per line")
+    args = parser.parse_args()
+    world = hca.load_world(args.world)
+    platform = jax.devices()[0].platform
+    rows = []
+    for variant in (world, unstretched(world)):
+        for devices in args.devices:
+            if devices > jax.device_count():
+                continue
+            row = measure(variant, devices, args.ticks)
+            rows.append(row)
+            if args.json:
+                print(json.dumps(row), flush=True)
+    if not args.json:
+        print(f"{platform}: {jax.device_count()} devices ({os.cpu_count()} CPU cores)")
+        print(f"{'world':<22}{'devices':>8}{'ticks/s':>10}{'coll/tick':>11}{'bytes/tick':>12}"
+              f"{'every-tick':>12}{'exchanging':>12}")
+        for row in rows:
+            print(f"{row['world']:<22}{row['devices']:>8}{row['ticks_per_second']:>10.1f}"
+                  f"{row['collectives_per_tick']:>11.1f}{row['bytes_sent_per_device_per_tick']:>12,.0f}"
+                  f"{row['every_tick_collectives']:>12}{row['fraction_of_ticks_exchanging']:>12.2f}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
