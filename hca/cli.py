@@ -253,7 +253,7 @@ class _StopRequest:
 
 
 def _run(args: argparse.Namespace) -> int:
-    from hca.checkpoint import RunDirectory, Saver
+    from hca.checkpoint import RunDirectory
     from hca.config import load_world
     from hca.parallel import describe, make_mesh
     from hca.world import build
@@ -297,15 +297,18 @@ def _run(args: argparse.Namespace) -> int:
         start, target, previous = 0, args.steps, None
     if simulation.mesh is not None:
         print(f"hca: running on {describe(simulation.mesh)}", file=sys.stderr)
-    return _advance(simulation, state, run_dir, settings, start, target, previous, args.quiet, Saver)
+    return _advance(simulation, state, run_dir, settings, start, target, previous, args.quiet)
 
 
-def _advance(simulation, state, run_dir, settings, start, target, previous, quiet, saver_type) -> int:
+def _advance(simulation, state, run_dir, settings, start, target, previous, quiet) -> int:
+    """Run from ``start`` to ``target``, writing metrics and checkpoints as it goes."""
     from tqdm import tqdm
+
+    from hca.checkpoint import Saver
 
     report_every = settings["report_every"]
     checkpoint_every = settings["checkpoint_every"]
-    saver = saver_type(run_dir, simulation.config, settings["keep"])
+    saver = Saver(run_dir, simulation.config, settings["keep"])
     started = time.perf_counter()
     tick = start
     line = previous
