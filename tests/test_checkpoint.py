@@ -22,6 +22,10 @@ from hca.config import parse_world
 from hca.world import build
 
 sys.path.insert(0, str(Path(__file__).parent))
+
+# orbax leaves the reads of a damaged checkpoint's other arrays unawaited; they are
+# collected later, during whichever test runs then.
+pytestmark = pytest.mark.filterwarnings("ignore::pytest.PytestUnraisableExceptionWarning")
 from test_life import living_world  # noqa: E402
 
 
@@ -95,8 +99,6 @@ def test_resume_without_steps_finishes_the_first_target(tmp_path, world_file, ca
     assert digest(capsys, out)["tick"] == 50
 
 
-# orbax leaves the reads of a damaged checkpoint's other arrays unawaited.
-@pytest.mark.filterwarnings("ignore::pytest.PytestUnraisableExceptionWarning")
 def test_damaged_checkpoint_falls_back_and_deletes_nothing(tmp_path, world_file, capsys):
     out = tmp_path / "d"
     assert run("run", world_file, "--steps", 40, "--out", out, "--checkpoint-every", 20, "--quiet") == 0
@@ -165,7 +167,6 @@ def test_render_and_plot_write_pngs_of_the_expected_size(tmp_path, worlds_dir, c
     assert png_size(history) == PLOT_SIZE
 
 
-@pytest.mark.filterwarnings("ignore::pytest.PytestUnraisableExceptionWarning")
 @pytest.mark.parametrize("command", ["inspect", "resume", "render"])
 def test_bad_run_directories(tmp_path, world_file, capsys, command):
     def attempt(path):
