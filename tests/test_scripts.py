@@ -1,0 +1,62 @@
+"""The scripts in scripts/ run and report what they promise (on a small world)."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+import yaml
+
+from conftest import ROOT
+from test_life import living_world
+
+
+@pytest.fixture(scope="module")
+def small_world(tmp_path_factory):
+    world = living_world()
+    world["regions"]["grid"]["placement"] = ["b"]
+    path = tmp_path_factory.mktemp("scripts") / "small.yaml"
+    path.write_text(yaml.safe_dump(world))
+    return path
+
+
+def script(name, *args, devices=1):
+    env = {**os.environ, "JAX_PLATFORMS": "cpu",
+           "XLA_FLAGS": f"--xla_force_host_platform_device_count={devices}"}
+    result = subprocess.run(
+        [sys.executable, str(ROOT / "scripts" / name), *map(str, args)],
+        capture_output=True, text=True, env=env, timeout=600, check=False,
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    return result.stdout
+
+
+def test_bench_reports_speed_bandwidth_and_memory(small_world):
+    report = json.loads(script("bench.py", small_world, "--ticks", "5", "--json").strip().splitlines()[-1])
+    assert report["genome_bytes_per_tick"] > 0 and report["measured_read_bandwidth"] > 0
+    expected = report["genome_bytes_per_second"] / report["measured_read_bandwidth"]
+    assert report["bandwidth_ratio"] == pytest.approx(expected)
+    assert report["cell_ticks_per_second"] == pytest.approx(report["ticks_per_second"] * report["cells"])
+    assert 1.0 <= report["peak_over_state"] < 10
+
+
+def test_run_world_prints_a_balanced_ledger(small_world):
+    lines = script("run_world.py", small_world, "--steps", "20", "--every", "10").splitlines()
+    assert lines[0].split()[0] == "tick" and len(lines) == 4
+    assert all(line.split()[-1] == "True" for line in lines[1:])
+
+
+def test_bench_scaling_reads_collectives_from_the_program(small_world):
+    rows = [json.loads(line) for line in
+            script("bench_scaling.py", small_world, "--devices", "1", "2", "--ticks", "3", "--json",
+                   devices=2).splitlines()]
+    by = {(row["world"], row["devices"]): row for row in rows}
+    assert set(by) == {("life", 1), ("life", 2), ("life_unstretched", 1), ("life_unstretched", 2)}
+    assert by[("life", 1)]["collectives_per_tick"] == 0
+    for name in ("life", "life_unstretched"):
+        spread = by[(name, 2)]
+        assert spread["collectives_per_tick"] > 0 and spread["bytes_sent_per_device_per_tick"] > 0
+        assert spread["by_kind_per_tick"].get("collective-permute", 0) > 0  # the halos
