@@ -155,6 +155,21 @@ def _summary(world, path: str) -> str:
         lines.append(f"region {name}: {len(region.axes)}-D, shape {shape}, {region.cells:,} cells")
         if region.placement:
             lines.append(f"  placed on devices: {', '.join(region.placement)} (hca run --devices N)")
+        if region.organisms is not None:
+            from hca.organisms import Life
+
+            life = Life(region, 0)
+            size = life.layout.size
+            lines.append(
+                f"  organisms: density {region.organisms.density:g}, genome {size:,} parameters "
+                f"({size * 4:,} bytes), upkeep {life.upkeep} quanta/tick + "
+                f"{region.organisms.metabolism.per_active_unit:g} per active hidden unit"
+            )
+            costs = ", ".join(
+                f"{axis.name} {life.move_cost[2 * k]}/{life.birth_cost[2 * k]}"
+                for k, axis in enumerate(region.axes)
+            )
+            lines.append(f"  cost to move/give birth across each axis: {costs}")
         lines.append(f"  {'axis':<12}{'size':>6}{'stretch':>9}  {'curled':<8}{'diffusion':>10}  ticks")
         for axis, rate in zip(region.axes, diffusion_rates(region)):
             often = "every tick" if axis.stretch == 1 else f"every {axis.stretch} ticks"

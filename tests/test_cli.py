@@ -15,6 +15,9 @@ def test_validate_prints_the_seven_axes(capsys, worlds_dir):
         assert f"\n  {name} " in out
     assert "8,192 cells" in out and "bytes of state" in out
     assert "every 32 ticks (32 per 1000)" in out and "every tick (1000 per 1000)" in out
+    assert "genome 923 parameters (3,692 bytes)" in out
+    # Moving costs ceil(923 x 0.002 x stretch); a birth 4 x stretch.
+    assert "cluster 60/128" in out and "warp 2/4" in out
 
 
 def test_shipped_worlds_validate(capsys, worlds_dir):
