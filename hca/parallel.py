@@ -11,6 +11,7 @@ N devices evolves bitwise as on one.
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 import jax
@@ -149,3 +150,65 @@ def gather(state: Any) -> Any:
     if jax.process_count() == 1:
         return jax.device_get(state)
     return jax.tree.map(lambda leaf: np.asarray(multihost_utils.process_allgather(leaf, tiled=True)), state)
+
+
+# -- what crosses between devices, read from the compiled program -------------------
+
+_COLLECTIVE = re.compile(
+    r"=\s*(\(?[a-z0-9]+\[[^\]]*\][^=]*?)\s"
+    r"(all-gather|all-reduce|collective-permute|all-to-all|reduce-scatter)(-start)?\("
+)
+_SHAPE = re.compile(r"([a-z]+[0-9]*)\[([0-9,]*)\]")
+_BYTES = {"pred": 1, "s8": 1, "u8": 1, "bf16": 2, "s32": 4, "u32": 4, "f32": 4, "s64": 8, "u64": 8, "f64": 8}
+
+
+def _computations(hlo: str) -> dict[str, list[str]]:
+    found: dict[str, list[str]] = {}
+    name = None
+    for line in hlo.splitlines():
+        header = re.match(r"^(?:ENTRY\s+)?%?([\w.\-]+)\s*\(", line)
+        if header and not line.startswith(" "):
+            name = header.group(1)
+            found[name] = []
+        elif name is not None:
+            found[name].append(line)
+    return found
+
+
+def _sent_bytes(result_type: str) -> int:
+    """Bytes of the first array in an op's result type: what one device sends."""
+    match = _SHAPE.search(result_type)
+    if not match:
+        return 0
+    count = 1
+    for dim in (int(d) for d in match.group(2).split(",") if d):
+        count *= dim
+    return count * _BYTES.get(match.group(1), 4)
+
+
+def collectives(simulation, state) -> tuple[list[tuple[str, int]], dict[int, list[tuple[str, int]]]]:
+    """The collective operations of the compiled ``run``, as (kind, bytes sent per
+    device): those executed every tick, and those inside each branch of the stretch
+    schedule (keyed by branch index), which run only on that branch's ticks."""
+    hlo = simulation.run.lower(state, 1).compile().as_text()
+    parts = _computations(hlo)
+    branch_of: dict[str, int] = {}
+    for lines in parts.values():
+        for line in lines:
+            listed = re.search(r"branch_computations=\{([^}]*)\}", line)
+            if listed:
+                for index, name in enumerate(listed.group(1).split(",")):
+                    branch_of[name.strip().lstrip("%")] = index
+    every_tick: list[tuple[str, int]] = []
+    per_branch: dict[int, list[tuple[str, int]]] = {}
+    for name, lines in parts.items():
+        found = [
+            (match.group(2), _sent_bytes(match.group(1)))
+            for match in (_COLLECTIVE.search(line) for line in lines)
+            if match
+        ]
+        if name in branch_of:
+            per_branch.setdefault(branch_of[name], []).extend(found)
+        else:
+            every_tick.extend(found)
+    return every_tick, per_branch

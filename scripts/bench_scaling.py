@@ -18,7 +18,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import re
 import sys
 import time
 from collections import Counter
@@ -33,90 +32,30 @@ import jax  # noqa: E402
 
 import hca  # noqa: E402
 from hca.config import parse_world  # noqa: E402
-from hca.parallel import make_mesh  # noqa: E402
+from hca.parallel import collectives, make_mesh  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent
-COLLECTIVE = re.compile(
-    r"=\s*(\(?[a-z0-9]+\[[^\]]*\][^=]*?)\s(all-gather|all-reduce|collective-permute|all-to-all|reduce-scatter)(-start)?\("
-)
-SHAPE = re.compile(r"([a-z]+[0-9]*)\[([0-9,]*)\]")
-BYTES = {"pred": 1, "s8": 1, "u8": 1, "s32": 4, "u32": 4, "f32": 4, "s64": 8, "u64": 8, "f64": 8, "bf16": 2}
-
-
-def computations(hlo: str) -> dict[str, list[str]]:
-    """HLO text split into {computation name: its lines}."""
-    found: dict[str, list[str]] = {}
-    name = None
-    for line in hlo.splitlines():
-        header = re.match(r"^(?:ENTRY\s+)?%?([\w.\-]+)\s*\(", line)
-        if header and not line.startswith(" "):
-            name = header.group(1)
-            found[name] = []
-        elif name is not None:
-            found[name].append(line)
-    return found
-
-
-def sent_bytes(result_type: str) -> int:
-    """Bytes of the first array in an op's result type: what one device sends."""
-    match = SHAPE.search(result_type)
-    if not match:
-        return 0
-    dims = [int(d) for d in match.group(2).split(",") if d]
-    count = 1
-    for d in dims:
-        count *= d
-    return count * BYTES.get(match.group(1), 4)
-
-
-def collectives_of(lines: list[str]) -> list[tuple[str, int]]:
-    out = []
-    for line in lines:
-        match = COLLECTIVE.search(line)
-        if match:
-            out.append((match.group(2), sent_bytes(match.group(1))))
-    return out
-
-
 def exchange_profile(simulation, state) -> dict:
     """Collectives per tick from the compiled run, weighting branch collectives by how
     often the stretch schedule runs each branch."""
-    hlo = simulation.run.lower(state, 1).compile().as_text()
-    parts = computations(hlo)
-    branch_of: dict[str, int] = {}
-    for lines in parts.values():
-        for line in lines:
-            listed = re.search(r"branch_computations=\{([^}]*)\}", line)
-            if listed:
-                for index, name in enumerate(listed.group(1).split(",")):
-                    branch_of[name.strip().lstrip("%")] = index
+    every_tick, per_branch = collectives(simulation, state)
     schedule = simulation.schedule
     runs = Counter(schedule.branch_of_phase)  # phases per super-step running each branch
     period = schedule.period
-    per_tick_ops = 0.0
-    per_tick_bytes = 0.0
-    every_tick = 0
     kinds: Counter = Counter()
-    branch_phases: set[int] = set()
-    for name, lines in parts.items():
-        found = collectives_of(lines)
-        if not found:
-            continue
-        if name in branch_of:
-            share = runs[branch_of[name]] / period if len(runs) > 1 else 1.0
-            branch_phases.update(p for p, b in enumerate(schedule.branch_of_phase) if b == branch_of[name])
-        else:
-            share = 1.0
-            every_tick += len(found)
+    per_tick_ops = per_tick_bytes = 0.0
+    weighted = [(1.0, every_tick)] + [(runs[b] / period, found) for b, found in per_branch.items()]
+    for share, found in weighted:
         for kind, size in found:
             kinds[kind] += share
             per_tick_ops += share
             per_tick_bytes += share * size
-    fraction = 1.0 if every_tick else len(branch_phases) / period
+    exchanging = {p for p, b in enumerate(schedule.branch_of_phase) if per_branch.get(b)}
+    fraction = 1.0 if every_tick else len(exchanging) / period
     return {
         "collectives_per_tick": per_tick_ops,
         "bytes_sent_per_device_per_tick": per_tick_bytes,
-        "every_tick_collectives": every_tick,
+        "every_tick_collectives": len(every_tick),
         "fraction_of_ticks_exchanging": fraction if per_tick_ops else 0.0,
         "by_kind_per_tick": dict(kinds),
     }

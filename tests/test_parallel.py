@@ -129,3 +129,28 @@ def test_two_hosts_of_four_devices_equal_one_device(default_world, worlds_dir):
     state = one.run(one.init(), 40)
     assert report["state_digest"] == state_digest(state)
     assert report["ledger"] == one.ledger(state)["world"]
+
+
+def test_halo_exchanges_run_only_on_the_ticks_of_the_axes_they_cross(default_world):
+    from hca.parallel import collectives
+
+    simulation = build(default_world, make_mesh(default_world, 8))  # server 2 x gpu 4
+    every_tick, per_branch = collectives(simulation, simulation.init())
+    names = [axis.name for axis in default_world.regions["gpu"].axes]
+    server, gpu = names.index("server"), names.index("gpu")
+    permutes = {}
+    for branch, ticking in enumerate(simulation.schedule.ticking):
+        found = [kind for kind, _ in per_branch.get(branch, [])]
+        permutes[branch] = found.count("collective-permute")
+        crosses = {server, gpu} & set(ticking[0])
+        if not crosses:  # e.g. odd ticks: only sm and warp, which stay on-device
+            assert found == [], (ticking, found)
+        else:
+            assert permutes[branch] > 0, ticking
+    # Ticking more placed axes exchanges more halos.
+    gpu_only = [b for b, t in enumerate(simulation.schedule.ticking) if gpu in t[0] and server not in t[0]]
+    both = [b for b, t in enumerate(simulation.schedule.ticking) if {gpu, server} <= set(t[0])]
+    assert gpu_only and both
+    assert min(permutes[b] for b in both) > max(permutes[b] for b in gpu_only)
+    # Halo exchanges never run outside the schedule's branches.
+    assert "collective-permute" not in [kind for kind, _ in every_tick]
