@@ -64,16 +64,8 @@ class GenomeLayout:
         return self.signals + N_ACTIONS
 
     @property
-    def self_inputs(self) -> int:
-        return self.signals + self.hidden + 2 + TASK_INPUTS + MAX_AXES
-
-    @property
     def size(self) -> int:
         return sum(math.prod(shape) for _, shape in self.tensors)
-
-    @property
-    def mutated_tensors(self) -> int:
-        return len(self.tensors) - 1
 
     def offsets(self) -> dict[str, tuple[int, int]]:
         out, start = {}, 0

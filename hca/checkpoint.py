@@ -174,6 +174,13 @@ class RunDirectory:
         manager = self.manager()
         try:
             for candidate in reversed(ticks):
+                where = self.checkpoints / str(candidate)
+                meta = self._read_meta(candidate)
+                if meta is not None and meta.get("world") != world.model_dump(mode="json"):
+                    raise RunDirectoryError(
+                        f"{where}: written for a different world "
+                        f"({meta.get('world', {}).get('name')!r}) than {self.world_file}"
+                    )
                 try:
                     restored = manager.restore(
                         candidate,
@@ -183,23 +190,11 @@ class RunDirectory:
                         ),
                     )
                 except Exception as error:  # orbax raises many kinds for damaged files
-                    meta = self._read_meta(candidate)
-                    if meta is not None and meta.get("world") != world.model_dump(mode="json"):
-                        raise RunDirectoryError(
-                            f"{self.checkpoints / str(candidate)}: written for a different world "
-                            f"({meta.get('world', {}).get('name')!r}) than {self.world_file}"
-                        ) from None
-                    report(f"{self.checkpoints / str(candidate)}: damaged ({_first_line(error)}); skipped")
+                    report(f"{where}: damaged ({_first_line(error)}); skipped")
                     continue
-                meta = dict(restored["meta"])
-                state = restored["state"]
-                if meta.get("world") != world.model_dump(mode="json"):
-                    raise RunDirectoryError(
-                        f"{self.checkpoints / str(candidate)}: written for a different world "
-                        f"({meta.get('world', {}).get('name')!r}) than {self.world_file}"
-                    )
+                meta, state = dict(restored["meta"]), restored["state"]
                 if state_digest(state) != meta.get("state_digest"):
-                    report(f"{self.checkpoints / str(candidate)}: damaged (arrays do not match their digest); skipped")
+                    report(f"{where}: damaged (arrays do not match their digest); skipped")
                     continue
                 return Checkpoint(candidate, state, meta)
         finally:
@@ -208,12 +203,11 @@ class RunDirectory:
         raise RunDirectoryError(f"{self.path}: no readable checkpoint (all damaged)")
 
     def _read_meta(self, tick: int) -> dict[str, Any] | None:
-        for candidate in (self.checkpoints / str(tick) / "meta").glob("*"):
-            try:
-                return json.loads(candidate.read_text(encoding="utf-8"))
-            except (OSError, ValueError):
-                continue
-        return None
+        """The checkpoint's JSON item, read directly (None if unreadable)."""
+        try:
+            return json.loads((self.checkpoints / str(tick) / "meta" / "metadata").read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            return None
 
 
 class Saver:

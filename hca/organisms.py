@@ -215,8 +215,7 @@ class Life:
         """Think, learn, absorb, pay metabolism, die; returns (state, free, intent, heat)."""
         life, layout = self.config, self.layout
         n = self.cells
-        flat = lambda x: x.reshape((n, *x.shape[self.ndim :]))  # noqa: E731
-        lattice = lambda x: x.reshape((*self.shape, *x.shape[1:]))  # noqa: E731
+        flat, lattice = self._flat, self._lattice
 
         occupied = flat(state.occupied)
         energy = flat(state.energy)
@@ -234,10 +233,9 @@ class Life:
         )
         exists = jnp.asarray(self.exists.reshape(self.slots, n).T)  # (N, S)
         halo = flat(state.halo)  # (N, S, C + 1)
-        slot_inputs = jnp.concatenate(
+        slot_inputs = jnp.concatenate(  # signal and occupancy (the halo), exists, axis features
             [
-                halo[..., :-1],
-                halo[..., -1:],
+                halo,
                 exists[..., None].astype(jnp.float32),
                 jnp.broadcast_to(self.slot_features, (n, self.slots, 3)),
             ],
@@ -292,8 +290,7 @@ class Life:
         goes = alive & (best_score > actions[:, brain.STAY])
         birth = actions[:, brain.REPRODUCE] >= actions[:, brain.MOVE]
         eager = jnp.where(birth, actions[:, brain.REPRODUCE], actions[:, brain.MOVE]) > 0.0
-        price = jnp.where(birth, jnp.asarray(self.birth_cost)[best], jnp.asarray(self.move_cost)[best])
-        claims = goes & eager & (energy > price)
+        claims = goes & eager & (energy > self._price(birth, best))
         intent = Intent(
             slot=lattice(jnp.where(claims, best, NO_SLOT)),
             birth=lattice(birth),
@@ -378,12 +375,10 @@ class Life:
 
         Only the rows of target cells are written (at most ``capacity`` a tick).
         """
-        n = self.cells
-        slot = jnp.maximum(intent.slot, 0)
+        n, flat = self.cells, self._flat
         parent = succeeded & intent.birth
         mover = succeeded & ~intent.birth
-        price = jnp.where(intent.birth, jnp.asarray(self.birth_cost)[slot], jnp.asarray(self.move_cost)[slot])
-        paid = jnp.where(succeeded, price, 0)
+        paid = jnp.where(succeeded, self._price(intent.birth, jnp.maximum(intent.slot, 0)), 0)
         heat = paid.sum(dtype=jnp.int64)
         left = state.energy - paid
         endowment = _fraction_dynamic(left, intent.endowment)
@@ -397,7 +392,6 @@ class Life:
         valid = target < n
         safe_target = jnp.minimum(target, n - 1)
         source = jnp.asarray(self.neighbour)[jnp.maximum(winner.reshape(n)[safe_target], 0), safe_target]
-        flat = lambda x: x.reshape((n, *x.shape[self.ndim :]))  # noqa: E731
         is_birth = flat(parent)[source]
         row = lambda x: flat(x)[source]  # noqa: E731
         born = lambda newborn, inherited: jnp.where(  # noqa: E731
@@ -439,6 +433,18 @@ class Life:
             refused=state.refused + refused,
         )
         return state, heat
+
+    def _flat(self, x: jax.Array) -> jax.Array:
+        """(*S, ...) -> (N, ...)."""
+        return x.reshape((self.cells, *x.shape[self.ndim :]))
+
+    def _lattice(self, x: jax.Array) -> jax.Array:
+        """(N, ...) -> (*S, ...)."""
+        return x.reshape((*self.shape, *x.shape[1:]))
+
+    def _price(self, birth: jax.Array, slot: jax.Array) -> jax.Array:
+        """Energy a claim toward ``slot`` costs: a birth or a move across its axis."""
+        return jnp.where(birth, jnp.asarray(self.birth_cost)[slot], jnp.asarray(self.move_cost)[slot])
 
     def finish(self, state: LifeState) -> LifeState:
         """End of tick: remember energy for the next tick's learning signal."""

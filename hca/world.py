@@ -2,7 +2,8 @@
 
 A tick is: sources pay into cells; organisms sense along the axes that tick now, think,
 learn, absorb, pay their metabolism and die or claim a neighbouring cell; claims are
-resolved and free energy diffuses along the axes that tick now; free energy decays. Which axes tick is a static schedule over the super-step of
+resolved and free energy diffuses along the axes that tick now; winners' rows are
+copied; free energy decays. Which axes tick is a static schedule over the super-step of
 ``lcm(stretches)`` ticks: every distinct set of ticking axes is its own compiled
 branch, so a stretched axis does no work at all between its ticks.
 """
@@ -39,13 +40,14 @@ class Simulation:
     def abstract_state(self) -> Any:
         """ShapeDtypeStructs of the state, with the sharding each array lives in."""
         shapes = jax.eval_shape(lambda: self.init(self.config.seed))
-        if self.shardings is None:
+        shardings = self.shardings
+        if shardings is None:
             device = jax.sharding.SingleDeviceSharding(jax.devices()[0])
-            return jax.tree.map(lambda s: jax.ShapeDtypeStruct(s.shape, s.dtype, sharding=device), shapes)
+            shardings = jax.tree.map(lambda _: device, shapes)
         return jax.tree.map(
             lambda s, sharding: jax.ShapeDtypeStruct(s.shape, s.dtype, sharding=sharding),
             shapes,
-            self.shardings,
+            shardings,
         )
 
     def ledger(self, state: WorldState) -> dict[str, Any]:
