@@ -49,10 +49,19 @@ def _parser() -> argparse.ArgumentParser:
         "validate",
         help="check a world file and summarise it",
         description="Check a world file and print its regions, axes, cells, state size "
-        "and how often each axis ticks. Exit status 2 if the file has problems.",
+        "and how often each axis ticks. With --devices N, also compile the step for N "
+        "devices and print what crosses each mesh axis. Exit status 2 if the file has "
+        "problems.",
     )
     validate.add_argument("world", metavar="WORLD.yaml", help="the world file to check")
     validate.add_argument("--seed", type=_count, help="check with this seed instead of the file's")
+    validate.add_argument(
+        "--devices",
+        type=_positive_int,
+        metavar="N",
+        help="compile the step for N devices and print, per mesh axis, the exchanges per "
+        "1,000 ticks and the bytes per exchange",
+    )
 
     run = commands.add_parser(
         "run",
@@ -154,7 +163,10 @@ def _summary(world, path: str) -> str:
         shape = "x".join(str(size) for size in region.shape)
         lines.append(f"region {name}: {len(region.axes)}-D, shape {shape}, {region.cells:,} cells")
         if region.placement:
-            lines.append(f"  placed on devices: {', '.join(region.placement)} (hca run --devices N)")
+            lines.append(
+                f"  placed on devices: {', '.join(region.placement)} (hca run --devices N; "
+                f"hca validate --devices N shows what crosses between them)"
+            )
         if region.organisms is not None:
             from hca.organisms import Life
 
@@ -190,7 +202,35 @@ def _validate(args: argparse.Namespace) -> int:
 
     world = load_world(args.world, seed=args.seed)
     print(_summary(world, args.world))
+    if args.devices is not None:
+        print(_exchange_summary(world, args.devices))
     return 0
+
+
+def _exchange_summary(world, devices: int) -> str:
+    from hca.parallel import describe, exchanges, make_mesh
+    from hca.world import build
+
+    mesh = make_mesh(world, devices)
+    if mesh is None:
+        return "on 1 device nothing crosses between devices"
+    simulation = build(world, mesh)
+    per_axis, every_tick = exchanges(simulation, simulation.abstract_state())
+    lines = [
+        f"between devices on {describe(mesh)}, read from the compiled step (per 1,000 ticks):",
+        f"  {'mesh axis':<12}{'devices':>8}{'stretch':>9}{'ticks':>8}{'exchanges':>11}{'bytes/exchange':>16}"
+        f"{'bytes/device':>14}",
+    ]
+    for axis in per_axis:
+        lines.append(
+            f"  {axis.axis:<12}{axis.devices:>8}{axis.stretch:>9}{axis.ticks:>8}{axis.exchanges:>11,}"
+            f"{axis.bytes_per_exchange:>16,}{axis.bytes:>14,}"
+        )
+    if every_tick:
+        lines.append(f"  every tick, outside the stretch schedule: {len(every_tick)} collectives")
+    else:
+        lines.append("  every tick, outside the stretch schedule: none")
+    return "\n".join(lines)
 
 
 def _prepare_run_dir(path: Path) -> None:

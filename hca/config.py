@@ -138,7 +138,13 @@ class Organisms(_Model):
     learning_rate: Annotated[float, Field(gt=0.0, le=10.0)] = 0.01  # initial Hebbian rate
     modulator_scale: Annotated[float, Field(gt=0.0)] = 10.0  # energy change giving modulator tanh(1)
     max_age: Annotated[int, Field(ge=1)] | None = None
-    max_transfers: Annotated[int, Field(ge=1)] | None = None  # births + moves per tick; default cells/8
+    # Births + moves into one tile per tick (a tile: the cells sharing one coordinate on
+    # every placed axis; the whole region when nothing is placed); default tile cells / 8.
+    max_transfers: Annotated[int, Field(ge=1)] | None = None
+    # Of those, transfers into a tile through one side of a placed axis (from the
+    # neighbouring tile, on another device once the world is spread): the bandwidth of
+    # the link between devices, in organisms per tick. Default max_transfers / 4.
+    max_crossings: Annotated[int, Field(ge=1)] | None = None
     brain: Brain = Brain()
     mutation: Mutation = Mutation()
     metabolism: Metabolism = Metabolism()
@@ -150,8 +156,9 @@ class Region(_Model):
     axes: Annotated[list[Axis], Field(min_length=1, max_length=MAX_AXES)]
     energy: Energy = Energy()
     organisms: Organisms | None = None
-    # Axes spread over devices, outermost first (e.g. [server, gpu]); the others stay
-    # inside a device. `hca run --devices N` splits N devices over them.
+    # Axes spread over devices: the region's leading (outermost) axes, in order (e.g.
+    # [cluster, row, rack, server, gpu]); the others stay inside a device.
+    # `hca run --devices N` splits N devices over them.
     placement: list[Identifier] = []
 
     @property
@@ -301,6 +308,15 @@ def _check_relations(world: WorldConfig) -> list[tuple[str, str]]:
                 )
             elif name in placed:
                 problems.append((f"{where}.placement[{index}]", f"axis {name!r} is placed twice"))
+            elif name != region.axes[index].name:
+                leading = [axis.name for axis in region.axes[: len(region.placement)]]
+                problems.append(
+                    (
+                        f"{where}.placement[{index}]",
+                        f"expected the region's leading axes in order ({leading}): placed axes "
+                        f"are the outer levels, got {name!r}",
+                    )
+                )
             placed.add(name)
         energy = region.energy
         if energy.initial.jitter > energy.initial.mean:

@@ -96,7 +96,8 @@ def make_source(source, region: Region, region_index: int, source_index: int) ->
 
 
 def make_inflow(region: Region, region_index: int):
-    """``inflow(free, tick, seed) -> (free, injected)``: sources fill cells up to capacity."""
+    """``inflow(free, tick, seed) -> (free, added)``: sources fill cells up to capacity;
+    ``added`` is what each cell received."""
     sources = [
         make_source(source, region, region_index, index)
         for index, source in enumerate(region.energy.sources)
@@ -105,12 +106,12 @@ def make_inflow(region: Region, region_index: int):
 
     def inflow(free: jax.Array, tick: jax.Array, seed: jax.Array) -> tuple[jax.Array, jax.Array]:
         if not sources:
-            return free, jnp.int64(0)
+            return free, jnp.zeros_like(free)
         offered = jnp.zeros_like(free)
         for offer in sources:  # clamped as it sums, so it never overflows int32
             offered = jnp.minimum(offered + offer(tick, seed), capacity)
         added = jnp.minimum(offered, jnp.maximum(capacity - free, 0))
-        return free + added, added.sum(dtype=jnp.int64)
+        return free + added, added
 
     return inflow
 
@@ -148,13 +149,13 @@ def make_diffusion(region: Region):
 
 
 def make_decay(region: Region):
-    """``decay(free) -> (free, dissipated)``: each cell loses ``floor(free * decay)``."""
+    """``decay(free) -> (free, lost)``: each cell loses ``floor(free * decay)``."""
     rate = quantize_rate(region.energy.decay)
 
     def decay(free: jax.Array) -> tuple[jax.Array, jax.Array]:
         if rate == 0:
-            return free, jnp.int64(0)
+            return free, jnp.zeros_like(free)
         lost = fraction(free, rate)
-        return free - lost, lost.sum(dtype=jnp.int64)
+        return free - lost, lost
 
     return decay

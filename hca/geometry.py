@@ -14,7 +14,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from hca.config import Axis, WorldConfig
+from hca.config import Axis, Region, WorldConfig
 
 
 def slot_wraps(axis: Axis) -> bool:
@@ -53,16 +53,16 @@ def shift(values: jax.Array, axis: int, step: int, wrap: bool) -> jax.Array:
     """``out[..., i, ...] = values[..., i + step, ...]`` along ``axis`` (step is +1 or -1).
 
     With ``wrap`` the axis is a ring; without it, positions past the end read zero.
+    Both are a roll, so that along an axis spread over devices each device exchanges
+    only its boundary slice with one neighbour.
     """
+    rolled = jnp.roll(values, -step, axis=axis)
     if wrap:
-        return jnp.roll(values, -step, axis=axis)
+        return rolled
     size = values.shape[axis]
-    if size == 1:
-        return jnp.zeros_like(values)
-    zeros = jnp.zeros_like(jax.lax.slice_in_dim(values, 0, 1, axis=axis))
-    if step > 0:
-        return jnp.concatenate([jax.lax.slice_in_dim(values, 1, size, axis=axis), zeros], axis=axis)
-    return jnp.concatenate([zeros, jax.lax.slice_in_dim(values, 0, size - 1, axis=axis)], axis=axis)
+    position = jax.lax.broadcasted_iota(jnp.int32, (size,) + (1,) * (values.ndim - axis - 1), 0)
+    past_end = position == (size - 1 if step > 0 else 0)
+    return jnp.where(past_end, jnp.zeros((), values.dtype), rolled)
 
 
 def coordinate(shape: Sequence[int], axis: int) -> jax.Array:
@@ -73,6 +73,89 @@ def coordinate(shape: Sequence[int], axis: int) -> jax.Array:
 def cell_index(shape: Sequence[int]) -> jax.Array:
     """int32 array of ``shape`` holding each cell's row-major index in its region."""
     return jnp.arange(math.prod(shape), dtype=jnp.int32).reshape(tuple(shape))
+
+
+@dataclass(frozen=True)
+class Tiling:
+    """A region cut into tiles: a tile is the cells that share one coordinate on every
+    placed axis (the placed axes lead the region's axes), the whole region when nothing
+    is placed.
+
+    A tile never spans two devices and its contents do not depend on how many devices
+    there are, so whatever is decided tile by tile (the transfers a tick accepts, the
+    ledger's counters) is the same on one device or many, and needs no communication.
+    """
+
+    shape: tuple[int, ...]  # the region's lattice shape
+    placed: int  # how many leading axes are placed
+
+    @staticmethod
+    def of(region: Region) -> Tiling:
+        return Tiling(region.shape, len(region.placement))
+
+    @property
+    def tiles(self) -> tuple[int, ...]:
+        """The tile grid: the sizes of the placed axes."""
+        return self.shape[: self.placed]
+
+    @property
+    def cells(self) -> int:
+        """Cells in one tile."""
+        return math.prod(self.shape[self.placed :])
+
+    def split(self, x: jax.Array) -> jax.Array:
+        """(*shape, ...) -> (*tiles, cells, ...): the same memory, seen tile by tile."""
+        return x.reshape((*self.tiles, self.cells, *x.shape[len(self.shape) :]))
+
+    def join(self, x: jax.Array) -> jax.Array:
+        """(*tiles, cells, ...) -> (*shape, ...)."""
+        return x.reshape((*self.shape, *x.shape[self.placed + 1 :]))
+
+    def total(self, x: jax.Array) -> jax.Array:
+        """Per-tile int64 sum of a per-cell array, lattice-shaped (*shape) or flat (N,)."""
+        return x.reshape((*self.tiles, self.cells)).sum(axis=-1, dtype=jnp.int64)
+
+    def first(self, mask: jax.Array, count: int) -> jax.Array:
+        """(*tiles, cells) bool -> (*tiles, count) int32: the in-tile indices of each
+        tile's first ``count`` set cells in cell order, then ``cells`` (no cell).
+
+        A binary search on the running count, by gathers within each tile.
+        """
+        cells = self.cells
+        running = jnp.cumsum(mask, axis=-1, dtype=jnp.int32)
+        want = jnp.broadcast_to(jnp.arange(1, count + 1, dtype=jnp.int32), (*mask.shape[:-1], count))
+
+        def halve(_, bounds):
+            low, high = bounds
+            middle = (low + high) // 2
+            reached = jnp.take_along_axis(running, jnp.minimum(middle, cells - 1), axis=-1) >= want
+            return jnp.where(reached, low, middle + 1), jnp.where(reached, middle, high)
+
+        bounds = (jnp.zeros_like(want), jnp.full_like(want, cells))
+        return jax.lax.fori_loop(0, cells.bit_length(), halve, bounds)[0]
+
+    def take(self, tree, index: jax.Array):
+        """Rows ``index`` (*tiles, K) of every lattice-shaped leaf of ``tree``, tile by
+        tile: leaves (*shape, ...) -> (*tiles, K, ...). Out-of-range indices read the last
+        cell (mask them)."""
+        index = jnp.minimum(index, self.cells - 1)
+
+        def one(x):
+            tiled = self.split(x)
+            return jnp.take_along_axis(
+                tiled, index.reshape(index.shape + (1,) * (tiled.ndim - index.ndim)), axis=self.placed
+            )
+
+        return jax.tree.map(one, tree)
+
+    def put(self, x: jax.Array, index: jax.Array, rows: jax.Array) -> jax.Array:
+        """``x`` (*shape, ...) with rows (*tiles, K, ...) written at the in-tile indices
+        ``index`` (*tiles, K), distinct within a tile; indices ``cells`` are dropped.
+        Only those rows are written."""
+        write = lambda field, where, values: field.at[where].set(values, mode="drop")  # noqa: E731
+        for _ in range(self.placed):
+            write = jax.vmap(write)
+        return self.join(write(self.split(x), index, rows))
 
 
 @dataclass(frozen=True)

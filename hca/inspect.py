@@ -67,9 +67,9 @@ def summary(simulation, checkpoint: Checkpoint, path: str) -> dict[str, Any]:
         life = region_state.life
         if life is not None:
             entry["population"] = int(np.asarray(life.occupied).sum())
-            entry["births"] = int(life.births)
-            entry["deaths"] = int(life.deaths)
-            entry["moves"] = int(life.moves)
+            entry["births"] = int(np.sum(life.births))
+            entry["deaths"] = int(np.sum(life.deaths))
+            entry["moves"] = int(np.sum(life.moves))
             entry["lineages"] = _lineages(life)
             entry.update(_genome_stats(life))
             population += entry["population"]

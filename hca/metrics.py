@@ -22,7 +22,7 @@ def life_metrics(life: LifeState) -> dict[str, jax.Array]:
     lineages = jnp.zeros(founders.shape, bool).at[founders].max(alive.reshape(-1))
     return {
         "population": population,
-        **{name: getattr(life, name) for name in COUNTERS},
+        **{name: getattr(life, name).sum() for name in COUNTERS},  # kept per tile
         "mean_energy": energy.sum(dtype=jnp.int64).astype(jnp.float32) / count,
         "max_energy": energy.max(),
         "mean_age": jnp.where(alive, life.age, 0).sum(dtype=jnp.int64).astype(jnp.float32) / count,

@@ -11,11 +11,22 @@ only along the axes that tick now:
    intent (move or reproduce toward one direction slot of a ticking axis).
 3. ``claims`` (per set of ticking axes): every empty target cell looks at the claims
    pointed at it by its neighbours and picks one by the highest energy bid, ties
-   broken by a hash of (seed, tick, claimant); claimants see whether they won by
-   looking back.
-4. ``transfer`` (the same every tick): winners pay, and their genomes and bodies are
-   copied as rows: only the rows that change are written, with a fixed capacity of
-   transfers per tick.
+   broken by a hash of (seed, tick, claimant); each tile accepts at most
+   ``capacity`` of them, in cell order; claimants see whether they won by looking
+   back.
+4. ``depart`` (the same every tick): winners pay, and the rows they carry (genome,
+   body, energy) are listed with the target cells of each tile.
+5. ``send`` (per set of ticking axes, only for placed axes): the rows that cross into
+   another tile are packed per face into a buffer of ``capacity`` rows and shifted
+   to the neighbouring tile: on a mesh, a small exchange between neighbouring
+   devices, on that axis's ticks only.
+6. ``arrive`` (the same every tick): rows from within a tile are gathered, rows from
+   other tiles taken from what was sent; a child's genome mutates; only the rows of
+   the target cells are written.
+
+Everything decided tile by tile (a tile is the cells sharing one coordinate on every
+placed axis, ``geometry.Tiling``) is the same on any number of devices and needs no
+communication, so the step crosses devices only when a placed axis ticks.
 
 Every quantum is accounted: absorption moves free energy into bodies, metabolism and
 the costs of moving and giving birth are dissipated as heat, a dead body's energy
@@ -39,6 +50,26 @@ NO_SLOT = -1
 
 
 @struct.dataclass
+class Claims:
+    """How the claims of a tick were settled."""
+
+    winner: jax.Array  # (*S,) int32, the slot each target's accepted claimant came by, or NO_SLOT
+    succeeded: jax.Array  # (*S,) bool, the claimants that won
+    refused: jax.Array  # (*tiles,) int64, won claims refused for lack of capacity
+
+
+@struct.dataclass
+class Departures:
+    """What the winners pay and carry."""
+
+    paid: jax.Array  # (*S,) int32, what each winner pays (heat)
+    kept: jax.Array  # (*S,) int32, the energy each claimant keeps
+    leaves: jax.Array  # (*S,) bool, movers: their cells are empty afterwards
+    rows: dict  # lattice-shaped fields a transfer carries, read at the claimant
+    targets: jax.Array  # (*tiles, capacity) int32, in-tile index of each receiving cell, or tile cells
+
+
+@struct.dataclass
 class Intent:
     """What each organism wants this tick (lattice-shaped)."""
 
@@ -57,8 +88,8 @@ def _entries(start: int, shape: tuple[int, ...], lead: int) -> jax.Array:
 
 def mutate(
     layout: brain.GenomeLayout,
-    parents: dict[str, jax.Array],  # {name: (K, *shape)} parent genomes
-    children: jax.Array,  # (K,) int32 cell index of each child
+    parents: dict[str, jax.Array],  # {name: (*K, *shape)} parent genomes
+    children: jax.Array,  # (*K,) int32 cell index of each child
     tick: jax.Array,
     seed: jax.Array,
     region_index: int,
@@ -66,25 +97,25 @@ def mutate(
 ) -> dict[str, jax.Array]:
     """Children's genomes: each tensor moves by the parent's own inherited scale times a
     standard normal; the log-scales themselves move by ``meta_scale``."""
-    scales = jnp.exp(parents["log_mutation"])  # (K, tensors)
+    scales = jnp.exp(parents["log_mutation"])  # (*K, tensors)
     offsets = layout.offsets()
     out = {}
     for index, (name, shape) in enumerate(layout.tensors):
-        lead = (children.shape[0],) + (1,) * len(shape)
+        lead = children.shape + (1,) * len(shape)
         noise = rng.normal(
             seed,
             rng.MUTATION,
             region_index,
             tick,
             children.reshape(lead),
-            _entries(offsets[name][0], shape, 1),
+            _entries(offsets[name][0], shape, children.ndim),
             xp=jnp,
         )
         if name == "log_mutation":
             low, high = brain.LOG_SCALE_RANGE
             out[name] = jnp.clip(parents[name] + meta_scale * noise, low, high)
         else:
-            step = scales[:, index].reshape(lead) * noise
+            step = scales[..., index].reshape(lead) * noise
             out[name] = jnp.clip(parents[name] + step, -brain.WEIGHT_LIMIT, brain.WEIGHT_LIMIT)
     return out
 
@@ -102,25 +133,32 @@ class Life:
         self.cells = region.cells
         self.ndim = len(region.axes)
         self.slots = 2 * self.ndim
-        self.capacity = life.max_transfers or max(16, self.cells // 8)
-        self.capacity = min(self.capacity, self.cells)
+        self.tiling = geometry.Tiling.of(region)
+        self.placed = self.tiling.placed
+        tile_cells = self.tiling.cells
+        # Transfers accepted into one tile per tick, and through one side of a placed axis.
+        self.capacity = min(life.max_transfers or max(16, tile_cells // 8), tile_cells)
+        self.crossing = min(life.max_crossings or max(1, self.capacity // 4), self.capacity)
 
         tables = [geometry.neighbour_table(axis) for axis in region.axes]
         # (S, *shape) bool: whether each slot of each cell has a neighbour.
         exists = np.zeros((self.slots, *self.shape), dtype=bool)
-        # (S, cells) int32: flat index of each slot's neighbour (own index where none).
-        neighbour = np.zeros((self.slots, self.cells), dtype=np.int32)
         coordinates = np.indices(self.shape).reshape(self.ndim, -1)
         for axis, table in enumerate(tables):
             for sign in (0, 1):
-                slot = 2 * axis + sign
-                target = table[sign][coordinates[axis]]
-                moved = coordinates.copy()
-                moved[axis] = np.where(target >= 0, target, coordinates[axis])
-                neighbour[slot] = np.ravel_multi_index(tuple(moved), self.shape)
-                exists[slot] = (target >= 0).reshape(self.shape)
+                exists[2 * axis + sign] = (table[sign][coordinates[axis]] >= 0).reshape(self.shape)
         self.exists = exists
-        self.neighbour = neighbour
+        # (S, tile cells) int32: in-tile index of each slot's neighbour along the axes
+        # inside a tile (own index along placed axes, and where there is none).
+        inner = self.shape[self.placed :]
+        local = np.indices(inner).reshape(len(inner), tile_cells)
+        self.local_neighbour = np.tile(np.arange(tile_cells, dtype=np.int32), (self.slots, 1))
+        for axis in range(self.placed, self.ndim):
+            for sign in (0, 1):
+                moved = local.copy()
+                target = tables[axis][sign][local[axis - self.placed]]
+                moved[axis - self.placed] = np.where(target >= 0, target, moved[axis - self.placed])
+                self.local_neighbour[2 * axis + sign] = np.ravel_multi_index(tuple(moved), inner)
         # (S, 3): log2(stretch) / 8, curled, sign of each slot.
         features = []
         for axis in region.axes:
@@ -176,10 +214,10 @@ class Life:
             generation=jnp.zeros(self.shape, jnp.int32),
             founder=cells,
             genome=genome,
-            births=jnp.int64(0),
-            deaths=jnp.int64(0),
-            moves=jnp.int64(0),
-            refused=jnp.int64(0),
+            births=self._counter(),
+            deaths=self._counter(),
+            moves=self._counter(),
+            refused=self._counter(),
         )
         return state.replace(halo=self.sense(state.signal, occupied, state.halo, tuple(range(self.ndim))))
 
@@ -212,44 +250,57 @@ class Life:
         phase_bits: jax.Array,  # (MAX_AXES,) float32: which axes tick now
         slot_ticks: jax.Array,  # (S,) bool: whether each slot's axis ticks now
     ) -> tuple[LifeState, jax.Array, Intent, jax.Array]:
-        """Think, learn, absorb, pay metabolism, die; returns (state, free, intent, heat)."""
-        life, layout = self.config, self.layout
-        n = self.cells
-        flat, lattice = self._flat, self._lattice
+        """Think, learn, absorb, pay metabolism, die; returns (state, free, intent, heat),
+        heat per tile.
 
-        occupied = flat(state.occupied)
-        energy = flat(state.energy)
-        free_flat = flat(free)
+        Every cell on its own: computed tile by tile (mapped over the placed axes), so
+        that a sharded lattice is never reshaped across devices.
+        """
+        tiling = self.tiling
+        per_tile = self._decide_tile
+        for _ in range(self.placed):
+            per_tile = jax.vmap(per_tile, in_axes=(0, 0, 0, None, None))
+        exists = jnp.asarray(np.moveaxis(self.exists, 0, -1))  # (*S, S)
+        fields = ("occupied", "energy", "last_energy", "signal", "hidden", "halo", "plastic", "age")
+        cells = {name: tiling.split(getattr(state, name)) for name in fields}
+        cells["genome"] = {name: tiling.split(tensor) for name, tensor in state.genome.items()}
+        cells["free"] = tiling.split(free)
+        out = per_tile(cells, tiling.split(exists), tiling.split(self._slot_inputs()), phase_bits, slot_ticks)
+        out = jax.tree.map(tiling.join, out)
+        intent = Intent(slot=out.pop("slot"), birth=out.pop("birth"), endowment=out.pop("endowment"))
+        free, dead, paid = out.pop("free"), out.pop("dead"), out.pop("paid")
+        state = state.replace(**out, deaths=state.deaths + tiling.total(dead))
+        return state, free, intent, tiling.total(paid)
+
+    def _slot_inputs(self) -> np.ndarray:
+        """(*S, S, 3): each slot's axis features, the same for every cell."""
+        return np.broadcast_to(self.slot_features, (*self.shape, self.slots, 3))
+
+    def _decide_tile(self, cells, exists, features, phase_bits, slot_ticks):
+        """``decide`` for the cells of one tile: every array has the tile's cells in front."""
+        life, layout = self.config, self.layout
+        occupied, energy, free = cells["occupied"], cells["energy"], cells["free"]
+        n = occupied.shape[0]
         self_inputs = jnp.concatenate(
             [
-                flat(state.signal),
-                flat(state.hidden),
+                cells["signal"],
+                cells["hidden"],
                 jnp.log1p(energy.astype(jnp.float32))[:, None] / 8.0,
-                jnp.log1p(free_flat.astype(jnp.float32))[:, None] / 8.0,
+                jnp.log1p(free.astype(jnp.float32))[:, None] / 8.0,
                 jnp.zeros((n, brain.TASK_INPUTS), jnp.float32),
                 jnp.broadcast_to(phase_bits, (n, MAX_AXES)),
             ],
             axis=1,
         )
-        exists = jnp.asarray(self.exists.reshape(self.slots, n).T)  # (N, S)
-        halo = flat(state.halo)  # (N, S, C + 1)
-        slot_inputs = jnp.concatenate(  # signal and occupancy (the halo), exists, axis features
-            [
-                halo,
-                exists[..., None].astype(jnp.float32),
-                jnp.broadcast_to(self.slot_features, (n, self.slots, 3)),
-            ],
-            axis=-1,
-        )
-        plastic = flat(state.plastic)
-        genome = {name: flat(tensor) for name, tensor in state.genome.items()}
-        thought = brain.think(layout, genome, self_inputs, slot_inputs, exists, plastic)
+        # Each slot: signal and occupancy (the halo), whether it exists, axis features.
+        slot_inputs = jnp.concatenate([cells["halo"], exists[..., None].astype(jnp.float32), features], axis=-1)
+        thought = brain.think(layout, cells["genome"], self_inputs, slot_inputs, exists, cells["plastic"])
 
         # Learn: modulated by the energy change since the last tick.
-        change = (energy - flat(state.last_energy)).astype(jnp.float32)
+        change = (energy - cells["last_energy"]).astype(jnp.float32)
         modulator = jnp.tanh(change / life.modulator_scale)
         # Empty cells' plastic weights are stale and never read: a child starts from zero.
-        plastic = brain.hebbian(plastic, thought, modulator)
+        plastic = brain.hebbian(cells["plastic"], thought, modulator)
         outputs = thought.outputs
         signal = jnp.where(occupied[:, None], jnp.tanh(outputs[:, : layout.signals]), 0.0)
         hidden = jnp.where(occupied[:, None], thought.hidden, 0.0)
@@ -257,23 +308,22 @@ class Life:
 
         # Absorb free energy from the cell.
         want = _fraction_dynamic(jnp.full((n,), life.absorb, jnp.int32), _to_rate(actions[:, brain.ABSORB]))
-        take = jnp.minimum(jnp.minimum(want, free_flat), life.max_energy - energy)
+        take = jnp.minimum(jnp.minimum(want, free), life.max_energy - energy)
         take = jnp.where(occupied, take, 0)
         energy = energy + take
-        free_flat = free_flat - take
+        free = free - take
 
         # Metabolism: upkeep of the stored genome plus the computation switched on.
         cost = self.upkeep + ((thought.active_units * self.unit_cost) >> 16)
         paid = jnp.where(occupied, jnp.minimum(cost, energy), 0)
         energy = energy - paid
-        heat = paid.sum(dtype=jnp.int64)
-        age = flat(state.age) + occupied.astype(jnp.int32)
+        age = cells["age"] + occupied.astype(jnp.int32)
 
         # Death: the body's remaining energy returns to the cell.
         dead = occupied & (energy == 0)
         if life.max_age is not None:
             dead = dead | (occupied & (age > life.max_age))
-        free_flat = free_flat + jnp.where(dead, energy, 0)
+        free = free + jnp.where(dead, energy, 0)
         energy = jnp.where(dead, 0, energy)
         alive = occupied & ~dead
 
@@ -291,21 +341,20 @@ class Life:
         birth = actions[:, brain.REPRODUCE] >= actions[:, brain.MOVE]
         eager = jnp.where(birth, actions[:, brain.REPRODUCE], actions[:, brain.MOVE]) > 0.0
         claims = goes & eager & (energy > self._price(birth, best))
-        intent = Intent(
-            slot=lattice(jnp.where(claims, best, NO_SLOT)),
-            birth=lattice(birth),
-            endowment=lattice(jnp.minimum(_to_rate(actions[:, brain.ENDOW]), RATE_ONE - 1)),
-        )
-        state = state.replace(
-            occupied=lattice(alive),
-            energy=lattice(energy),
-            hidden=lattice(hidden),
-            signal=lattice(signal),
-            plastic=lattice(plastic),
-            age=lattice(age),
-            deaths=state.deaths + dead.sum(dtype=jnp.int64),
-        )
-        return state, lattice(free_flat), intent, heat
+        return {
+            "occupied": alive,
+            "energy": energy,
+            "hidden": hidden,
+            "signal": signal,
+            "plastic": plastic,
+            "age": age,
+            "free": free,
+            "dead": dead,
+            "paid": paid,
+            "slot": jnp.where(claims, best, NO_SLOT),
+            "birth": birth,
+            "endowment": jnp.minimum(_to_rate(actions[:, brain.ENDOW]), RATE_ONE - 1),
+        }
 
     # -- 3. resolve ----------------------------------------------------------------
 
@@ -317,14 +366,9 @@ class Life:
         ticking: tuple[int, ...],
         tick: jax.Array,
         seed: jax.Array,
-    ) -> tuple[jax.Array, jax.Array, jax.Array]:
-        """Settle claims along the ticking axes, by neighbour gathers only.
-
-        Returns ``winner`` (*S,) int32, the slot of each target cell's accepted claimant
-        (or NO_SLOT); ``succeeded`` (*S,) bool, the claimants that won; and the number
-        of won claims refused for lack of transfer capacity.
-        """
-        n, shape = self.cells, self.shape
+    ) -> Claims:
+        """Settle claims along the ticking axes, by neighbour gathers only."""
+        shape, tiling = self.shape, self.tiling
         cells = geometry.cell_index(shape)
         tie = rng.hash_u32(seed, rng.TIE_BREAK, self.index, tick, cells, xp=jnp)
         bid = (energy.astype(jnp.int64) << 32) | tie.astype(jnp.int64)
@@ -343,11 +387,15 @@ class Life:
             best_bid = jnp.where(better, offer, best_bid)
             winner = jnp.where(better, 2 * axis + sign, winner)
 
-        # At most `capacity` transfers a tick; the rest are refused, in cell order.
-        won = (winner != NO_SLOT).reshape(n)
-        accepted = won & (jnp.cumsum(won, dtype=jnp.int32) <= self.capacity)
-        refused = (won & ~accepted).sum(dtype=jnp.int64)
-        winner = jnp.where(accepted.reshape(shape), winner, NO_SLOT)
+        # A tile accepts the first `capacity` of the claims it won, in cell order, less
+        # those beyond the first `crossing` through one side of a placed axis.
+        won = tiling.split(winner != NO_SLOT)
+        accepted = won & (jnp.cumsum(won, axis=-1, dtype=jnp.int32) <= self.capacity)
+        for face in self._faces(ticking):
+            through = tiling.split(winner == face)
+            accepted = accepted & (~through | (jnp.cumsum(through, axis=-1, dtype=jnp.int32) <= self.crossing))
+        refused = (won & ~accepted).sum(axis=-1, dtype=jnp.int64)
+        winner = jnp.where(tiling.join(accepted), winner, NO_SLOT)
 
         # Claimants look back at their target.
         succeeded = jnp.zeros(shape, bool)
@@ -359,88 +407,149 @@ class Life:
             seen = geometry.shift(winner == back, axis, step, wrap)
             succeeded = succeeded | ((intent.slot == here) & seen)
 
-        return winner, succeeded, refused
+        return Claims(winner=winner, succeeded=succeeded, refused=refused)
 
-    def transfer(
+    # -- 4. depart -----------------------------------------------------------------
+
+    def depart(self, state: LifeState, intent: Intent, claims: Claims) -> Departures:
+        """What the winners pay, keep and carry, and where each tile receives them."""
+        succeeded = claims.succeeded
+        paid = jnp.where(succeeded, self._price(intent.birth, jnp.maximum(intent.slot, 0)), 0)
+        left = state.energy - paid
+        # A parent sends its child the endowment; a mover takes everything with it.
+        parent = succeeded & intent.birth
+        sent = jnp.where(parent, _fraction_dynamic(left, intent.endowment), jnp.where(succeeded, left, 0))
+        rows = {
+            "birth": intent.birth,
+            "energy": sent,
+            "hidden": state.hidden,
+            "signal": state.signal,
+            "plastic": state.plastic,
+            "age": state.age,
+            "organism_id": state.organism_id,
+            "parent_id": state.parent_id,
+            "birth_tick": state.birth_tick,
+            "generation": state.generation,
+            "founder": state.founder,
+            "genome": state.genome,
+        }
+        received = self.tiling.split(claims.winner != NO_SLOT)
+        return Departures(
+            paid=paid,
+            kept=left - sent,
+            leaves=succeeded & ~intent.birth,
+            rows=rows,
+            targets=self.tiling.first(received, self.capacity),
+        )
+
+    # -- 5. send -------------------------------------------------------------------
+
+    def send(self, departures: Departures, claims: Claims, slot: jax.Array, ticking: tuple[int, ...]):
+        """The rows that arrive from neighbouring tiles along the ticking placed axes, as
+        words (*tiles, capacity, W) uint32 aligned with ``departures.targets``.
+
+        A tile packs the rows leaving through each side of a ticking placed axis, at
+        most ``crossing`` per side in cell order, into one buffer of words; each side's
+        part moves one tile along its axis (on a mesh: one exchange with the
+        neighbouring device). The receiving tile lists the cells that accepted a claim
+        through that side in the same order, since crossing a placed axis keeps the
+        in-tile coordinates, so the k-th row sent is the k-th row received.
+        """
+        tiling, crossing, axis_of = self.tiling, self.crossing, self.placed
+        words = _words(departures.rows, self.ndim)
+        faces = self._faces(ticking)
+        if not faces:
+            return jnp.zeros((*tiling.tiles, self.capacity, words), jnp.uint32)
+        # The claimant's slot that leads out through each face is the face's opposite.
+        leaving = jnp.concatenate(
+            [tiling.first(tiling.split(claims.succeeded & (slot == _opposite(face))), crossing) for face in faces],
+            axis=-1,
+        )
+        packed = _pack(tiling.take(departures.rows, leaving), axis_of)
+        received = []
+        for index, face in enumerate(faces):
+            axis, sign = divmod(face, 2)
+            part = jax.lax.slice_in_dim(packed, index * crossing, (index + 1) * crossing, axis=axis_of)
+            # Rows for the tile on the face's side come from it: toward -1 from the tile below.
+            step = 1 if sign else -1
+            received.append(geometry.shift(part, axis, step, geometry.slot_wraps(self.region.axes[axis])))
+        received = jnp.concatenate(received, axis=axis_of)
+        came_by = tiling.take(claims.winner, departures.targets)
+        place = jnp.zeros_like(departures.targets)
+        for index, face in enumerate(faces):
+            order = tiling.join(jnp.cumsum(tiling.split(claims.winner == face), axis=-1, dtype=jnp.int32) - 1)
+            place = jnp.where(came_by == face, index * crossing + tiling.take(order, departures.targets), place)
+        return jnp.take_along_axis(received, place[..., None], axis=axis_of)
+
+    # -- 6. arrive -----------------------------------------------------------------
+
+    def arrive(
         self,
         state: LifeState,
-        intent: Intent,
-        winner: jax.Array,
-        succeeded: jax.Array,
-        refused: jax.Array,
+        claims: Claims,
+        departures: Departures,
+        incoming,
         tick: jax.Array,
         seed: jax.Array,
     ) -> tuple[LifeState, jax.Array]:
-        """Pay for won claims and copy the winners' rows; returns (state, heat).
+        """Pay for won claims and write the arriving rows; returns (state, heat per tile).
 
-        Only the rows of target cells are written (at most ``capacity`` a tick).
+        Only the rows of target cells are written (at most ``capacity`` a tile).
         """
-        n, flat = self.cells, self._flat
-        parent = succeeded & intent.birth
-        mover = succeeded & ~intent.birth
-        paid = jnp.where(succeeded, self._price(intent.birth, jnp.maximum(intent.slot, 0)), 0)
-        heat = paid.sum(dtype=jnp.int64)
-        left = state.energy - paid
-        endowment = _fraction_dynamic(left, intent.endowment)
-        # Energy each claimant sends with its transfer, and keeps.
-        sent = jnp.where(parent, endowment, jnp.where(mover, left, 0))
-        kept = jnp.where(mover, 0, left - jnp.where(parent, endowment, 0))
+        tiling = self.tiling
+        targets = departures.targets
+        valid = targets < tiling.cells
+        came_by = tiling.take(claims.winner, targets)
+        source = jnp.asarray(self.local_neighbour)[jnp.maximum(came_by, 0), jnp.minimum(targets, tiling.cells - 1)]
+        moved = tiling.take(departures.rows, source)
+        if incoming is not None:
+            across = came_by < 2 * self.placed
+            far = _unpack(incoming, moved, self.placed)
+            moved = jax.tree.map(lambda near, far: jnp.where(_lift(across, near), far, near), moved, far)
+        is_birth = moved["birth"]
 
-        # The transfers: rows copied from claimant (source) to target (destination).
-        accepted = (winner != NO_SLOT).reshape(n)
-        target = jnp.nonzero(accepted, size=self.capacity, fill_value=n)[0].astype(jnp.int32)
-        valid = target < n
-        safe_target = jnp.minimum(target, n - 1)
-        source = jnp.asarray(self.neighbour)[jnp.maximum(winner.reshape(n)[safe_target], 0), safe_target]
-        is_birth = flat(parent)[source]
-        row = lambda x: flat(x)[source]  # noqa: E731
-        born = lambda newborn, inherited: jnp.where(  # noqa: E731
-            is_birth.reshape((-1,) + (1,) * (inherited.ndim - 1)), newborn, inherited
-        )
+        def born(newborn, inherited):
+            return jnp.where(_lift(is_birth, inherited), newborn, inherited)
+
         # Founders are numbered 1..n; a child born on tick t at cell c is (t + 1) * n + c + 1.
-        new_id = (tick.astype(jnp.int64) + 1) * n + target.astype(jnp.int64) + 1
-        parents_rows = {name: row(tensor) for name, tensor in state.genome.items()}
+        cell = geometry.cell_index(tiling.tiles)[..., None] * tiling.cells + targets
+        new_id = (tick.astype(jnp.int64) + 1) * self.cells + cell.astype(jnp.int64) + 1
         child_genome = mutate(
-            self.layout, parents_rows, target, tick, seed, self.index, self.config.mutation.meta_scale
+            self.layout, moved["genome"], cell, tick, seed, self.index, self.config.mutation.meta_scale
         )
 
         def put(field: jax.Array, values: jax.Array) -> jax.Array:
-            return flat(field).at[target].set(values, mode="drop").reshape(field.shape)
+            return tiling.put(field, targets, values)
 
-        energy_rows = flat(sent)[source]
         state = state.replace(
-            energy=kept,
-            occupied=state.occupied & ~mover,
-        )
-        state = state.replace(
-            occupied=put(state.occupied, valid),
-            energy=put(state.energy, energy_rows),
-            hidden=put(state.hidden, born(0.0, row(state.hidden))),
-            signal=put(state.signal, born(0.0, row(state.signal))),
-            plastic=put(state.plastic, born(0.0, row(state.plastic))),
-            age=put(state.age, born(0, row(state.age))),
-            organism_id=put(state.organism_id, born(new_id, row(state.organism_id))),
-            parent_id=put(state.parent_id, born(row(state.organism_id), row(state.parent_id))),
-            birth_tick=put(state.birth_tick, born(tick, row(state.birth_tick))),
-            generation=put(state.generation, born(row(state.generation) + 1, row(state.generation))),
-            founder=put(state.founder, row(state.founder)),
+            occupied=put(state.occupied & ~departures.leaves, valid),
+            energy=put(departures.kept, moved["energy"]),
+            hidden=put(state.hidden, born(0.0, moved["hidden"])),
+            signal=put(state.signal, born(0.0, moved["signal"])),
+            plastic=put(state.plastic, born(0.0, moved["plastic"])),
+            age=put(state.age, born(0, moved["age"])),
+            organism_id=put(state.organism_id, born(new_id, moved["organism_id"])),
+            parent_id=put(state.parent_id, born(moved["organism_id"], moved["parent_id"])),
+            birth_tick=put(state.birth_tick, born(tick, moved["birth_tick"])),
+            generation=put(state.generation, born(moved["generation"] + 1, moved["generation"])),
+            founder=put(state.founder, moved["founder"]),
             genome={
-                name: put(tensor, born(child_genome[name], parents_rows[name]))
+                name: put(tensor, born(child_genome[name], moved["genome"][name]))
                 for name, tensor in state.genome.items()
             },
-            births=state.births + (valid & is_birth).sum(dtype=jnp.int64),
-            moves=state.moves + (valid & ~is_birth).sum(dtype=jnp.int64),
-            refused=state.refused + refused,
+            births=state.births + (valid & is_birth).sum(axis=-1, dtype=jnp.int64),
+            moves=state.moves + (valid & ~is_birth).sum(axis=-1, dtype=jnp.int64),
+            refused=state.refused + claims.refused,
         )
-        return state, heat
+        return state, tiling.total(departures.paid)
 
-    def _flat(self, x: jax.Array) -> jax.Array:
-        """(*S, ...) -> (N, ...)."""
-        return x.reshape((self.cells, *x.shape[self.ndim :]))
+    def _faces(self, ticking: tuple[int, ...]) -> list[int]:
+        """The slots of the ticking placed axes: the sides through which a tile's cells
+        receive from the neighbouring tile (a target's winning slot)."""
+        return [2 * axis + sign for axis in ticking if axis < self.placed for sign in (0, 1)]
 
-    def _lattice(self, x: jax.Array) -> jax.Array:
-        """(N, ...) -> (*S, ...)."""
-        return x.reshape((*self.shape, *x.shape[1:]))
+    def _counter(self) -> jax.Array:
+        return jnp.zeros(self.tiling.tiles, jnp.int64)
 
     def _price(self, birth: jax.Array, slot: jax.Array) -> jax.Array:
         """Energy a claim toward ``slot`` costs: a birth or a move across its axis."""
@@ -449,6 +558,54 @@ class Life:
     def finish(self, state: LifeState) -> LifeState:
         """End of tick: remember energy for the next tick's learning signal."""
         return state.replace(last_energy=state.energy)
+
+
+def _opposite(slot: int) -> int:
+    """The slot pointing back along the same axis."""
+    return slot ^ 1
+
+
+def _as_words(x: jax.Array, lead: int) -> jax.Array:
+    """(*lead, ...) of a 32- or 64-bit dtype or bool -> (*lead, words) uint32, bit for bit."""
+    x = x.astype(jnp.uint32) if x.dtype == jnp.bool_ else jax.lax.bitcast_convert_type(x, jnp.uint32)
+    return x.reshape((*x.shape[:lead], -1))
+
+
+def _words(tree, ndim: int) -> int:
+    """uint32 words per cell of a tree of lattice-shaped leaves (ndim leading axes)."""
+    total = 0
+    for leaf in jax.tree.leaves(tree):
+        per_cell = math.prod(leaf.shape[ndim:])
+        total += per_cell * (2 if leaf.dtype.itemsize == 8 else 1)
+    return total
+
+
+def _pack(tree, lead: int) -> jax.Array:
+    """Rows (*lead, ...) of every leaf -> one (*lead, W) uint32 array."""
+    return jnp.concatenate([_as_words(leaf, lead + 1) for leaf in jax.tree.leaves(tree)], axis=-1)
+
+
+def _unpack(words: jax.Array, like, lead: int):
+    """The inverse of ``_pack``: ``like``'s structure, shapes and dtypes from words."""
+    leaves, structure = jax.tree.flatten(like)
+    out, start = [], 0
+    for leaf in leaves:
+        count = math.prod(leaf.shape[lead + 1 :]) * (2 if leaf.dtype.itemsize == 8 else 1)
+        part = jax.lax.slice_in_dim(words, start, start + count, axis=-1)
+        start += count
+        if leaf.dtype == jnp.bool_:
+            value = part.reshape(leaf.shape) != 0
+        elif leaf.dtype.itemsize == 8:
+            value = jax.lax.bitcast_convert_type(part.reshape((*leaf.shape, 2)), leaf.dtype)
+        else:
+            value = jax.lax.bitcast_convert_type(part.reshape(leaf.shape), leaf.dtype)
+        out.append(value)
+    return jax.tree.unflatten(structure, out)
+
+
+def _lift(x: jax.Array, like: jax.Array) -> jax.Array:
+    """``x`` with unit axes appended to broadcast against ``like``'s trailing axes."""
+    return x.reshape(x.shape + (1,) * (like.ndim - x.ndim))
 
 
 def _to_rate(x: jax.Array) -> jax.Array:

@@ -12,6 +12,7 @@ N devices evolves bitwise as on one.
 from __future__ import annotations
 
 import re
+from dataclasses import dataclass
 from typing import Any
 
 import jax
@@ -103,22 +104,21 @@ def make_mesh(world: WorldConfig, devices: int | None) -> Mesh | None:
 
 
 def state_shardings(world: WorldConfig, state_shapes: Any, mesh: Mesh) -> Any:
-    """A NamedSharding for every leaf of the state: lattice-shaped arrays are split
-    along their placed axes, everything else is replicated."""
+    """A NamedSharding for every leaf of the state: lattice-shaped arrays and per-tile
+    counters are split along their placed axes, everything else is replicated."""
     replicated = NamedSharding(mesh, PartitionSpec())
     regions = []
     for region, region_shapes in zip(world.regions.values(), state_shapes.regions):
-        shape = region.shape
-        spec = PartitionSpec(
-            *[
-                axis.name if axis.name in region.placement and axis.name in mesh.shape else None
-                for axis in region.axes
-            ]
+        # The placed axes lead the region's axes: arrays of the lattice and per-tile
+        # counters alike start with them.
+        tiles = region.shape[: len(region.placement)]
+        split = NamedSharding(
+            mesh,
+            PartitionSpec(*[name if name in mesh.shape else None for name in region.placement]),
         )
-        lattice = NamedSharding(mesh, spec)
 
-        def sharding(leaf, shape=shape, lattice=lattice):
-            return lattice if tuple(leaf.shape[: len(shape)]) == shape else replicated
+        def sharding(leaf, tiles=tiles, split=split):
+            return split if tiles and tuple(leaf.shape[: len(tiles)]) == tiles else replicated
 
         regions.append(jax.tree.map(sharding, region_shapes))
     return state_shapes.replace(tick=replicated, seed=replicated, regions=tuple(regions))
@@ -186,10 +186,31 @@ def _sent_bytes(result_type: str) -> int:
     return count * _BYTES.get(match.group(1), 4)
 
 
-def collectives(simulation, state) -> tuple[list[tuple[str, int]], dict[int, list[tuple[str, int]]]]:
-    """The collective operations of the compiled ``run``, as (kind, bytes sent per
-    device): those executed every tick, and those inside each branch of the stretch
-    schedule (keyed by branch index), which run only on that branch's ticks."""
+_PAIRS = re.compile(r"source_target_pairs=\{((?:\{\d+,\d+\},?)*)\}")
+
+
+def _crossed(line: str, mesh: Mesh) -> tuple[str, ...]:
+    """The mesh axes an operation's messages cross: those along which its source and
+    target devices differ (partition i is ``mesh.devices.flat[i]``). Operations
+    without explicit pairs are counted as crossing every axis."""
+    names = tuple(mesh.shape)
+    found = _PAIRS.search(line)
+    if not found:
+        return names
+    sizes = tuple(mesh.shape.values())
+    crossed: set[str] = set()
+    for source, target in re.findall(r"\{(\d+),(\d+)\}", found.group(1)):
+        a = np.unravel_index(int(source), sizes)
+        b = np.unravel_index(int(target), sizes)
+        crossed.update(name for name, i, j in zip(names, a, b) if i != j)
+    return tuple(name for name in names if name in crossed)
+
+
+def collectives(simulation, state) -> tuple[list[tuple[str, int, tuple[str, ...]]], dict[int, list]]:
+    """The collective operations of the compiled ``run``, each as (kind, bytes sent per
+    device, mesh axes crossed): those executed every tick, and those inside each
+    branch of the stretch schedule (keyed by branch index), which run only on that
+    branch's ticks."""
     hlo = simulation.run.lower(state, 1).compile().as_text()
     parts = _computations(hlo)
     branch_of: dict[str, int] = {}
@@ -199,16 +220,56 @@ def collectives(simulation, state) -> tuple[list[tuple[str, int]], dict[int, lis
             if listed:
                 for index, name in enumerate(listed.group(1).split(",")):
                     branch_of[name.strip().lstrip("%")] = index
-    every_tick: list[tuple[str, int]] = []
-    per_branch: dict[int, list[tuple[str, int]]] = {}
+    every_tick: list[tuple[str, int, tuple[str, ...]]] = []
+    per_branch: dict[int, list[tuple[str, int, tuple[str, ...]]]] = {}
     for name, lines in parts.items():
-        found = [
-            (match.group(2), _sent_bytes(match.group(1)))
-            for match in (_COLLECTIVE.search(line) for line in lines)
-            if match
-        ]
+        found = []
+        for line in lines:
+            match = _COLLECTIVE.search(line)
+            if match:
+                found.append((match.group(2), _sent_bytes(match.group(1)), _crossed(line, simulation.mesh)))
         if name in branch_of:
             per_branch.setdefault(branch_of[name], []).extend(found)
         else:
             every_tick.extend(found)
     return every_tick, per_branch
+
+
+@dataclass(frozen=True)
+class AxisExchanges:
+    """What crosses one mesh axis over ticks 0..999, read from the compiled program."""
+
+    axis: str  # mesh axis (a placed region axis)
+    devices: int  # devices along it
+    stretch: int  # the placed axis's stretch
+    ticks: int  # ticks with at least one exchange across it
+    exchanges: int  # messages across it (each device sends one per exchange)
+    bytes: int  # bytes each device sends across it
+
+    @property
+    def bytes_per_exchange(self) -> int:
+        return self.bytes // self.exchanges if self.exchanges else 0
+
+
+def exchanges(simulation, state) -> tuple[list[AxisExchanges], list[tuple[str, int, tuple[str, ...]]]]:
+    """Per mesh axis, the exchanges of ticks 0..999 (the schedule says which branch
+    runs on each tick); and the collectives outside the schedule's branches, which run
+    every tick (none, when only stretched axes' ticks cross devices)."""
+    every_tick, per_branch = collectives(simulation, state)
+    schedule, mesh = simulation.schedule, simulation.mesh
+    stretch = {}
+    for region in simulation.config.regions.values():
+        for axis in region.axes:
+            if axis.name in region.placement:
+                stretch.setdefault(axis.name, axis.stretch)
+    found = []
+    for name, devices in mesh.shape.items():
+        ticks = messages = sent = 0
+        for tick in range(1000):
+            ops = every_tick + per_branch.get(schedule.branch_of_phase[tick % schedule.period], [])
+            ops = [op for op in ops if name in op[2]]
+            ticks += bool(ops)
+            messages += len(ops)
+            sent += sum(op[1] for op in ops)
+        found.append(AxisExchanges(name, devices, stretch.get(name, 1), ticks, messages, sent))
+    return found, every_tick

@@ -28,19 +28,24 @@ class LifeState:
     generation: jax.Array  # (*S,) int32, births between the founder and this organism
     founder: jax.Array  # (*S,) int32, cell index of the founder at tick 0: the lineage
     genome: dict[str, jax.Array]  # {tensor: (*S, *shape) float32}, heritable; brain.GenomeLayout
-    births: jax.Array  # () int64, births since tick 0
-    deaths: jax.Array  # () int64, deaths since tick 0
-    moves: jax.Array  # () int64, moves since tick 0
-    refused: jax.Array  # () int64, won claims refused because max_transfers was reached
+    # Counters since tick 0, one per tile (geometry.Tiling; shape () when nothing is
+    # placed), so that counting never needs communication between devices: sum them.
+    births: jax.Array  # (*tiles,) int64
+    deaths: jax.Array  # (*tiles,) int64
+    moves: jax.Array  # (*tiles,) int64
+    refused: jax.Array  # (*tiles,) int64, won claims refused because max_transfers was reached
 
 
 @struct.dataclass
 class RegionState:
-    """One region's lattice and its ledger counters."""
+    """One region's lattice and its ledger counters.
+
+    The counters are kept per tile (geometry.Tiling): the region's are their sums.
+    """
 
     free_energy: jax.Array  # (*shape,) int32, quanta lying free in each cell
-    injected: jax.Array  # () int64, quanta that entered the region since tick 0
-    dissipated: jax.Array  # () int64, quanta that left the region as heat since tick 0
+    injected: jax.Array  # (*tiles,) int64, quanta that entered each tile since tick 0
+    dissipated: jax.Array  # (*tiles,) int64, quanta that left each tile as heat since tick 0
     initial_total: jax.Array  # () int64, the region's total energy at tick 0
     life: LifeState | None  # None in a region without organisms
 

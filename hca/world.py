@@ -3,9 +3,11 @@
 A tick is: sources pay into cells; organisms sense along the axes that tick now, think,
 learn, absorb, pay their metabolism and die or claim a neighbouring cell; claims are
 resolved and free energy diffuses along the axes that tick now; winners' rows are
-copied; free energy decays. Which axes tick is a static schedule over the super-step of
-``lcm(stretches)`` ticks: every distinct set of ticking axes is its own compiled
-branch, so a stretched axis does no work at all between its ticks.
+sent and copied; free energy decays. Which axes tick is a static schedule over the
+super-step of ``lcm(stretches)`` ticks: every distinct set of ticking axes is its own
+compiled branch, so a stretched axis does no work at all between its ticks, and on a
+mesh, nothing crosses a device boundary outside the branches of the placed axes.
+The ledger's counters are kept per tile (``geometry.Tiling``) for the same reason.
 """
 
 from __future__ import annotations
@@ -79,13 +81,14 @@ def _region_ledger(region: RegionState) -> dict[str, jax.Array]:
     free = region.free_energy.sum(dtype=jnp.int64)
     organisms = jnp.int64(0) if region.life is None else region.life.energy.sum(dtype=jnp.int64)
     total = free + organisms
+    injected, dissipated = region.injected.sum(), region.dissipated.sum()
     return {
         "free": free,
         "organisms": organisms,
         "total": total,
-        "injected": region.injected,
-        "dissipated": region.dissipated,
-        "balanced": total == region.initial_total + region.injected - region.dissipated,
+        "injected": injected,
+        "dissipated": dissipated,
+        "balanced": total == region.initial_total + injected - dissipated,
     }
 
 
@@ -114,6 +117,7 @@ def build(config: WorldConfig, mesh: Any = None) -> Simulation:
     inflows = [energy.make_inflow(region, index) for index, region in enumerate(regions)]
     diffusions = [energy.make_diffusion(region) for region in regions]
     decays = [energy.make_decay(region) for region in regions]
+    tilings = [geometry.Tiling.of(region) for region in regions]
     lives = [
         None if region.organisms is None else Life(region, index)
         for index, region in enumerate(regions)
@@ -138,10 +142,11 @@ def build(config: WorldConfig, mesh: Any = None) -> Simulation:
         total = free.sum(dtype=jnp.int64)
         if life is not None:
             total = total + life.energy.sum(dtype=jnp.int64)
+        counter = jnp.zeros(tilings[index].tiles, jnp.int64)
         return RegionState(
             free_energy=free,
-            injected=jnp.int64(0),
-            dissipated=jnp.int64(0),
+            injected=counter,
+            dissipated=counter,
             initial_total=total,
             life=life,
         )
@@ -187,8 +192,20 @@ def build(config: WorldConfig, mesh: Any = None) -> Simulation:
 
         return branch
 
+    # Rows crossing into another tile along a placed axis travel only on its ticks.
+    def send_branch(ticking: tuple[tuple[int, ...], ...]):
+        def branch(inputs):
+            return tuple(
+                None if operands is None else lives[index].send(*operands, axes)
+                for index, (operands, axes) in enumerate(zip(inputs, ticking))
+            )
+
+        return branch
+
     sense_branches = [sense_branch(ticking) for ticking in schedule.ticking]
     settle_branches = [settle_branch(ticking) for ticking in schedule.ticking]
+    send_branches = [send_branch(ticking) for ticking in schedule.ticking]
+    any_placed_life = any(life is not None and life.placed for life in lives)
     branch_of_phase = np.asarray(schedule.branch_of_phase, dtype=np.int32)
 
     def by_phase(branches, branch, *operands):
@@ -203,8 +220,10 @@ def build(config: WorldConfig, mesh: Any = None) -> Simulation:
         branch = jnp.asarray(branch_of_phase)[phase]
         regions_now = []
         for index, region in enumerate(state.regions):
-            free, injected = inflows[index](region.free_energy, tick, seed)
-            regions_now.append(region.replace(free_energy=free, injected=region.injected + injected))
+            free, added = inflows[index](region.free_energy, tick, seed)
+            regions_now.append(
+                region.replace(free_energy=free, injected=region.injected + tilings[index].total(added))
+            )
         regions_now = tuple(regions_now)
         if any_life:
             halos = by_phase(
@@ -248,19 +267,39 @@ def build(config: WorldConfig, mesh: Any = None) -> Simulation:
             tick,
             seed,
         )
+        departures = [
+            None if claims is None else lives[index].depart(region.life, intents[index], claims)
+            for index, (region, (_, claims)) in enumerate(zip(decided, settled))
+        ]
+        incoming = [None] * len(regions)
+        if any_placed_life:
+            incoming = by_phase(
+                send_branches,
+                branch,
+                tuple(
+                    (departure, claims, intent.slot)
+                    if departure is not None and lives[index].placed
+                    else None
+                    for index, (departure, (_, claims), intent) in enumerate(zip(departures, settled, intents))
+                ),
+            )
         regions_now = []
         for index, (region, (free, claims)) in enumerate(zip(decided, settled)):
             region = region.replace(free_energy=free)
             if claims is not None:
-                life, heat = lives[index].transfer(region.life, intents[index], *claims, tick, seed)
+                life, heat = lives[index].arrive(
+                    region.life, claims, departures[index], incoming[index], tick, seed
+                )
                 region = region.replace(life=life, dissipated=region.dissipated + heat)
             regions_now.append(region)
         finished = []
         for index, region in enumerate(regions_now):
-            free, dissipated = decays[index](region.free_energy)
+            free, lost = decays[index](region.free_energy)
             life = region.life if lives[index] is None else lives[index].finish(region.life)
             finished.append(
-                region.replace(free_energy=free, dissipated=region.dissipated + dissipated, life=life)
+                region.replace(
+                    free_energy=free, dissipated=region.dissipated + tilings[index].total(lost), life=life
+                )
             )
         return state.replace(tick=tick + 1, regions=tuple(finished))
 

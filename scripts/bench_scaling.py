@@ -4,10 +4,11 @@
 
 For each device count this reports ticks per second and, read from the compiled run
 (not guessed), the collective operations that move data between devices: how many a
-tick executes on average, the bytes each device sends per tick, and the fraction of
-ticks that exchange anything. Collectives inside a branch of the stretch schedule run
-only on that branch's ticks; the others run every tick. The same is reported for the
-world with every stretch set to 1, to show what stretch saves.
+tick executes on average, the bytes each device sends per tick, in all and across each
+mesh axis, and the fraction of ticks that exchange anything. Collectives inside a
+branch of the stretch schedule run only on that branch's ticks; the others run every
+tick. The same is reported for the world with every stretch set to 1, to show what
+stretch saves.
 
 On a CPU the devices are faked (XLA_FLAGS=--xla_force_host_platform_device_count,
 set here when absent), so ticks per second there measure overhead, not speed-up.
@@ -32,7 +33,7 @@ import jax  # noqa: E402
 
 import hca  # noqa: E402
 from hca.config import parse_world  # noqa: E402
-from hca.parallel import collectives, make_mesh  # noqa: E402
+from hca.parallel import collectives, exchanges, make_mesh  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent
 def exchange_profile(simulation, state) -> dict:
@@ -46,15 +47,17 @@ def exchange_profile(simulation, state) -> dict:
     per_tick_ops = per_tick_bytes = 0.0
     weighted = [(1.0, every_tick)] + [(runs[b] / period, found) for b, found in per_branch.items()]
     for share, found in weighted:
-        for kind, size in found:
+        for kind, size, _ in found:
             kinds[kind] += share
             per_tick_ops += share
             per_tick_bytes += share * size
     exchanging = {p for p, b in enumerate(schedule.branch_of_phase) if per_branch.get(b)}
     fraction = 1.0 if every_tick else len(exchanging) / period
+    per_axis, _ = exchanges(simulation, state)
     return {
         "collectives_per_tick": per_tick_ops,
         "bytes_sent_per_device_per_tick": per_tick_bytes,
+        "bytes_per_tick_by_axis": {axis.axis: axis.bytes / 1000 for axis in per_axis},
         "every_tick_collectives": len(every_tick),
         "fraction_of_ticks_exchanging": fraction if per_tick_ops else 0.0,
         "by_kind_per_tick": dict(kinds),
@@ -76,6 +79,7 @@ def measure(world, devices: int, ticks: int) -> dict:
     profile = exchange_profile(simulation, state) if devices > 1 else {
         "collectives_per_tick": 0.0, "bytes_sent_per_device_per_tick": 0.0,
         "every_tick_collectives": 0, "fraction_of_ticks_exchanging": 0.0, "by_kind_per_tick": {},
+        "bytes_per_tick_by_axis": {},
     }
     state = simulation.run(state, 5)
     jax.block_until_ready(state)
@@ -109,11 +113,12 @@ def main() -> int:
     if not args.json:
         print(f"{platform}: {jax.device_count()} devices ({os.cpu_count()} CPU cores)")
         print(f"{'world':<22}{'devices':>8}{'ticks/s':>10}{'coll/tick':>11}{'bytes/tick':>12}"
-              f"{'every-tick':>12}{'exchanging':>12}")
+              f"{'every-tick':>12}{'exchanging':>12}  bytes/tick by mesh axis")
         for row in rows:
+            by_axis = ", ".join(f"{name} {value:,.0f}" for name, value in row["bytes_per_tick_by_axis"].items())
             print(f"{row['world']:<22}{row['devices']:>8}{row['ticks_per_second']:>10.1f}"
                   f"{row['collectives_per_tick']:>11.1f}{row['bytes_sent_per_device_per_tick']:>12,.0f}"
-                  f"{row['every_tick_collectives']:>12}{row['fraction_of_ticks_exchanging']:>12.2f}")
+                  f"{row['every_tick_collectives']:>12}{row['fraction_of_ticks_exchanging']:>12.2f}  {by_axis or '-'}")
     return 0
 
 

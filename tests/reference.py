@@ -55,8 +55,10 @@ class Reference:
             span = 2 * initial.jitter + 1
             offsets = rng.hash_u32(self.seed, rng.INITIAL_ENERGY, index, cells, xp=np) % np.uint32(span)
             self.free.append(offsets.astype(np.int64) + initial.mean - initial.jitter)
-            self.injected.append(0)
-            self.dissipated.append(0)
+            # The ledger's counters are kept per tile (cells sharing their placed coordinates).
+            tiles = region.shape[: len(region.placement)]
+            self.injected.append(np.zeros(tiles, np.int64))
+            self.dissipated.append(np.zeros(tiles, np.int64))
 
     def _offers(self, index, region):
         shape = region.shape
@@ -94,7 +96,7 @@ class Reference:
     def _inflow(self, index, region, free):
         capacity = region.energy.capacity
         added = np.minimum(self._offers(index, region), np.maximum(capacity - free, 0))
-        self.injected[index] += int(added.sum())
+        self.injected[index] += _per_tile(region, added)
         return free + added
 
     def _organisms(self, index, region, free):
@@ -112,8 +114,13 @@ class Reference:
                 after[cell] -= amount
                 after[other] += amount
         lost = np.array([_floor_fraction(int(v), region.energy.decay) for v in after.ravel()])
-        self.dissipated[index] += int(lost.sum())
+        self.dissipated[index] += _per_tile(region, lost)
         return after - lost.reshape(after.shape)
+
+
+def _per_tile(region, per_cell):
+    tiles = region.shape[: len(region.placement)]
+    return np.asarray(per_cell).reshape(tiles + (-1,)).sum(-1).astype(np.int64)
 
 
 # --- organisms ---------------------------------------------------------------------
@@ -142,11 +149,14 @@ class LifeReference:
         self.shape = region.shape
         self.n = region.cells
         self.ndim = len(region.axes)
+        # Tiles: the cells sharing their coordinates on the placed (leading) axes.
+        self.tiles = self.shape[: len(region.placement)]
+        self.tile_cells = int(np.prod(self.shape[len(region.placement):]))
         self.s = {name: np.array(value) for name, value in _fields(life_state).items()}
         self.genome = {k: np.array(v).reshape(self.n, *np.shape(v)[self.ndim:]) for k, v in life_state.genome.items()}
         for key in list(self.s):
-            if self.s[key].ndim == 0:  # the counters
-                self.s[key] = int(self.s[key])
+            if key in COUNTERS:  # one per tile
+                self.s[key] = self.s[key].reshape(-1).astype(np.int64)
             else:
                 self.s[key] = self.s[key].reshape(self.n, *self.s[key].shape[self.ndim:])
         self.tables = [geometry.neighbour_table(axis) for axis in region.axes]
@@ -157,7 +167,8 @@ class LifeReference:
         size = self.layout.size
         self.upkeep = self.config.metabolism.base + int(size * self.config.metabolism.per_parameter)
         self.unit_q = quantize_rate(self.config.metabolism.per_active_unit)
-        self.capacity = min(self.config.max_transfers or max(16, self.n // 8), self.n)
+        self.capacity = min(self.config.max_transfers or max(16, self.tile_cells // 8), self.tile_cells)
+        self.crossing = min(self.config.max_crossings or max(1, self.capacity // 4), self.capacity)
 
     def neighbour(self, cell, slot):
         axis, sign = divmod(slot, 2)
@@ -196,7 +207,7 @@ class LifeReference:
 
         s, g, cfg, lay = self.s, self.genome, self.config, self.layout
         c, e = lay.signals, lay.encoder
-        heat = 0
+        heat = np.zeros(self.n, np.int64)
         phase_bits = np.zeros(7, np.float32)
         phase_bits[list(ticking)] = 1.0
         self.intent = np.full(self.n, -1)
@@ -249,14 +260,14 @@ class LifeReference:
                 cost = self.upkeep + ((int(active.sum()) * self.unit_q) >> 16)
                 paid = min(cost, energy)
                 energy -= paid
-                heat += paid
+                heat[cell] += paid
                 s["age"][cell] += 1
                 dead = energy == 0 or (cfg.max_age is not None and s["age"][cell] > cfg.max_age)
                 if dead:
                     free[cell] += energy
                     energy = 0
                     s["occupied"][cell] = False
-                    s["deaths"] += 1
+                    s["deaths"][cell // self.tile_cells] += 1
                 else:
                     valid = [k for k in range(2 * self.ndim) if exists[k] and k // 2 in ticking]
                     if valid:
@@ -287,18 +298,28 @@ class LifeReference:
                     tie = int(rng.hash_u32(self.seed, rng.TIE_BREAK, self.index, tick, claimant, xp=np))
                     bid = (int(s["energy"][claimant]) << 32) | tie
                     if best is None or bid > best[0]:
-                        best = (bid, claimant)
+                        best = (bid, claimant, slot)
             if best is not None:
-                winners[target] = best[1]
-        accepted = dict(sorted(winners.items())[: self.capacity])
-        s["refused"] += len(winners) - len(accepted)
-        heat = 0
+                winners[target] = best[1:]
+        # Each tile takes the first `capacity` claims it won, in cell order, and of those
+        # through one side of a placed axis, the first `crossing`.
+        accepted, won, through = {}, {}, {}
+        for target, (claimant, slot) in sorted(winners.items()):
+            tile = target // self.tile_cells
+            won[tile] = won.get(tile, 0) + 1
+            through[tile, slot] = through.get((tile, slot), 0) + 1
+            placed = slot // 2 < len(self.region.placement)
+            if won[tile] <= self.capacity and (not placed or through[tile, slot] <= self.crossing):
+                accepted[target] = claimant
+            else:
+                s["refused"][tile] += 1
+        heat = np.zeros(self.n, np.int64)
         rows = {}
         for target, claimant in accepted.items():
             slot = int(self.intent[claimant])
             birth = bool(self.birth[claimant])
             price = self.birth_cost(slot) if birth else self.move_cost(slot)
-            heat += price
+            heat[claimant] += price
             left = int(s["energy"][claimant]) - price
             if birth:
                 endowment = (left * int(self.endow[claimant])) >> 16
@@ -329,9 +350,9 @@ class LifeReference:
                 s["birth_tick"][target] = tick
                 s["generation"][target] = body_before["generation"][source] + 1
                 self._mutate(target, genome_before, source, tick)
-                s["births"] += 1
+                s["births"][target // self.tile_cells] += 1
             else:
-                s["moves"] += 1
+                s["moves"][target // self.tile_cells] += 1
         return heat
 
     def _mutate(self, target, before, source, tick):
@@ -356,9 +377,12 @@ class LifeReference:
 
     def lattice(self, key):
         value = self.s[key]
-        if isinstance(value, int):
-            return np.int64(value)
+        if key in COUNTERS:
+            return value.reshape(self.tiles)
         return value.reshape(self.shape + value.shape[1:])
+
+
+COUNTERS = ("births", "deaths", "moves", "refused")
 
 
 def _fields(life_state):
@@ -391,8 +415,8 @@ class WorldReference(Reference):
         ticking = [k for k, axis in enumerate(region.axes) if self.tick % axis.stretch == 0]
         life.sense(ticking)
         flat = free.reshape(-1).copy()
-        self.dissipated[index] += life.decide(flat, ticking)
-        self.dissipated[index] += life.resolve(ticking, self.tick)
+        self.dissipated[index] += _per_tile(region, life.decide(flat, ticking))
+        self.dissipated[index] += _per_tile(region, life.resolve(ticking, self.tick))
         return flat.reshape(region.shape)
 
     def _diffuse_and_decay(self, index, region, free):

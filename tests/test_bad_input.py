@@ -109,10 +109,17 @@ CASES = {
         ["regions.gpu.energy.sources[0]", "exactly one of"],
     ),
     "placement on an unknown axis": (
-        set_in(("regions", "gpu", "placement"), ["gpu", "rack"]),
+        set_in(("regions", "gpu", "placement"), ["cluster", "rack"]),
         ["regions.gpu.placement[1]", "'rack'"],
     ),
-    "axis placed twice": (set_in(("regions", "gpu", "placement"), ["gpu", "gpu"]), ["regions.gpu.placement[1]", "twice"]),
+    "axis placed twice": (
+        set_in(("regions", "gpu", "placement"), ["cluster", "cluster"]),
+        ["regions.gpu.placement[1]", "twice"],
+    ),
+    "placement skips an outer axis": (
+        set_in(("regions", "gpu", "placement"), ["cluster", "gpu"]),
+        ["regions.gpu.placement[1]", "leading axes in order (['cluster', 'row'])", "'gpu'"],
+    ),
     "jitter above mean": (set_in((*ENERGY, "initial", "jitter"), 50), ["regions.gpu.energy.initial.jitter"]),
     "seed too large": (set_in(("seed",), 1 << 40), ["seed: expected a value < 4294967296"]),
     "two problems at once": (

@@ -140,8 +140,8 @@ def test_inspect_agrees_with_the_live_state(tmp_path, world_file, capsys):
     assert report["ledger"] == simulation.ledger(live)["world"]
     lives = [r.life for r in live.regions]
     assert report["population"] == sum(int(np.asarray(l.occupied).sum()) for l in lives)
-    assert report["births"] == sum(int(l.births) for l in lives)
-    assert report["deaths"] == sum(int(l.deaths) for l in lives)
+    assert report["births"] == sum(int(l.births.sum()) for l in lives)
+    assert report["deaths"] == sum(int(l.deaths.sum()) for l in lives)
     grid = report["regions"]["grid"]
     assert grid["shape"] == [3, 4, 2, 1] and grid["axes"] == ["a", "b", "c", "d"]
     generation = np.asarray(lives[0].generation)[np.asarray(lives[0].occupied)]

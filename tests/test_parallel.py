@@ -12,6 +12,7 @@ from hca.cli import main
 from hca.config import load_world, parse_world
 from hca.parallel import PlacementError, device_factors, make_mesh
 from hca.world import build
+from conftest import WORLDS
 
 
 @pytest.fixture(scope="module")
@@ -78,7 +79,7 @@ def check_one_versus_eight(world, ticks):
     founder_gpu = np.unravel_index(np.asarray(life.founder)[occupied], region.shape)[4]
     here_gpu = np.nonzero(occupied)[4]
     assert (founder_gpu != here_gpu).any()
-    assert int(life.births) > 0 and int(life.moves) > 0
+    assert int(life.births.sum()) > 0 and int(life.moves.sum()) > 0
 
 
 def test_one_and_eight_devices_are_bitwise_equal(default_world):
@@ -131,26 +132,63 @@ def test_two_hosts_of_four_devices_equal_one_device(default_world, worlds_dir):
     assert report["ledger"] == one.ledger(state)["world"]
 
 
-def test_halo_exchanges_run_only_on_the_ticks_of_the_axes_they_cross(default_world):
-    from hca.parallel import collectives
+def test_devices_exchange_only_on_the_ticks_of_the_placed_axes(default_world, capsys):
+    """Counted in the compiled program: nothing crosses devices outside the branches of
+    the stretch schedule, and each mesh axis exchanges the same messages on each of its
+    ticks and none on the others, so a super-step holds (period / stretch) x that many."""
+    from hca.parallel import collectives, exchanges
 
     simulation = build(default_world, make_mesh(default_world, 8))  # server 2 x gpu 4
-    every_tick, per_branch = collectives(simulation, simulation.init())
+    state = simulation.abstract_state()
+    every_tick, per_branch = collectives(simulation, state)
+    assert every_tick == []
+    schedule = simulation.schedule
     names = [axis.name for axis in default_world.regions["gpu"].axes]
-    server, gpu = names.index("server"), names.index("gpu")
-    permutes = {}
-    for branch, ticking in enumerate(simulation.schedule.ticking):
-        found = [kind for kind, _ in per_branch.get(branch, [])]
-        permutes[branch] = found.count("collective-permute")
-        crosses = {server, gpu} & set(ticking[0])
-        if not crosses:  # e.g. odd ticks: only sm and warp, which stay on-device
-            assert found == [], (ticking, found)
-        else:
-            assert permutes[branch] > 0, ticking
-    # Ticking more placed axes exchanges more halos.
-    gpu_only = [b for b, t in enumerate(simulation.schedule.ticking) if gpu in t[0] and server not in t[0]]
-    both = [b for b, t in enumerate(simulation.schedule.ticking) if {gpu, server} <= set(t[0])]
-    assert gpu_only and both
-    assert min(permutes[b] for b in both) > max(permutes[b] for b in gpu_only)
-    # Halo exchanges never run outside the schedule's branches.
-    assert "collective-permute" not in [kind for kind, _ in every_tick]
+    per_tick = {}
+    for mesh_axis in ("server", "gpu"):
+        counts = {}
+        for branch, ticking in enumerate(schedule.ticking):
+            crossing = [op for op in per_branch.get(branch, []) if mesh_axis in op[2]]
+            counts[branch] = len(crossing)
+            if names.index(mesh_axis) not in ticking[0]:
+                assert crossing == [], (mesh_axis, ticking)
+        ticking_counts = {n for b, n in counts.items() if names.index(mesh_axis) in schedule.ticking[b][0]}
+        assert len(ticking_counts) == 1 and min(ticking_counts) > 0, counts
+        per_tick[mesh_axis] = ticking_counts.pop()
+        # Over a super-step: the schedule's count of the axis's ticks, times that.
+        stretch = default_world.regions["gpu"].axes[names.index(mesh_axis)].stretch
+        in_super_step = sum(counts[schedule.branch_of_phase[p]] for p in range(schedule.period))
+        assert in_super_step == per_tick[mesh_axis] * schedule.period // stretch
+    # Each message goes to one neighbour along one axis (a halo or a buffer of rows).
+    assert all(len(op[2]) == 1 for ops in per_branch.values() for op in ops)
+    # Nothing near the genome's size crosses: each device holds a quarter of the gpu
+    # axis, so sending halos of genomes would move its whole share.
+    genome = sum(leaf.size * leaf.dtype.itemsize for leaf in jax.tree.leaves(state.regions[0].life.genome))
+    per_axis, _ = exchanges(simulation, state)
+    for axis in per_axis:
+        stretch = default_world.regions["gpu"].axes[names.index(axis.axis)].stretch
+        assert axis.ticks == -(-1000 // stretch)
+        assert axis.exchanges == per_tick[axis.axis] * axis.ticks
+        assert axis.bytes / axis.ticks < genome / 8 / 4
+    # hca validate prints the same numbers.
+    capsys.readouterr()
+    assert main(["validate", str(WORLDS / "default.yaml"), "--devices", "8"]) == 0
+    out = capsys.readouterr().out
+    assert "every tick, outside the stretch schedule: none" in out
+    for axis in per_axis:
+        row = f"{axis.axis:<12}{axis.devices:>8}{axis.stretch:>9}{axis.ticks:>8}{axis.exchanges:>11,}"
+        assert row in out, out
+
+
+def test_without_stretch_devices_exchange_every_tick(default_world):
+    from hca.parallel import exchanges
+
+    data = default_world.model_dump(mode="json")
+    for axis in data["regions"]["gpu"]["axes"]:
+        axis["stretch"] = 1
+    flat = parse_world(data)
+    simulation = build(flat, make_mesh(flat, 8))
+    per_axis, every_tick = exchanges(simulation, simulation.abstract_state())
+    assert every_tick  # a super-step of one tick: no branches, every axis crosses every tick
+    assert {axis.axis: axis.ticks for axis in per_axis} == {"server": 1000, "gpu": 1000}
+    assert all(axis.exchanges > 0 for axis in per_axis)

@@ -17,7 +17,7 @@ from test_life import living_world
 @pytest.fixture(scope="module")
 def small_world(tmp_path_factory):
     world = living_world()
-    world["regions"]["grid"]["placement"] = ["b"]
+    world["regions"]["grid"]["placement"] = ["a", "b"]
     path = tmp_path_factory.mktemp("scripts") / "small.yaml"
     path.write_text(yaml.safe_dump(world))
     return path
@@ -60,3 +60,10 @@ def test_bench_scaling_reads_collectives_from_the_program(small_world):
         spread = by[(name, 2)]
         assert spread["collectives_per_tick"] > 0 and spread["bytes_sent_per_device_per_tick"] > 0
         assert spread["by_kind_per_tick"].get("collective-permute", 0) > 0  # the halos
+        assert set(spread["bytes_per_tick_by_axis"]) == {"b"}
+    # b (stretch 2) is split over the 2 devices: it exchanges on half the ticks, or on
+    # every tick without stretch.
+    assert by[("life", 2)]["every_tick_collectives"] == 0
+    assert by[("life", 2)]["fraction_of_ticks_exchanging"] == 0.5
+    assert by[("life_unstretched", 2)]["fraction_of_ticks_exchanging"] == 1.0
+    assert by[("life", 2)]["bytes_per_tick_by_axis"]["b"] < by[("life_unstretched", 2)]["bytes_per_tick_by_axis"]["b"]
