@@ -119,10 +119,16 @@ class Tiling:
         """(*tiles, cells) bool -> (*tiles, count) int32: the in-tile indices of each
         tile's first ``count`` set cells in cell order, then ``cells`` (no cell).
 
-        A binary search on the running count, by gathers within each tile.
+        The k-th set cell is where the running count first reaches k: counted directly
+        for small tiles, found by a binary search by gathers within each tile otherwise.
         """
         cells = self.cells
         running = jnp.cumsum(mask, axis=-1, dtype=jnp.int32)
+        if count * cells <= 1 << 16:
+            # Cells before the k-th set one: those whose running count is below k.
+            wanted = jnp.arange(1, count + 1, dtype=jnp.int32).reshape((1,) * self.placed + (count, 1))
+            below = running[..., None, :] < wanted
+            return below.sum(axis=-1, dtype=jnp.int32)
         want = jnp.broadcast_to(jnp.arange(1, count + 1, dtype=jnp.int32), (*mask.shape[:-1], count))
 
         def halve(_, bounds):

@@ -96,3 +96,41 @@ def test_ticks_per_thousand():
     assert geometry.ticks_per_thousand(Axis(name="a", size=2, stretch=1)) == 1000
     assert geometry.ticks_per_thousand(Axis(name="a", size=2, stretch=3)) == 334
     assert geometry.ticks_per_thousand(Axis(name="a", size=2, stretch=32)) == 32
+
+
+@pytest.mark.parametrize(
+    "shape, placed, count",
+    [
+        ((3, 4, 8, 16), 2, 16),  # small tiles: counted directly
+        ((2, 3, 64, 132), 2, 12),  # large tiles: binary search
+        ((40,), 0, 5),  # nothing placed: one tile
+    ],
+)
+def test_tiles_list_their_first_set_cells_and_write_only_those_rows(shape, placed, count):
+    tiling = geometry.Tiling(shape, placed)
+    generator = np.random.default_rng(len(shape) + count)
+    mask = generator.random(shape) < 0.05
+    mask.reshape(*tiling.tiles, -1)[..., :3] = True  # every tile has at least three
+    first = np.asarray(tiling.first(tiling.split(jnp.asarray(mask)), count))
+    tiles = mask.reshape(*tiling.tiles, tiling.cells)
+    for tile in np.ndindex(*tiling.tiles):
+        found = np.flatnonzero(tiles[tile])[:count]
+        expected = np.concatenate([found, np.full(count - found.size, tiling.cells)])
+        np.testing.assert_array_equal(first[tile], expected)
+    # Rows land at those cells, tile by tile; the padding (index = tile cells) is dropped.
+    values = np.arange(np.prod(shape) * 2, dtype=np.int32).reshape(*shape, 2)
+    rows = -np.ones((*tiling.tiles, count, 2), np.int32)
+    written = np.asarray(tiling.put(jnp.asarray(values), jnp.asarray(first), jnp.asarray(rows)))
+    np.testing.assert_array_equal(written[mask & _first_cells(mask, tiling, count)], -1)
+    untouched = ~(mask & _first_cells(mask, tiling, count))
+    np.testing.assert_array_equal(written[untouched], values[untouched])
+    # And are read back from the same cells.
+    taken = np.asarray(tiling.take(jnp.asarray(written), jnp.asarray(first)))
+    valid = first < tiling.cells
+    np.testing.assert_array_equal(taken[valid], -1)
+
+
+def _first_cells(mask, tiling, count):
+    tiles = mask.reshape(*tiling.tiles, tiling.cells)
+    keep = np.cumsum(tiles, axis=-1) <= count
+    return keep.reshape(mask.shape)
