@@ -200,18 +200,20 @@ def _summary(world, path: str) -> str:
 def _validate(args: argparse.Namespace) -> int:
     from hca.config import load_world
 
+    from hca.parallel import make_mesh
+
     world = load_world(args.world, seed=args.seed)
+    mesh = make_mesh(world, args.devices) if args.devices is not None else None
     print(_summary(world, args.world))
     if args.devices is not None:
-        print(_exchange_summary(world, args.devices))
+        print(_exchange_summary(world, mesh))
     return 0
 
 
-def _exchange_summary(world, devices: int) -> str:
-    from hca.parallel import describe, exchanges, make_mesh
+def _exchange_summary(world, mesh) -> str:
+    from hca.parallel import describe, exchanges
     from hca.world import build
 
-    mesh = make_mesh(world, devices)
     if mesh is None:
         return "on 1 device nothing crosses between devices"
     simulation = build(world, mesh)

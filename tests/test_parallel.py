@@ -47,6 +47,13 @@ def test_placement_errors(default_world):
         make_mesh(unplaced, 2)
 
 
+@pytest.mark.parametrize("argv, message", [(["3"], "cannot spread 3 devices"), (["16"], "only 8 are present")])
+def test_placement_errors_when_validating(capsys, worlds_dir, argv, message):
+    assert main(["validate", str(worlds_dir / "default.yaml"), "--devices", *argv]) == 2
+    captured = capsys.readouterr()
+    assert captured.out == "" and captured.err.count("\n") == 1 and message in captured.err
+
+
 @pytest.mark.parametrize(
     "argv, message",
     [(["--devices", "3"], "cannot spread 3 devices"), (["--devices", "16"], "only 8 are present")],
