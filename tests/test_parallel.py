@@ -199,3 +199,30 @@ def test_without_stretch_devices_exchange_every_tick(default_world):
     assert every_tick  # a super-step of one tick: no branches, every axis crosses every tick
     assert {axis.axis: axis.ticks for axis in per_axis} == {"server": 1000, "gpu": 1000}
     assert all(axis.exchanges > 0 for axis in per_axis)
+
+
+def test_two_living_regions_over_eight_devices_equal_one():
+    """A placed region whose placed axes are open, a ring of 4 and a ring of 2 (both
+    sides reach the same device), beside an unplaced one kept whole on every device."""
+    from test_life import living_world
+
+    from hca.parallel import exchanges
+
+    config = living_world()
+    config["regions"]["grid"]["placement"] = ["a", "b", "c"]
+    world = parse_world(config)
+    assert device_factors(world, 8) == {"a": 1, "b": 4, "c": 2}
+    one = build(world)
+    eight = build(world, make_mesh(world, 8))
+    reference = one.run(one.init(), 90)
+    spread = eight.run(eight.init(), 90)
+    for a, b in zip(leaves(reference), leaves(spread)):
+        assert a.dtype == b.dtype and np.array_equal(a, b)
+    life = reference.regions[0].life
+    assert int(life.births.sum()) > 20 and int(life.moves.sum()) > 0
+    per_axis, every_tick = exchanges(eight, eight.abstract_state())
+    assert every_tick == []
+    stretch = {axis.name: axis.stretch for axis in world.regions["grid"].axes}
+    assert {axis.axis: axis.ticks for axis in per_axis} == {
+        name: -(-1000 // stretch[name]) for name in ("b", "c")
+    }
