@@ -31,7 +31,9 @@ import yaml
 from hca.config import WorldConfig, WorldFileError, parse_world
 from hca.state import WorldState
 
-FORMAT = 1
+# The layout of the saved state; checkpoints of another format are skipped, not guessed at.
+# 2: the ledger's counters are kept per tile.
+FORMAT = 2
 WORLD_FILE = "world.yaml"
 SETTINGS_FILE = "run.json"
 METRICS_FILE = "metrics.jsonl"
@@ -176,7 +178,13 @@ class RunDirectory:
             for candidate in reversed(ticks):
                 where = self.checkpoints / str(candidate)
                 meta = self._read_meta(candidate)
-                if meta is not None and meta.get("world") != world.model_dump(mode="json"):
+                if meta is not None and meta.get("format") != FORMAT:
+                    report(
+                        f"{where}: saved in state format {meta.get('format')!r} by another version "
+                        f"of hca (this one reads format {FORMAT}); skipped"
+                    )
+                    continue
+                if meta is not None and not _same_world(meta.get("world"), world):
                     raise RunDirectoryError(
                         f"{where}: written for a different world "
                         f"({meta.get('world', {}).get('name')!r}) than {self.world_file}"
@@ -238,6 +246,15 @@ class Saver:
     def close(self) -> None:
         self.manager.wait_until_finished()
         self.manager.close()
+
+
+def _same_world(saved: Any, world: WorldConfig) -> bool:
+    """Whether a checkpoint's recorded world is ``world``, compared after validation so
+    that keys added later with their defaults do not tell them apart."""
+    try:
+        return parse_world(saved) == world
+    except WorldFileError:
+        return False
 
 
 def _first_line(error: BaseException) -> str:

@@ -207,6 +207,16 @@ def test_bad_run_directories(tmp_path, world_file, capsys, command):
     capsys.readouterr()
     err = attempt(truncated)
     assert "no readable checkpoint" in err and "damaged" in err
+    # A checkpoint of another state format is skipped before anything is restored.
+    older = tmp_path / "older"
+    assert run("run", world_file, "--steps", 5, "--out", older, "--quiet") == 0
+    meta_file = older / "checkpoints" / "5" / "meta" / "metadata"
+    meta = json.loads(meta_file.read_text())
+    meta["format"] = 1
+    meta_file.write_text(json.dumps(meta))
+    capsys.readouterr()
+    err = attempt(older)
+    assert "state format 1 by another version of hca" in err and "no readable checkpoint" in err
 
 
 STALLED_SAVE = """
@@ -279,3 +289,15 @@ def test_sigint_saves_and_says_how_to_resume(tmp_path, world_file, capsys):
     assert stopped > 0 and stopped % 10 == 0
     assert run("run", "--resume", out, "--steps", 10, "--quiet") == 0
     assert digest(capsys, out)["tick"] == stopped + 10
+
+
+def test_checkpoints_recorded_before_a_key_existed_still_resume(tmp_path, worlds_dir, capsys):
+    """The recorded world is compared after validation: a key added later with its
+    default (here max_crossings) does not make it a different world."""
+    out = tmp_path / "run"
+    assert run("run", worlds_dir / "default.yaml", "--steps", 5, "--out", out, "--quiet") == 0
+    meta_file = out / "checkpoints" / "5" / "meta" / "metadata"
+    meta = json.loads(meta_file.read_text())
+    del meta["world"]["regions"]["gpu"]["organisms"]["max_crossings"]
+    meta_file.write_text(json.dumps(meta))
+    assert run("run", "--resume", out, "--steps", 3, "--quiet") == 0
