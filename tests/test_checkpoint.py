@@ -207,16 +207,6 @@ def test_bad_run_directories(tmp_path, world_file, capsys, command):
     capsys.readouterr()
     err = attempt(truncated)
     assert "no readable checkpoint" in err and "damaged" in err
-    # A checkpoint of another state format is skipped before anything is restored.
-    older = tmp_path / "older"
-    assert run("run", world_file, "--steps", 5, "--out", older, "--quiet") == 0
-    meta_file = older / "checkpoints" / "5" / "meta" / "metadata"
-    meta = json.loads(meta_file.read_text())
-    meta["format"] = 1
-    meta_file.write_text(json.dumps(meta))
-    capsys.readouterr()
-    err = attempt(older)
-    assert "state format 1 by another version of hca" in err and "no readable checkpoint" in err
 
 
 STALLED_SAVE = """
@@ -291,13 +281,23 @@ def test_sigint_saves_and_says_how_to_resume(tmp_path, world_file, capsys):
     assert digest(capsys, out)["tick"] == stopped + 10
 
 
-def test_checkpoints_recorded_before_a_key_existed_still_resume(tmp_path, worlds_dir, capsys):
-    """The recorded world is compared after validation: a key added later with its
-    default (here max_crossings) does not make it a different world."""
+def test_checkpoints_of_another_format_are_skipped_and_added_keys_keep_the_world(
+    tmp_path, worlds_dir, capsys
+):
+    """A checkpoint of another state format is skipped before anything is restored; the
+    recorded world is compared after validation, so a key added later with its default
+    (here max_crossings) does not make it a different world."""
     out = tmp_path / "run"
     assert run("run", worlds_dir / "default.yaml", "--steps", 5, "--out", out, "--quiet") == 0
     meta_file = out / "checkpoints" / "5" / "meta" / "metadata"
     meta = json.loads(meta_file.read_text())
     del meta["world"]["regions"]["gpu"]["organisms"]["max_crossings"]
+    meta_file.write_text(json.dumps({**meta, "format": 1}))
+    before = sorted(str(p) for p in tmp_path.rglob("*"))
+    capsys.readouterr()
+    assert run("run", "--resume", out, "--steps", 3, "--quiet") == 2
+    err = capsys.readouterr().err
+    assert "state format 1 by another version of hca" in err and "no readable checkpoint" in err
+    assert "Traceback" not in err and sorted(str(p) for p in tmp_path.rglob("*")) == before
     meta_file.write_text(json.dumps(meta))
     assert run("run", "--resume", out, "--steps", 3, "--quiet") == 0
