@@ -199,7 +199,6 @@ def _summary(world, path: str) -> str:
 
 def _validate(args: argparse.Namespace) -> int:
     from hca.config import load_world
-
     from hca.parallel import make_mesh
 
     world = load_world(args.world, seed=args.seed)

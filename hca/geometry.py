@@ -111,6 +111,10 @@ class Tiling:
         """(*tiles, cells, ...) -> (*shape, ...)."""
         return x.reshape((*self.shape, *x.shape[self.placed + 1 :]))
 
+    def counter(self) -> jax.Array:
+        """A zero int64 counter per tile."""
+        return jnp.zeros(self.tiles, jnp.int64)
+
     def total(self, x: jax.Array) -> jax.Array:
         """Per-tile int64 sum of a per-cell array, lattice-shaped (*shape) or flat (N,)."""
         return x.reshape((*self.tiles, self.cells)).sum(axis=-1, dtype=jnp.int64)

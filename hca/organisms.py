@@ -17,7 +17,7 @@ only along the axes that tick now:
 4. ``depart`` (the same every tick): winners pay, and the rows they carry (genome,
    body, energy) are listed with the target cells of each tile.
 5. ``send`` (per set of ticking axes, only for placed axes): the rows that cross into
-   another tile are packed per face into a buffer of ``capacity`` rows and shifted
+   another tile are packed per face into a buffer of ``crossing`` rows and shifted
    to the neighbouring tile: on a mesh, a small exchange between neighbouring
    devices, on that axis's ticks only.
 6. ``arrive`` (the same every tick): rows from within a tile are gathered, rows from
@@ -67,6 +67,7 @@ class Departures:
     leaves: jax.Array  # (*S,) bool, movers: their cells are empty afterwards
     rows: dict  # lattice-shaped fields a transfer carries, read at the claimant
     targets: jax.Array  # (*tiles, capacity) int32, in-tile index of each receiving cell, or tile cells
+    came_by: jax.Array  # (*tiles, capacity) int32, the slot each target's claimant came by
 
 
 @struct.dataclass
@@ -214,10 +215,10 @@ class Life:
             generation=jnp.zeros(self.shape, jnp.int32),
             founder=cells,
             genome=genome,
-            births=self._counter(),
-            deaths=self._counter(),
-            moves=self._counter(),
-            refused=self._counter(),
+            births=self.tiling.counter(),
+            deaths=self.tiling.counter(),
+            moves=self.tiling.counter(),
+            refused=self.tiling.counter(),
         )
         return state.replace(halo=self.sense(state.signal, occupied, state.halo, tuple(range(self.ndim))))
 
@@ -433,13 +434,14 @@ class Life:
             "founder": state.founder,
             "genome": state.genome,
         }
-        received = self.tiling.split(claims.winner != NO_SLOT)
+        targets = self.tiling.first(self.tiling.split(claims.winner != NO_SLOT), self.capacity)
         return Departures(
             paid=paid,
             kept=left - sent,
             leaves=succeeded & ~intent.birth,
             rows=rows,
-            targets=self.tiling.first(received, self.capacity),
+            targets=targets,
+            came_by=self.tiling.take(claims.winner, targets),
         )
 
     # -- 5. send -------------------------------------------------------------------
@@ -474,11 +476,12 @@ class Life:
             step = 1 if sign else -1
             received.append(geometry.shift(part, axis, step, geometry.slot_wraps(self.region.axes[axis])))
         received = jnp.concatenate(received, axis=axis_of)
-        came_by = tiling.take(claims.winner, departures.targets)
         place = jnp.zeros_like(departures.targets)
         for index, face in enumerate(faces):
             order = tiling.join(jnp.cumsum(tiling.split(claims.winner == face), axis=-1, dtype=jnp.int32) - 1)
-            place = jnp.where(came_by == face, index * crossing + tiling.take(order, departures.targets), place)
+            place = jnp.where(
+                departures.came_by == face, index * crossing + tiling.take(order, departures.targets), place
+            )
         return jnp.take_along_axis(received, place[..., None], axis=axis_of)
 
     # -- 6. arrive -----------------------------------------------------------------
@@ -497,9 +500,8 @@ class Life:
         Only the rows of target cells are written (at most ``capacity`` a tile).
         """
         tiling = self.tiling
-        targets = departures.targets
+        targets, came_by = departures.targets, departures.came_by
         valid = targets < tiling.cells
-        came_by = tiling.take(claims.winner, targets)
         source = jnp.asarray(self.local_neighbour)[jnp.maximum(came_by, 0), jnp.minimum(targets, tiling.cells - 1)]
         moved = tiling.take(departures.rows, source)
         if incoming is not None:
@@ -548,9 +550,6 @@ class Life:
         receive from the neighbouring tile (a target's winning slot)."""
         return [2 * axis + sign for axis in ticking if axis < self.placed for sign in (0, 1)]
 
-    def _counter(self) -> jax.Array:
-        return jnp.zeros(self.tiling.tiles, jnp.int64)
-
     def _price(self, birth: jax.Array, slot: jax.Array) -> jax.Array:
         """Energy a claim toward ``slot`` costs: a birth or a move across its axis."""
         return jnp.where(birth, jnp.asarray(self.birth_cost)[slot], jnp.asarray(self.move_cost)[slot])
@@ -571,13 +570,14 @@ def _as_words(x: jax.Array, lead: int) -> jax.Array:
     return x.reshape((*x.shape[:lead], -1))
 
 
-def _words(tree, ndim: int) -> int:
-    """uint32 words per cell of a tree of lattice-shaped leaves (ndim leading axes)."""
-    total = 0
-    for leaf in jax.tree.leaves(tree):
-        per_cell = math.prod(leaf.shape[ndim:])
-        total += per_cell * (2 if leaf.dtype.itemsize == 8 else 1)
-    return total
+def _word_count(leaf: jax.Array, lead: int) -> int:
+    """uint32 words per row of ``leaf`` (rows indexed by its ``lead`` leading axes)."""
+    return math.prod(leaf.shape[lead:]) * (2 if leaf.dtype.itemsize == 8 else 1)
+
+
+def _words(tree, lead: int) -> int:
+    """uint32 words per row of a tree of leaves, packed together."""
+    return sum(_word_count(leaf, lead) for leaf in jax.tree.leaves(tree))
 
 
 def _pack(tree, lead: int) -> jax.Array:
@@ -590,7 +590,7 @@ def _unpack(words: jax.Array, like, lead: int):
     leaves, structure = jax.tree.flatten(like)
     out, start = [], 0
     for leaf in leaves:
-        count = math.prod(leaf.shape[lead + 1 :]) * (2 if leaf.dtype.itemsize == 8 else 1)
+        count = _word_count(leaf, lead + 1)
         part = jax.lax.slice_in_dim(words, start, start + count, axis=-1)
         start += count
         if leaf.dtype == jnp.bool_:

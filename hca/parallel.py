@@ -251,11 +251,12 @@ class AxisExchanges:
         return self.bytes // self.exchanges if self.exchanges else 0
 
 
-def exchanges(simulation, state) -> tuple[list[AxisExchanges], list[tuple[str, int, tuple[str, ...]]]]:
+def exchanges(simulation, state, found=None) -> tuple[list[AxisExchanges], list[tuple[str, int, tuple[str, ...]]]]:
     """Per mesh axis, the exchanges of ticks 0..999 (the schedule says which branch
     runs on each tick); and the collectives outside the schedule's branches, which run
-    every tick (none, when only stretched axes' ticks cross devices)."""
-    every_tick, per_branch = collectives(simulation, state)
+    every tick (none, when only stretched axes' ticks cross devices). ``found``: what
+    ``collectives`` returned for this simulation, to spare compiling it again."""
+    every_tick, per_branch = found if found is not None else collectives(simulation, state)
     schedule, mesh = simulation.schedule, simulation.mesh
     stretch = {}
     for region in simulation.config.regions.values():

@@ -142,11 +142,10 @@ def build(config: WorldConfig, mesh: Any = None) -> Simulation:
         total = free.sum(dtype=jnp.int64)
         if life is not None:
             total = total + life.energy.sum(dtype=jnp.int64)
-        counter = jnp.zeros(tilings[index].tiles, jnp.int64)
         return RegionState(
             free_energy=free,
-            injected=counter,
-            dissipated=counter,
+            injected=tilings[index].counter(),
+            dissipated=tilings[index].counter(),
             initial_total=total,
             life=life,
         )

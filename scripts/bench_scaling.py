@@ -39,21 +39,22 @@ ROOT = Path(__file__).resolve().parent.parent
 def exchange_profile(simulation, state) -> dict:
     """Collectives per tick from the compiled run, weighting branch collectives by how
     often the stretch schedule runs each branch."""
-    every_tick, per_branch = collectives(simulation, state)
+    compiled = collectives(simulation, state)
+    every_tick, per_branch = compiled
     schedule = simulation.schedule
     runs = Counter(schedule.branch_of_phase)  # phases per super-step running each branch
     period = schedule.period
     kinds: Counter = Counter()
     per_tick_ops = per_tick_bytes = 0.0
-    weighted = [(1.0, every_tick)] + [(runs[b] / period, found) for b, found in per_branch.items()]
-    for share, found in weighted:
-        for kind, size, _ in found:
+    weighted = [(1.0, every_tick)] + [(runs[b] / period, ops) for b, ops in per_branch.items()]
+    for share, ops in weighted:
+        for kind, size, _ in ops:
             kinds[kind] += share
             per_tick_ops += share
             per_tick_bytes += share * size
     exchanging = {p for p, b in enumerate(schedule.branch_of_phase) if per_branch.get(b)}
     fraction = 1.0 if every_tick else len(exchanging) / period
-    per_axis, _ = exchanges(simulation, state)
+    per_axis, _ = exchanges(simulation, state, compiled)
     return {
         "collectives_per_tick": per_tick_ops,
         "bytes_sent_per_device_per_tick": per_tick_bytes,

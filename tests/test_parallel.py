@@ -147,7 +147,8 @@ def test_devices_exchange_only_on_the_ticks_of_the_placed_axes(default_world, ca
 
     simulation = build(default_world, make_mesh(default_world, 8))  # server 2 x gpu 4
     state = simulation.abstract_state()
-    every_tick, per_branch = collectives(simulation, state)
+    found = collectives(simulation, state)
+    every_tick, per_branch = found
     assert every_tick == []
     schedule = simulation.schedule
     names = [axis.name for axis in default_world.regions["gpu"].axes]
@@ -171,7 +172,7 @@ def test_devices_exchange_only_on_the_ticks_of_the_placed_axes(default_world, ca
     # Nothing near the genome's size crosses: each device holds a quarter of the gpu
     # axis, so sending halos of genomes would move its whole share.
     genome = sum(leaf.size * leaf.dtype.itemsize for leaf in jax.tree.leaves(state.regions[0].life.genome))
-    per_axis, _ = exchanges(simulation, state)
+    per_axis, _ = exchanges(simulation, state, found)
     for axis in per_axis:
         stretch = default_world.regions["gpu"].axes[names.index(axis.axis)].stretch
         assert axis.ticks == -(-1000 // stretch)
