@@ -7,9 +7,7 @@ import json
 import os
 import signal
 import sys
-import time
 from collections.abc import Sequence
-from pathlib import Path
 from typing import Any
 
 EXIT_BAD_INPUT = 2
@@ -234,179 +232,52 @@ def _exchange_summary(world, mesh) -> str:
     return "\n".join(lines)
 
 
-def _prepare_run_dir(path: Path) -> None:
-    if path.exists() and not path.is_dir():
-        raise UsageError(f"{path}: exists and is not a directory")
-    if path.is_dir() and any(path.iterdir()):
-        raise UsageError(f"{path}: directory is not empty; choose a new --out, or --resume it")
-
-
-def _metrics_line(simulation, state, previous: dict[str, Any] | None) -> dict[str, Any]:
-    """One metrics.jsonl record. Life counters are given per interval (``births``) and
-    since tick 0 (``births_total``)."""
-    from hca.metrics import COUNTERS
-
-    measured = simulation.ledger(state)
-    regions = {}
-    for name, ledger in measured["regions"].items():
-        regions[name] = dict(ledger)
-        if name in measured["life"]:
-            life = dict(measured["life"][name])
-            before = previous["regions"][name].get("life", {}) if previous else {}
-            for counter in COUNTERS:
-                life[f"{counter}_total"] = life[counter]
-                life[counter] -= before.get(f"{counter}_total", 0)
-            regions[name]["life"] = life
-    line = {"tick": measured["tick"], "ledger": measured["world"], "regions": regions}
-    lives = [region["life"] for region in regions.values() if "life" in region]
-    if lives:
-        line["life"] = {
-            key: sum(life[key] for life in lives)
-            for key in ("population", *COUNTERS, *(f"{c}_total" for c in COUNTERS), "lineages")
-        }
-        line["life"]["deepest_generation"] = max(life["deepest_generation"] for life in lives)
-    return line
-
-
-def _keep_metrics_until(path: Path, tick: int) -> dict[str, Any] | None:
-    """Drop metrics lines after ``tick`` (they will be written again, identically) and
-    return the last line kept."""
-    if not path.exists():
-        return None
-    kept, last = [], None
-    for text in path.read_text(encoding="utf-8").splitlines():
-        try:
-            line = json.loads(text)
-        except ValueError:
-            continue  # a line cut short by a kill
-        if line.get("tick", tick + 1) <= tick:
-            kept.append(text)
-            last = line
-    temporary = path.with_name(f".{path.name}.tmp")
-    temporary.write_text("".join(f"{text}\n" for text in kept), encoding="utf-8")
-    os.replace(temporary, path)
-    return last
-
-
-class _StopRequest:
-    """Turns SIGINT and SIGTERM into a request the run loop honours between chunks."""
-
-    def __init__(self) -> None:
-        self.signal: int | None = None
-        self._previous: dict[int, Any] = {}
-
-    def __enter__(self) -> _StopRequest:
-        for number in (signal.SIGINT, signal.SIGTERM):
-            self._previous[number] = signal.signal(number, self._handle)
-        return self
-
-    def _handle(self, number: int, frame: Any) -> None:
-        self.signal = number
-
-    def __exit__(self, *exc: Any) -> None:
-        for number, handler in self._previous.items():
-            signal.signal(number, handler)
-
-
 def _run(args: argparse.Namespace) -> int:
-    from hca.checkpoint import RunDirectory
-    from hca.config import load_world
-    from hca.parallel import describe, make_mesh
-    from hca.world import build
+    from tqdm import tqdm
 
+    from hca.config import load_world
+    from hca.parallel import describe
+    from hca.runner import Run
+
+    options = {"report_every": args.report_every, "checkpoint_every": args.checkpoint_every, "keep": args.keep,
+               "devices": args.devices}
     if args.resume is not None:
         if args.world is not None:
             raise UsageError("give either WORLD.yaml or --resume RUN_DIR, not both")
-        run_dir = RunDirectory(args.resume)
-        world = run_dir.world()
-        settings = run_dir.settings()
-        simulation = build(world, make_mesh(world, args.devices))
-        checkpoint = run_dir.load(world, simulation.abstract_state(), report=_report_line)
-        state = checkpoint.state
-        start = checkpoint.tick
-        target = start + args.steps if args.steps is not None else settings.get("target_tick", start)
-        for key, value in (("report_every", args.report_every), ("checkpoint_every", args.checkpoint_every),
-                           ("keep", args.keep)):
-            if value is not None:
-                settings[key] = value
-        settings["target_tick"] = target
-        run_dir.write_settings(settings)
-        previous = _keep_metrics_until(run_dir.metrics_file, start)
-        print(f"hca: resuming {run_dir.path} from tick {start} to tick {target}", file=sys.stderr)
+        run = Run.resume(args.resume, steps=args.steps, report=_report_line, **options)
+        print(f"hca: resuming {run.run_dir.path} from tick {run.start_tick} to tick {run.target}", file=sys.stderr)
     else:
         if args.world is None:
             raise UsageError("give a WORLD.yaml to run, or --resume RUN_DIR")
         if args.steps is None or args.out is None:
             raise UsageError("a new run needs --steps N and --out RUN_DIR")
         world = load_world(args.world, seed=args.seed)
-        run_dir = RunDirectory(args.out)
-        _prepare_run_dir(run_dir.path)
-        settings = {
-            "target_tick": args.steps,
-            "report_every": args.report_every or world.run.report_every,
-            "checkpoint_every": args.checkpoint_every or world.run.checkpoint_every,
-            "keep": args.keep or world.run.keep,
-        }
-        simulation = build(world, make_mesh(world, args.devices))
-        state = simulation.init()
-        run_dir.create(world, settings)
-        start, target, previous = 0, args.steps, None
-    if simulation.mesh is not None:
-        print(f"hca: running on {describe(simulation.mesh)}", file=sys.stderr)
-    return _advance(simulation, state, run_dir, settings, start, target, previous, args.quiet)
+        run = Run.start(world, args.out, args.steps, **options)
+    first = run.start_tick
+    if run.simulation.mesh is not None:
+        print(f"hca: running on {describe(run.simulation.mesh)}", file=sys.stderr)
+    with tqdm(total=run.target - run.start_tick, unit="tick", disable=args.quiet, file=sys.stderr,
+              dynamic_ncols=True) as progress:
 
+        def on_chunk(ticks: int, line: dict[str, Any] | None) -> None:
+            progress.update(ticks)
+            if line is not None:
+                postfix = {"population": f"{line['life']['population']:,}"} if "life" in line else {}
+                progress.set_postfix(**postfix, total=f"{line['ledger']['total']:,}", refresh=False)
 
-def _advance(simulation, state, run_dir, settings, start, target, previous, quiet) -> int:
-    """Run from ``start`` to ``target``, writing metrics and checkpoints as it goes."""
-    from tqdm import tqdm
-
-    from hca.checkpoint import Saver
-
-    report_every = settings["report_every"]
-    checkpoint_every = settings["checkpoint_every"]
-    saver = Saver(run_dir, simulation.config, settings["keep"])
-    started = time.perf_counter()
-    tick = start
-    line = previous
-    with open(run_dir.metrics_file, "a", encoding="utf-8") as metrics, _StopRequest() as stop, tqdm(
-        total=target - start, unit="tick", disable=quiet, file=sys.stderr, dynamic_ncols=True
-    ) as progress:
-        if line is None:
-            line = _metrics_line(simulation, state, None)
-            metrics.write(json.dumps(line) + "\n")
-            metrics.flush()
-        while tick < target:
-            until_report = report_every - tick % report_every
-            until_save = checkpoint_every - tick % checkpoint_every
-            chunk = min(until_report, until_save, target - tick)
-            state = simulation.run(state, chunk)
-            tick += chunk
-            progress.update(chunk)
-            if tick % report_every == 0 or tick == target:
-                line = _metrics_line(simulation, state, line)
-                metrics.write(json.dumps(line) + "\n")
-                metrics.flush()
-                postfix = {"population": line["life"]["population"]} if "life" in line else {}
-                progress.set_postfix(**postfix, total=line["ledger"]["total"], refresh=False)
-            if tick % checkpoint_every == 0 or tick == target:
-                saver.save(state)
-            if stop.signal is not None and tick < target:
-                saver.save(state)
-                saver.close()
-                progress.close()
-                name = signal.Signals(stop.signal).name
-                print(
-                    f"hca: {name}: stopped at tick {tick} with a checkpoint; continue with:\n"
-                    f"  hca run --resume {run_dir.path}",
-                    file=sys.stderr,
-                )
-                return 128 + stop.signal
-        saver.close()
-    elapsed = time.perf_counter() - started
-    ledger = line["ledger"]
+        outcome = run.advance(on_chunk)
+    if outcome.stopped_by is not None:
+        name = signal.Signals(outcome.stopped_by).name
+        print(
+            f"hca: {name}: stopped at tick {outcome.tick} with a checkpoint; continue with:\n"
+            f"  hca run --resume {run.run_dir.path}",
+            file=sys.stderr,
+        )
+        return 128 + outcome.stopped_by
+    ledger = outcome.line["ledger"]
     verdict = "balanced" if ledger["balanced"] else "NOT BALANCED"
     print(
-        f"{run_dir.path}: ticks {start}..{tick} in {elapsed:.1f} s; ledger {verdict}: total "
+        f"{run.run_dir.path}: ticks {first}..{outcome.tick} in {outcome.elapsed:.1f} s; ledger {verdict}: total "
         f"{ledger['total']:,} = initial + injected {ledger['injected']:,} - dissipated {ledger['dissipated']:,}"
     )
     return 0 if ledger["balanced"] else 1
@@ -467,17 +338,12 @@ def _render(args: argparse.Namespace) -> int:
 def _plot(args: argparse.Namespace) -> int:
     from hca import pictures
     from hca.checkpoint import RunDirectory
+    from hca.runner import read_metrics
 
     pictures._pyplot()
     run_dir = RunDirectory(args.run_dir)
     world = run_dir.world()
-    lines = []
-    if run_dir.metrics_file.exists():
-        for text in run_dir.metrics_file.read_text(encoding="utf-8").splitlines():
-            try:
-                lines.append(json.loads(text))
-            except ValueError:
-                continue
+    lines = read_metrics(run_dir.metrics_file)
     if not lines:
         raise UsageError(f"{run_dir.metrics_file}: no metrics to plot")
     out = pictures.plot(lines, args.out, f"{world.name}: {run_dir.path}")

@@ -41,6 +41,11 @@ def fraction(values: jax.Array, rate: int) -> jax.Array:
     return high + low.astype(jnp.int32)
 
 
+def fraction_dynamic(values: jax.Array, rate: jax.Array) -> jax.Array:
+    """``floor(values * rate / RATE_ONE)`` for per-cell rates, exact in int64."""
+    return ((values.astype(jnp.int64) * rate.astype(jnp.int64)) >> RATE_BITS).astype(jnp.int32)
+
+
 def make_source(source, region: Region, region_index: int, source_index: int) -> SourceFn:
     """The function that says what ``source`` offers each cell of ``region`` on a tick."""
     shape = region.shape

@@ -1,0 +1,44 @@
+"""Reproduction: a child's genome is its parent's, changed by the parent's own
+inherited mutation scales, which mutate themselves."""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+
+from hca import brain, rng
+from hca.organisms import genome_entries
+
+
+def mutate(
+    layout: brain.GenomeLayout,
+    parents: dict[str, jax.Array],  # {name: (*K, *shape)} parent genomes
+    children: jax.Array,  # (*K,) int32 cell index of each child
+    tick: jax.Array,
+    seed: jax.Array,
+    region_index: int,
+    meta_scale: float,
+) -> dict[str, jax.Array]:
+    """Children's genomes: each tensor moves by the parent's own inherited scale times a
+    standard normal; the log-scales themselves move by ``meta_scale``."""
+    scales = jnp.exp(parents["log_mutation"])  # (*K, tensors)
+    offsets = layout.offsets()
+    out = {}
+    for index, (name, shape) in enumerate(layout.tensors):
+        lead = children.shape + (1,) * len(shape)
+        noise = rng.normal(
+            seed,
+            rng.MUTATION,
+            region_index,
+            tick,
+            children.reshape(lead),
+            genome_entries(offsets[name][0], shape, children.ndim),
+            xp=jnp,
+        )
+        if name == "log_mutation":
+            low, high = brain.LOG_SCALE_RANGE
+            out[name] = jnp.clip(parents[name] + meta_scale * noise, low, high)
+        else:
+            step = scales[..., index].reshape(lead) * noise
+            out[name] = jnp.clip(parents[name] + step, -brain.WEIGHT_LIMIT, brain.WEIGHT_LIMIT)
+    return out

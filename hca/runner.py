@@ -1,0 +1,259 @@
+"""Runs: a world advanced in chunks, with metrics, checkpoints and clean stops.
+
+``Run.start`` makes a new run directory and ``Run.resume`` continues one from its
+newest good checkpoint; ``Run.advance`` steps the world to the run's target tick in
+chunks that end on report and checkpoint ticks, appends a line to ``metrics.jsonl``
+after every report interval, saves checkpoints with orbax, and stops cleanly (with a
+checkpoint) on SIGINT or SIGTERM. The ``hca run`` command is a thin shell over this.
+
+    from hca.runner import Run
+    run = Run.start(world, "runs/first", steps=1000)
+    outcome = run.advance()
+    run = Run.resume("runs/first", steps=500)   # bitwise as one uninterrupted run
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from hca.checkpoint import RunDirectory, RunDirectoryError, Saver
+from hca.config import WorldConfig
+from hca.metrics import COUNTERS
+from hca.parallel import make_mesh
+from hca.world import Simulation, build
+
+Report = Callable[[str], None]
+
+
+@dataclass
+class Outcome:
+    """How ``Run.advance`` ended."""
+
+    tick: int  # the tick reached
+    line: dict[str, Any]  # the last metrics line
+    elapsed: float  # seconds spent advancing, compilation included
+    stopped_by: int | None = None  # the signal that stopped the run early, if any
+
+    @property
+    def balanced(self) -> bool:
+        return bool(self.line["ledger"]["balanced"])
+
+
+class Run:
+    """A run directory, its world's simulation and the state it has reached."""
+
+    def __init__(self, run_dir: RunDirectory, simulation: Simulation, state: Any, settings: dict[str, Any],
+                 start: int, previous: dict[str, Any] | None):
+        self.run_dir = run_dir
+        self.simulation = simulation
+        self.state = state
+        self.settings = settings
+        self.start_tick = start
+        self.previous = previous  # the last metrics line already written, if any
+
+    @property
+    def target(self) -> int:
+        return self.settings["target_tick"]
+
+    @staticmethod
+    def start(
+        world: WorldConfig,
+        out: str | os.PathLike[str],
+        steps: int,
+        *,
+        report_every: int | None = None,
+        checkpoint_every: int | None = None,
+        keep: int | None = None,
+        devices: int | None = None,
+    ) -> Run:
+        """A new run of ``world`` for ``steps`` ticks in the directory ``out``, which must
+        not exist or be empty. Nothing is written if the world cannot be built."""
+        run_dir = RunDirectory(out)
+        path = run_dir.path
+        if path.exists() and not path.is_dir():
+            raise RunDirectoryError(f"{path}: exists and is not a directory")
+        if path.is_dir() and any(path.iterdir()):
+            raise RunDirectoryError(f"{path}: directory is not empty; choose a new --out, or --resume it")
+        settings = {
+            "target_tick": steps,
+            "report_every": report_every or world.run.report_every,
+            "checkpoint_every": checkpoint_every or world.run.checkpoint_every,
+            "keep": keep or world.run.keep,
+        }
+        simulation = build(world, make_mesh(world, devices))
+        state = simulation.init()
+        run_dir.create(world, settings)
+        return Run(run_dir, simulation, state, settings, 0, None)
+
+    @staticmethod
+    def resume(
+        path: str | os.PathLike[str],
+        *,
+        steps: int | None = None,
+        report_every: int | None = None,
+        checkpoint_every: int | None = None,
+        keep: int | None = None,
+        devices: int | None = None,
+        report: Report = lambda line: None,
+    ) -> Run:
+        """Continue the run in ``path`` from its newest good checkpoint, to the first run's
+        target or for ``steps`` more ticks. Metrics lines after that checkpoint are dropped
+        (advancing writes them again, identically)."""
+        run_dir = RunDirectory(path)
+        world = run_dir.world()
+        settings = run_dir.settings()
+        simulation = build(world, make_mesh(world, devices))
+        checkpoint = run_dir.load(world, simulation.abstract_state(), report=report)
+        start = checkpoint.tick
+        for key, value in (("report_every", report_every), ("checkpoint_every", checkpoint_every), ("keep", keep)):
+            if value is not None:
+                settings[key] = value
+        settings["target_tick"] = start + steps if steps is not None else settings.get("target_tick", start)
+        settings.setdefault("report_every", world.run.report_every)
+        settings.setdefault("checkpoint_every", world.run.checkpoint_every)
+        settings.setdefault("keep", world.run.keep)
+        run_dir.write_settings(settings)
+        previous = keep_metrics_until(run_dir.metrics_file, start)
+        return Run(run_dir, simulation, checkpoint.state, settings, start, previous)
+
+    def advance(
+        self,
+        on_chunk: Callable[[int, dict[str, Any] | None], None] | None = None,
+        handle_signals: bool = True,
+    ) -> Outcome:
+        """Run to the target tick, writing metrics and checkpoints as it goes.
+
+        ``on_chunk(ticks, line)`` is called after each chunk with the ticks it ran and
+        the metrics line written after it (None between reports). With
+        ``handle_signals`` (honoured in the main thread), SIGINT and SIGTERM stop the run
+        after the current chunk with a checkpoint (``Outcome.stopped_by``).
+        """
+        simulation, settings = self.simulation, self.settings
+        report_every, checkpoint_every = settings["report_every"], settings["checkpoint_every"]
+        target = self.target
+        saver = Saver(self.run_dir, simulation.config, settings["keep"])
+        started = time.perf_counter()
+        tick = int(self.start_tick)
+        line = self.previous
+        state = self.state
+        main_thread = threading.current_thread() is threading.main_thread()
+        stop = _StopRequest() if handle_signals and main_thread else None
+        try:
+            if stop is not None:
+                stop.__enter__()
+            with open(self.run_dir.metrics_file, "a", encoding="utf-8") as metrics:
+                if line is None:
+                    line = metrics_line(simulation, state, None)
+                    metrics.write(json.dumps(line) + "\n")
+                    metrics.flush()
+                while tick < target:
+                    until_report = report_every - tick % report_every
+                    until_save = checkpoint_every - tick % checkpoint_every
+                    chunk = min(until_report, until_save, target - tick)
+                    state = simulation.run(state, chunk)
+                    tick += chunk
+                    written = None
+                    if tick % report_every == 0 or tick == target:
+                        line = written = metrics_line(simulation, state, line)
+                        metrics.write(json.dumps(line) + "\n")
+                        metrics.flush()
+                    if tick % checkpoint_every == 0 or tick == target:
+                        saver.save(state)
+                    if on_chunk is not None:
+                        on_chunk(chunk, written)
+                    if stop is not None and stop.signal is not None and tick < target:
+                        saver.save(state)
+                        self.state, self.start_tick, self.previous = state, tick, line
+                        return Outcome(tick, line, time.perf_counter() - started, stop.signal)
+            self.state, self.start_tick, self.previous = state, tick, line
+            return Outcome(tick, line, time.perf_counter() - started)
+        finally:
+            saver.close()
+            if stop is not None:
+                stop.__exit__()
+
+
+def metrics_line(simulation: Simulation, state: Any, previous: dict[str, Any] | None) -> dict[str, Any]:
+    """One metrics.jsonl record. Life counters are given per interval (``births``) and
+    since tick 0 (``births_total``)."""
+    measured = simulation.ledger(state)
+    regions = {}
+    for name, ledger in measured["regions"].items():
+        regions[name] = dict(ledger)
+        if name in measured["life"]:
+            life = dict(measured["life"][name])
+            before = previous["regions"][name].get("life", {}) if previous else {}
+            for counter in COUNTERS:
+                life[f"{counter}_total"] = life[counter]
+                life[counter] -= before.get(f"{counter}_total", 0)
+            regions[name]["life"] = life
+    line = {"tick": measured["tick"], "ledger": measured["world"], "regions": regions}
+    lives = [region["life"] for region in regions.values() if "life" in region]
+    if lives:
+        line["life"] = {
+            key: sum(life[key] for life in lives)
+            for key in ("population", *COUNTERS, *(f"{c}_total" for c in COUNTERS), "lineages")
+        }
+        line["life"]["deepest_generation"] = max(life["deepest_generation"] for life in lives)
+    return line
+
+
+def read_metrics(path: str | os.PathLike[str]) -> list[dict[str, Any]]:
+    """The lines of a metrics.jsonl file (a line cut short by a kill is skipped)."""
+    path = Path(path)
+    lines = []
+    if path.exists():
+        for text in path.read_text(encoding="utf-8").splitlines():
+            try:
+                lines.append(json.loads(text))
+            except ValueError:
+                continue
+    return lines
+
+
+def keep_metrics_until(path: Path, tick: int) -> dict[str, Any] | None:
+    """Drop metrics lines after ``tick`` (they will be written again, identically) and
+    return the last line kept."""
+    if not path.exists():
+        return None
+    kept, last = [], None
+    for text in path.read_text(encoding="utf-8").splitlines():
+        try:
+            line = json.loads(text)
+        except ValueError:
+            continue  # a line cut short by a kill
+        if line.get("tick", tick + 1) <= tick:
+            kept.append(text)
+            last = line
+    temporary = path.with_name(f".{path.name}.tmp")
+    temporary.write_text("".join(f"{text}\n" for text in kept), encoding="utf-8")
+    os.replace(temporary, path)
+    return last
+
+
+class _StopRequest:
+    """Turns SIGINT and SIGTERM into a request the run loop honours between chunks."""
+
+    def __init__(self) -> None:
+        self.signal: int | None = None
+        self._previous: dict[int, Any] = {}
+
+    def __enter__(self) -> _StopRequest:
+        for number in (signal.SIGINT, signal.SIGTERM):
+            self._previous[number] = signal.signal(number, self._handle)
+        return self
+
+    def _handle(self, number: int, frame: Any) -> None:
+        self.signal = number
+
+    def __exit__(self, *exc: Any) -> None:
+        for number, handler in self._previous.items():
+            signal.signal(number, handler)

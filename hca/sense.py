@@ -1,0 +1,39 @@
+"""Sense: each cell receives its neighbours' signals along the axes that tick now.
+
+A cell keeps a *halo*: for each direction slot, the signal and occupancy it last
+received. Slots of the axes that tick now are refreshed from the neighbours; the
+others keep what they last received, a stale halo, as on a real cluster.
+"""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+
+from hca import geometry
+from hca.organisms import Life
+
+
+def sense(
+    life: Life,
+    signal: jax.Array,  # (*S, C) float32
+    occupied: jax.Array,  # (*S,) bool
+    halo: jax.Array,  # (*S, 2D, C + 1) float32
+    ticking: tuple[int, ...],
+) -> jax.Array:
+    """The halo with the slots of the ticking axes refreshed from the neighbours.
+
+    Takes and returns only the small arrays involved, so that a branch of the stretch
+    schedule never carries the genome.
+    """
+    present = occupied[..., None].astype(jnp.float32)
+    outgoing = jnp.concatenate([signal * present, present], axis=-1)
+    slots = []
+    for axis in range(life.ndim):
+        wrap = geometry.slot_wraps(life.region.axes[axis])
+        for step in (-1, +1):
+            if axis in ticking:
+                slots.append(geometry.shift(outgoing, axis, step, wrap))
+            else:
+                slots.append(halo[..., 2 * axis + (step > 0), :])
+    return jnp.stack(slots, axis=life.ndim)

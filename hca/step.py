@@ -1,0 +1,227 @@
+"""One tick of a world, phase by phase.
+
+1. ``inflow``: sources pay into cells, up to capacity;
+2. ``sense``: each cell's halo is refreshed along the axes that tick now;
+3. ``decide``: every organism thinks, learns, absorbs, pays its metabolism, dies or
+   states an intent;
+4. ``settle``: claims on empty cells are settled and free energy diffuses, along the
+   axes that tick now;
+5. ``transfer``: winners pay, rows crossing into another tile are sent along the
+   placed axes that tick now, and arriving rows are written;
+6. ``decay``: free energy decays, and organisms remember their energy for learning.
+
+Which axes tick is a static schedule over the super-step of ``lcm(stretches)`` ticks
+(``geometry.Schedule``): every distinct set of ticking axes is its own compiled branch
+of the phases that cross between cells (sense, settle, send), so a stretched axis does
+no work at all between its ticks and, on a mesh, nothing crosses a device boundary
+outside the branches of the placed axes. The branches take and return only what
+crosses between cells (signals, claims, free energy, packed rows), never the genomes.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from hca import energy, geometry
+from hca.claims import settle_claims
+from hca.config import MAX_AXES, WorldConfig
+from hca.decide import decide
+from hca.organisms import Life
+from hca.sense import sense
+from hca.state import RegionState, WorldState
+from hca.transfer import arrive, depart, send
+
+
+def _phase_tables(config: WorldConfig, schedule: geometry.Schedule):
+    """Per region: (period, MAX_AXES) float32 phase bits and (period, 2D) bool slot ticks."""
+    tables = []
+    for index, region in enumerate(config.regions.values()):
+        bits = np.zeros((schedule.period, MAX_AXES), np.float32)
+        slots = np.zeros((schedule.period, 2 * len(region.axes)), bool)
+        for phase in range(schedule.period):
+            for axis in schedule.ticking[schedule.branch_of_phase[phase]][index]:
+                bits[phase, axis] = 1.0
+                slots[phase, 2 * axis : 2 * axis + 2] = True
+        tables.append((bits, slots))
+    return tables
+
+
+class Tick:
+    """The tick of one world: ``Tick(config)(state) -> state``, a pure function."""
+
+    def __init__(self, config: WorldConfig, lives: Sequence[Life | None]):
+        regions = list(config.regions.values())
+        self.schedule = schedule = geometry.Schedule.of(config)
+        self.lives = list(lives)
+        self.tilings = [geometry.Tiling.of(region) for region in regions]
+        self.inflows = [energy.make_inflow(region, index) for index, region in enumerate(regions)]
+        self.diffusions = [energy.make_diffusion(region) for region in regions]
+        self.decays = [energy.make_decay(region) for region in regions]
+        self.phase_tables = _phase_tables(config, schedule)
+        self.branch_of_phase = np.asarray(schedule.branch_of_phase, dtype=np.int32)
+        self.any_life = any(life is not None for life in self.lives)
+        self.any_placed_life = any(life is not None and life.placed for life in self.lives)
+
+    def __call__(self, state: WorldState) -> WorldState:
+        tick, seed = state.tick, state.seed
+        phase = tick % self.schedule.period
+        branch = jnp.asarray(self.branch_of_phase)[phase]
+        regions = self.inflow(state.regions, tick, seed)
+        regions = self.sense(regions, branch)
+        regions, intents = self.decide(regions, phase)
+        regions, claims = self.settle(regions, intents, branch, tick, seed)
+        regions = self.transfer(regions, intents, claims, branch, tick, seed)
+        regions = self.decay(regions)
+        return state.replace(tick=tick + 1, regions=regions)
+
+    # -- the phases ------------------------------------------------------------------
+
+    def inflow(self, regions: tuple[RegionState, ...], tick, seed) -> tuple[RegionState, ...]:
+        """Sources pay into cells up to capacity; what enters is injected."""
+        out = []
+        for index, region in enumerate(regions):
+            free, added = self.inflows[index](region.free_energy, tick, seed)
+            out.append(region.replace(free_energy=free, injected=region.injected + self.tilings[index].total(added)))
+        return tuple(out)
+
+    def sense(self, regions: tuple[RegionState, ...], branch) -> tuple[RegionState, ...]:
+        """Halos refreshed along the ticking axes (a branch of the schedule)."""
+        if not self.any_life:
+            return regions
+
+        def make(ticking):
+            def refresh(inputs):
+                return tuple(
+                    None if life is None else sense(life, *operands, axes)
+                    for operands, life, axes in zip(inputs, self.lives, ticking)
+                )
+
+            return refresh
+
+        halos = self._by_branch(
+            make,
+            branch,
+            tuple(
+                None if region.life is None else (region.life.signal, region.life.occupied, region.life.halo)
+                for region in regions
+            ),
+        )
+        return tuple(
+            region if halo is None else region.replace(life=region.life.replace(halo=halo))
+            for region, halo in zip(regions, halos)
+        )
+
+    def decide(self, regions: tuple[RegionState, ...], phase) -> tuple[tuple[RegionState, ...], list]:
+        """Every organism thinks, learns and acts on its own; metabolism is heat."""
+        out, intents = [], []
+        for index, region in enumerate(regions):
+            life = self.lives[index]
+            if life is None:
+                out.append(region)
+                intents.append(None)
+                continue
+            bits, slot_ticks = self.phase_tables[index]
+            life_state, free, intent, heat = decide(
+                life, region.life, region.free_energy, jnp.asarray(bits)[phase], jnp.asarray(slot_ticks)[phase]
+            )
+            out.append(region.replace(life=life_state, free_energy=free, dissipated=region.dissipated + heat))
+            intents.append(intent)
+        return tuple(out), intents
+
+    def settle(self, regions, intents, branch, tick, seed) -> tuple[tuple[RegionState, ...], list]:
+        """Claims settled and free energy diffused along the ticking axes (a branch)."""
+
+        def make(ticking):
+            def resolve(inputs, tick, seed):
+                outputs = []
+                for index, ((free, claim_inputs), axes) in enumerate(zip(inputs, ticking)):
+                    life = self.lives[index]
+                    claims = None if life is None else settle_claims(life, *claim_inputs, axes, tick, seed)
+                    outputs.append((self.diffusions[index](free, axes), claims))
+                return tuple(outputs)
+
+            return resolve
+
+        settled = self._by_branch(
+            make,
+            branch,
+            tuple(
+                (
+                    region.free_energy,
+                    None if intent is None else (region.life.occupied, region.life.energy, intent),
+                )
+                for region, intent in zip(regions, intents)
+            ),
+            tick,
+            seed,
+        )
+        regions = tuple(region.replace(free_energy=free) for region, (free, _) in zip(regions, settled))
+        return regions, [claims for _, claims in settled]
+
+    def transfer(self, regions, intents, claims, branch, tick, seed) -> tuple[RegionState, ...]:
+        """Winners pay (heat) and their rows are written where they won; rows crossing
+        into another tile travel along the ticking placed axes (a branch)."""
+        departures = [
+            None if settled is None else depart(self.lives[index], region.life, intents[index], settled)
+            for index, (region, settled) in enumerate(zip(regions, claims))
+        ]
+        incoming = [None] * len(regions)
+        if self.any_placed_life:
+
+            def make(ticking):
+                def exchange(inputs):
+                    return tuple(
+                        None if operands is None else send(self.lives[index], *operands, axes)
+                        for index, (operands, axes) in enumerate(zip(inputs, ticking))
+                    )
+
+                return exchange
+
+            incoming = self._by_branch(
+                make,
+                branch,
+                tuple(
+                    (departure, settled, intent.slot)
+                    if departure is not None and self.lives[index].placed
+                    else None
+                    for index, (departure, settled, intent) in enumerate(zip(departures, claims, intents))
+                ),
+            )
+        out = []
+        for index, (region, settled) in enumerate(zip(regions, claims)):
+            if settled is not None:
+                life, heat = arrive(
+                    self.lives[index], region.life, settled, departures[index], incoming[index], tick, seed
+                )
+                region = region.replace(life=life, dissipated=region.dissipated + heat)
+            out.append(region)
+        return tuple(out)
+
+    def decay(self, regions: tuple[RegionState, ...]) -> tuple[RegionState, ...]:
+        """Free energy decays (heat); organisms remember their energy for learning."""
+        out = []
+        for index, region in enumerate(regions):
+            free, lost = self.decays[index](region.free_energy)
+            life = region.life
+            if life is not None:
+                life = life.replace(last_energy=life.energy)
+            out.append(
+                region.replace(
+                    free_energy=free, dissipated=region.dissipated + self.tilings[index].total(lost), life=life
+                )
+            )
+        return tuple(out)
+
+    # -- the schedule ----------------------------------------------------------------
+
+    def _by_branch(self, make: Callable, branch, *operands):
+        """``make(ticking)(*operands)`` for the set of ticking axes of this tick's branch:
+        one compiled branch per distinct set."""
+        branches = [make(ticking) for ticking in self.schedule.ticking]
+        if len(branches) == 1:
+            return branches[0](*operands)
+        return jax.lax.switch(branch, branches, *operands)

@@ -1,0 +1,217 @@
+"""Transfer: winners pay, and the rows they carry travel to the cells they won.
+
+1. ``depart`` (the same every tick): winners pay, and the rows they carry (genome,
+   body, energy) are listed with the target cells of each tile.
+2. ``send`` (per set of ticking axes, only for placed axes): the rows that cross into
+   another tile are packed per face into a buffer of ``crossing`` rows and shifted to
+   the neighbouring tile: on a mesh, a small exchange between neighbouring devices,
+   on that axis's ticks only.
+3. ``arrive`` (the same every tick): rows from within a tile are gathered, rows from
+   other tiles taken from what was sent; a child's genome mutates; only the rows of
+   the target cells are written.
+"""
+
+from __future__ import annotations
+
+import math
+
+import jax
+import jax.numpy as jnp
+from flax import struct
+
+from hca import geometry
+from hca.claims import Claims
+from hca.decide import NO_SLOT, Intent
+from hca.energy import fraction_dynamic
+from hca.organisms import Life
+from hca.reproduction import mutate
+from hca.state import LifeState
+
+
+@struct.dataclass
+class Departures:
+    """What the winners pay and carry."""
+
+    paid: jax.Array  # (*S,) int32, what each winner pays (heat)
+    kept: jax.Array  # (*S,) int32, the energy each claimant keeps
+    leaves: jax.Array  # (*S,) bool, movers: their cells are empty afterwards
+    rows: dict  # lattice-shaped fields a transfer carries, read at the claimant
+    targets: jax.Array  # (*tiles, capacity) int32, in-tile index of each receiving cell, or tile cells
+    came_by: jax.Array  # (*tiles, capacity) int32, the slot each target's claimant came by
+
+
+def depart(life: Life, state: LifeState, intent: Intent, claims: Claims) -> Departures:
+    """What the winners pay, keep and carry, and where each tile receives them."""
+    succeeded = claims.succeeded
+    paid = jnp.where(succeeded, life.price(intent.birth, jnp.maximum(intent.slot, 0)), 0)
+    left = state.energy - paid
+    # A parent sends its child the endowment; a mover takes everything with it.
+    parent = succeeded & intent.birth
+    sent = jnp.where(parent, fraction_dynamic(left, intent.endowment), jnp.where(succeeded, left, 0))
+    rows = {
+        "birth": intent.birth,
+        "energy": sent,
+        "hidden": state.hidden,
+        "signal": state.signal,
+        "plastic": state.plastic,
+        "age": state.age,
+        "organism_id": state.organism_id,
+        "parent_id": state.parent_id,
+        "birth_tick": state.birth_tick,
+        "generation": state.generation,
+        "founder": state.founder,
+        "genome": state.genome,
+    }
+    targets = life.tiling.first(life.tiling.split(claims.winner != NO_SLOT), life.capacity)
+    return Departures(
+        paid=paid,
+        kept=left - sent,
+        leaves=succeeded & ~intent.birth,
+        rows=rows,
+        targets=targets,
+        came_by=life.tiling.take(claims.winner, targets),
+    )
+
+
+def send(life: Life, departures: Departures, claims: Claims, slot: jax.Array, ticking: tuple[int, ...]):
+    """The rows that arrive from neighbouring tiles along the ticking placed axes, as
+    words (*tiles, capacity, W) uint32 aligned with ``departures.targets``.
+
+    A tile packs the rows leaving through each side of a ticking placed axis, at most
+    ``crossing`` per side in cell order, into one buffer of words; each side's part
+    moves one tile along its axis (on a mesh: one exchange with the neighbouring
+    device). The receiving tile lists the cells that accepted a claim through that side
+    in the same order, since crossing a placed axis keeps the in-tile coordinates, so
+    the k-th row sent is the k-th row received.
+    """
+    tiling, crossing, axis_of = life.tiling, life.crossing, life.placed
+    words = _words(departures.rows, life.ndim)
+    faces = life.faces(ticking)
+    if not faces:
+        return jnp.zeros((*tiling.tiles, life.capacity, words), jnp.uint32)
+    # The claimant's slot that leads out through each face is the face's opposite.
+    leaving = jnp.concatenate(
+        [tiling.first(tiling.split(claims.succeeded & (slot == _opposite(face))), crossing) for face in faces],
+        axis=-1,
+    )
+    packed = _pack(tiling.take(departures.rows, leaving), axis_of)
+    received = []
+    for index, face in enumerate(faces):
+        axis, sign = divmod(face, 2)
+        part = jax.lax.slice_in_dim(packed, index * crossing, (index + 1) * crossing, axis=axis_of)
+        # Rows for the tile on the face's side come from it: toward -1 from the tile below.
+        step = 1 if sign else -1
+        received.append(geometry.shift(part, axis, step, geometry.slot_wraps(life.region.axes[axis])))
+    received = jnp.concatenate(received, axis=axis_of)
+    place = jnp.zeros_like(departures.targets)
+    for index, face in enumerate(faces):
+        order = tiling.join(jnp.cumsum(tiling.split(claims.winner == face), axis=-1, dtype=jnp.int32) - 1)
+        place = jnp.where(departures.came_by == face, index * crossing + tiling.take(order, departures.targets), place)
+    return jnp.take_along_axis(received, place[..., None], axis=axis_of)
+
+
+def arrive(
+    life: Life,
+    state: LifeState,
+    claims: Claims,
+    departures: Departures,
+    incoming,
+    tick: jax.Array,
+    seed: jax.Array,
+) -> tuple[LifeState, jax.Array]:
+    """Pay for won claims and write the arriving rows; returns (state, heat per tile).
+
+    Only the rows of target cells are written (at most ``capacity`` a tile).
+    """
+    tiling = life.tiling
+    targets, came_by = departures.targets, departures.came_by
+    valid = targets < tiling.cells
+    source = jnp.asarray(life.local_neighbour)[jnp.maximum(came_by, 0), jnp.minimum(targets, tiling.cells - 1)]
+    moved = tiling.take(departures.rows, source)
+    if incoming is not None:
+        across = came_by < 2 * life.placed
+        far = _unpack(incoming, moved, life.placed)
+        moved = jax.tree.map(lambda near, far: jnp.where(_lift(across, near), far, near), moved, far)
+    is_birth = moved["birth"]
+
+    def born(newborn, inherited):
+        return jnp.where(_lift(is_birth, inherited), newborn, inherited)
+
+    # Founders are numbered 1..n; a child born on tick t at cell c is (t + 1) * n + c + 1.
+    cell = geometry.cell_index(tiling.tiles)[..., None] * tiling.cells + targets
+    new_id = (tick.astype(jnp.int64) + 1) * life.cells + cell.astype(jnp.int64) + 1
+    child_genome = mutate(life.layout, moved["genome"], cell, tick, seed, life.index, life.config.mutation.meta_scale)
+
+    def put(field: jax.Array, values: jax.Array) -> jax.Array:
+        return tiling.put(field, targets, values)
+
+    state = state.replace(
+        occupied=put(state.occupied & ~departures.leaves, valid),
+        energy=put(departures.kept, moved["energy"]),
+        hidden=put(state.hidden, born(0.0, moved["hidden"])),
+        signal=put(state.signal, born(0.0, moved["signal"])),
+        plastic=put(state.plastic, born(0.0, moved["plastic"])),
+        age=put(state.age, born(0, moved["age"])),
+        organism_id=put(state.organism_id, born(new_id, moved["organism_id"])),
+        parent_id=put(state.parent_id, born(moved["organism_id"], moved["parent_id"])),
+        birth_tick=put(state.birth_tick, born(tick, moved["birth_tick"])),
+        generation=put(state.generation, born(moved["generation"] + 1, moved["generation"])),
+        founder=put(state.founder, moved["founder"]),
+        genome={
+            name: put(tensor, born(child_genome[name], moved["genome"][name]))
+            for name, tensor in state.genome.items()
+        },
+        births=state.births + (valid & is_birth).sum(axis=-1, dtype=jnp.int64),
+        moves=state.moves + (valid & ~is_birth).sum(axis=-1, dtype=jnp.int64),
+        refused=state.refused + claims.refused,
+    )
+    return state, tiling.total(departures.paid)
+
+
+def _opposite(slot: int) -> int:
+    """The slot pointing back along the same axis."""
+    return slot ^ 1
+
+
+def _as_words(x: jax.Array, lead: int) -> jax.Array:
+    """(*lead, ...) of a 32- or 64-bit dtype or bool -> (*lead, words) uint32, bit for bit."""
+    x = x.astype(jnp.uint32) if x.dtype == jnp.bool_ else jax.lax.bitcast_convert_type(x, jnp.uint32)
+    return x.reshape((*x.shape[:lead], -1))
+
+
+def _word_count(leaf: jax.Array, lead: int) -> int:
+    """uint32 words per row of ``leaf`` (rows indexed by its ``lead`` leading axes)."""
+    return math.prod(leaf.shape[lead:]) * (2 if leaf.dtype.itemsize == 8 else 1)
+
+
+def _words(tree, lead: int) -> int:
+    """uint32 words per row of a tree of leaves, packed together."""
+    return sum(_word_count(leaf, lead) for leaf in jax.tree.leaves(tree))
+
+
+def _pack(tree, lead: int) -> jax.Array:
+    """Rows (*lead, ...) of every leaf -> one (*lead, W) uint32 array."""
+    return jnp.concatenate([_as_words(leaf, lead + 1) for leaf in jax.tree.leaves(tree)], axis=-1)
+
+
+def _unpack(words: jax.Array, like, lead: int):
+    """The inverse of ``_pack``: ``like``'s structure, shapes and dtypes from words."""
+    leaves, structure = jax.tree.flatten(like)
+    out, start = [], 0
+    for leaf in leaves:
+        count = _word_count(leaf, lead + 1)
+        part = jax.lax.slice_in_dim(words, start, start + count, axis=-1)
+        start += count
+        if leaf.dtype == jnp.bool_:
+            value = part.reshape(leaf.shape) != 0
+        elif leaf.dtype.itemsize == 8:
+            value = jax.lax.bitcast_convert_type(part.reshape((*leaf.shape, 2)), leaf.dtype)
+        else:
+            value = jax.lax.bitcast_convert_type(part.reshape(leaf.shape), leaf.dtype)
+        out.append(value)
+    return jax.tree.unflatten(structure, out)
+
+
+def _lift(x: jax.Array, like: jax.Array) -> jax.Array:
+    """``x`` with unit axes appended to broadcast against ``like``'s trailing axes."""
+    return x.reshape(x.shape + (1,) * (like.ndim - x.ndim))
