@@ -19,10 +19,11 @@ from flax import struct
 
 from hca.config import MAX_AXES, Brain
 
-# Outputs of the head, after the signals.
-STAY, MOVE, REPRODUCE, ENDOW, ABSORB = range(5)
-N_ACTIONS = 5
-TASK_INPUTS = 2  # reserved for tasks; zeros until a region has one
+# Outputs of the head, after the signals; ANSWER is read by tasks (hca.tasks).
+STAY, MOVE, REPRODUCE, ENDOW, ABSORB, ANSWER = range(6)
+N_ACTIONS = 6
+# What a task shows the organism at its site (hca.tasks lays them out); zeros elsewhere.
+TASK_INPUTS = 11
 SLOT_FEATURES = 5  # occupied, exists, log2(stretch) / 8, curled, sign
 PLASTIC_LIMIT = 4.0  # plastic weights stay within +-PLASTIC_LIMIT
 WEIGHT_LIMIT = 16.0  # mutation never takes a weight beyond +-WEIGHT_LIMIT

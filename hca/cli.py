@@ -180,6 +180,10 @@ def _summary(world, path: str) -> str:
                 for k, axis in enumerate(region.axes)
             )
             lines.append(f"  cost to move/give birth across each axis: {costs}")
+        if region.tasks:
+            from hca.tasks import describe
+
+            lines.extend(describe(region, list(world.regions).index(name), world.seed))
         lines.append(f"  {'axis':<12}{'size':>6}{'stretch':>9}  {'curled':<8}{'diffusion':>10}  ticks")
         for axis, rate in zip(region.axes, diffusion_rates(region)):
             often = "every tick" if axis.stretch == 1 else f"every {axis.stretch} ticks"

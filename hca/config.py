@@ -150,12 +150,81 @@ class Organisms(_Model):
     metabolism: Metabolism = Metabolism()
 
 
+class Sites(_Model):
+    """Where a task poses its questions: listed cells (``at``), a ``fraction`` of the
+    cells chosen by the seed, or a block of cells whose coordinate along ``axis`` lies
+    in [start, stop). Exactly one of the three."""
+
+    at: list[list[int]] | None = None
+    fraction: Annotated[float, Field(gt=0.0, le=1.0)] | None = None
+    axis: Identifier | None = None
+    start: Annotated[int, Field(ge=0)] = 0
+    stop: Annotated[int, Field(ge=1)] | None = None
+
+
+LOGIC_FUNCTIONS = ("NOT", "NAND", "AND", "ORN", "OR", "ANDN", "NOR", "XOR", "EQU")
+BUILT_IN_FUNCTIONS = ("identity", "negate", "square", "abs", "sine", "step", "table")
+
+
+class _Task(_Model):
+    name: Identifier | None = None  # default: the kind, numbered if the kind repeats
+    sites: Sites
+    amount: Annotated[int, Field(ge=1, le=1 << 20)]  # quanta paid for a perfect answer
+    every: Annotated[int, Field(ge=1, le=1 << 20)] = 8  # a new question every `every` ticks
+    # Ticks a question stays open; the answer is read on its last tick.
+    deadline: Annotated[int, Field(ge=1, le=1 << 20)] = 1
+
+
+class FunctionTask(_Task):
+    """Answer f(x): x and the answer on a grid of ``levels`` values in [-1, 1]; answers
+    up to ``tolerance`` levels off earn partial credit."""
+
+    kind: Literal["function"]
+    function: Literal[BUILT_IN_FUNCTIONS]  # type: ignore[valid-type]
+    levels: Annotated[int, Field(ge=2, le=1024)] = 17
+    tolerance: Annotated[int, Field(ge=0, le=1024)] = 1
+
+
+class LogicTask(_Task):
+    """Avida's logic-9: each question draws one of ``functions`` and two bits."""
+
+    kind: Literal["logic"]
+    functions: Annotated[list[Literal[LOGIC_FUNCTIONS]], Field(min_length=1)] = list(LOGIC_FUNCTIONS)  # type: ignore[valid-type]
+
+
+class _GroupTask(_Task):
+    # Each site is the first of n consecutive cells along `axis` (groups start at
+    # coordinates 0, n, 2n, ...); the answer is wanted at the first.
+    axis: Identifier
+    n: Annotated[int, Field(ge=2, le=1024)]
+
+
+class ProductTask(_GroupTask):
+    """The product of n numbers, one per cell of a group, on a grid of ``levels``."""
+
+    kind: Literal["product"]
+    levels: Annotated[int, Field(ge=3, le=1024)] = 17
+    tolerance: Annotated[int, Field(ge=0, le=1024)] = 1
+
+
+class ParityTask(_GroupTask):
+    """The parity of n bits, one per cell of a group."""
+
+    kind: Literal["parity"]
+
+
+Task = Annotated[
+    Union[FunctionTask, LogicTask, ProductTask, ParityTask], Field(discriminator="kind")
+]
+
+
 class Region(_Model):
     """One lattice: an ordered list of axes, its energy physics and its life."""
 
     axes: Annotated[list[Axis], Field(min_length=1, max_length=MAX_AXES)]
     energy: Energy = Energy()
     organisms: Organisms | None = None
+    tasks: list[Task] = []  # sources of energy that pay organisms for answers
     # Axes spread over devices: the region's leading (outermost) axes, in order (e.g.
     # [cluster, row, rack, server, gpu]); the others stay inside a device.
     # `hca run --devices N` splits N devices over them.
@@ -168,6 +237,19 @@ class Region(_Model):
     @property
     def cells(self) -> int:
         return math.prod(self.shape)
+
+    def task_names(self) -> list[str]:
+        """Each task's name: its own, or its kind, numbered when the kind repeats."""
+        kinds = [task.kind for task in self.tasks]
+        names = []
+        for index, task in enumerate(self.tasks):
+            if task.name is not None:
+                names.append(task.name)
+            elif kinds.count(task.kind) > 1:
+                names.append(f"{task.kind}_{kinds[: index + 1].count(task.kind)}")
+            else:
+                names.append(task.kind)
+        return names
 
 
 class RunSettings(_Model):
@@ -270,6 +352,10 @@ _BOUNDS = {"greater_than_equal": ">=", "greater_than": ">", "less_than_equal": "
 
 def _describe(error: dict[str, Any]) -> str:
     kind = error["type"]
+    if kind == "union_tag_invalid":
+        return f"expected one of {error['ctx']['expected_tags']} (got {error['ctx']['tag']!r})"
+    if kind == "union_tag_not_found":
+        return "missing required key"
     if kind == "extra_forbidden":
         return "unknown key"
     if kind == "missing":
@@ -374,6 +460,96 @@ def _check_relations(world: WorldConfig) -> list[tuple[str, str]]:
                                 f"got {coordinate}",
                             )
                         )
+        problems.extend(_check_tasks(where, region, seen))
+    return problems
+
+
+def _check_sites(path: str, sites: Sites, region: Region, axes: dict[str, int]) -> list[tuple[str, str]]:
+    problems = []
+    given = [key for key in ("at", "fraction", "axis") if getattr(sites, key) is not None]
+    if len(given) != 1:
+        problems.append((path, f"expected exactly one of 'at' (cells), 'fraction' or 'axis' (a block), got {given or 'none'}"))
+    if sites.axis is None and ("start" in sites.model_fields_set or sites.stop is not None):
+        problems.append((path, "'start' and 'stop' go with 'axis'"))
+    if sites.axis is not None:
+        if sites.axis not in axes:
+            problems.append((f"{path}.axis", f"expected one of the region's axes {list(axes)}, got {sites.axis!r}"))
+        elif sites.stop is None:
+            problems.append((f"{path}.stop", "missing required key (the block is [start, stop) along the axis)"))
+        elif not sites.start < sites.stop <= region.axes[axes[sites.axis]].size:
+            size = region.axes[axes[sites.axis]].size
+            problems.append((f"{path}.stop", f"expected start < stop <= {size} (the size of axis {sites.axis!r})"))
+    for index, cell in enumerate(sites.at or []):
+        if len(cell) != len(region.axes) or not all(0 <= c < size for c, size in zip(cell, region.shape)):
+            problems.append(
+                (f"{path}.at[{index}]", f"expected a cell inside the region's shape {list(region.shape)}, got {cell}")
+            )
+    return problems
+
+
+def _check_tasks(where: str, region: Region, axes: dict[str, int]) -> list[tuple[str, str]]:
+    """Checks of a region's tasks that span several keys."""
+    problems: list[tuple[str, str]] = []
+    if region.tasks and region.organisms is None:
+        problems.append((f"{where}.tasks", "expected organisms in the region: tasks pay organisms for answers"))
+    names = region.task_names()
+    for index, task in enumerate(region.tasks):
+        path = f"{where}.tasks[{index}]"
+        if names.index(names[index]) != index:
+            problems.append((f"{path}.name", f"duplicate task name {names[index]!r} (also tasks[{names.index(names[index])}])"))
+        problems.extend(_check_sites(f"{path}.sites", task.sites, region, axes))
+        if task.deadline > task.every:
+            problems.append(
+                (f"{path}.deadline", f"expected deadline <= every ({task.every}): one question at a time, got {task.deadline}")
+            )
+        if isinstance(task, (FunctionTask, ProductTask)) and task.tolerance >= task.levels:
+            problems.append((f"{path}.tolerance", f"expected tolerance < levels ({task.levels})"))
+        if isinstance(task, LogicTask):
+            for number, function in enumerate(task.functions):
+                if task.functions.index(function) != number:
+                    problems.append((f"{path}.functions[{number}]", f"{function} is listed twice"))
+        if isinstance(task, ProductTask):
+            step = task.levels - 1
+            if step & (step - 1):
+                problems.append(
+                    (f"{path}.levels", f"expected 2**k + 1 levels (3, 5, 9, 17, 33, ...), so that products are "
+                     f"exact, got {task.levels}")
+                )
+            elif (step.bit_length() - 1) * task.n > 62:
+                problems.append(
+                    (f"{path}.n", f"expected n x log2(levels - 1) <= 62, so that the exact product fits in "
+                     f"64 bits, got {task.n} x {step.bit_length() - 1}")
+                )
+        if not isinstance(task, (ProductTask, ParityTask)):
+            continue
+        if task.axis not in axes:
+            problems.append((f"{path}.axis", f"expected one of the region's axes {list(axes)}, got {task.axis!r}"))
+            continue
+        axis = region.axes[axes[task.axis]]
+        if task.n > axis.size:
+            problems.append(
+                (f"{path}.n", f"expected n <= {axis.size}: a group is n consecutive cells of axis {axis.name!r} "
+                 f"(size {axis.size}), got {task.n}")
+            )
+            continue
+        needed = (task.n - 1) * axis.stretch + 1
+        if task.deadline < needed:
+            problems.append(
+                (f"{path}.deadline", f"expected at least (n - 1) x stretch + 1 = {needed} ticks: the last cell's "
+                 f"number reaches the first through {task.n - 1} ticks of axis {axis.name!r} "
+                 f"(stretch {axis.stretch}), got {task.deadline}")
+            )
+        for number, cell in enumerate(task.sites.at or []):
+            if len(cell) == len(region.axes) and cell[axes[task.axis]] % task.n:
+                problems.append(
+                    (f"{path}.sites.at[{number}]", f"expected the first cell of a group: a coordinate along "
+                     f"{axis.name!r} that is a multiple of n = {task.n}, got {cell[axes[task.axis]]}")
+                )
+            elif len(cell) == len(region.axes) and cell[axes[task.axis]] + task.n > axis.size:
+                problems.append(
+                    (f"{path}.sites.at[{number}]", f"expected a group that fits: {task.n} cells from "
+                     f"{cell[axes[task.axis]]} pass the end of axis {axis.name!r} (size {axis.size})")
+                )
     return problems
 
 
@@ -386,7 +562,10 @@ def parse_world(data: Any, path: str | os.PathLike[str] = "<world>") -> WorldCon
     except ValidationError as error:
         problems = []
         for item in error.errors():
-            problems.append((_format_path(item["loc"], data), _describe(item)))
+            where = _format_path(item["loc"], data)
+            if item["type"] in ("union_tag_invalid", "union_tag_not_found"):
+                where += ".kind"  # the discriminator is what is wrong
+            problems.append((where, _describe(item)))
         raise WorldFileError(path, problems) from None
     problems = _check_relations(world)
     if problems:

@@ -17,7 +17,7 @@ import jax.numpy as jnp
 import numpy as np
 from flax import struct
 
-from hca import brain
+from hca import brain, tasks
 from hca.energy import fraction_dynamic
 from hca.config import MAX_AXES, RATE_ONE
 from hca.organisms import Life
@@ -38,19 +38,40 @@ class Intent:
     endowment: jax.Array  # (*S,) int32, fixed-point fraction of energy given to a child
 
 
+@struct.dataclass
+class Decision:
+    """What a region's organisms did on their own this tick."""
+
+    state: LifeState
+    free: jax.Array  # (*S,) int32, free energy after absorption and deaths
+    intent: Intent
+    heat: jax.Array  # (*tiles,) int64, metabolism paid
+    earned: jax.Array | None  # (*tiles,) int64, paid by tasks (None without tasks)
+    task_counts: jax.Array | None  # (*tiles, T, 4) int64, see tasks.grade
+
+
 def decide(
     life: Life,
     state: LifeState,
     free: jax.Array,  # (*S,) int32
     phase_bits: jax.Array,  # (MAX_AXES,) float32: which axes tick now
     slot_ticks: jax.Array,  # (2D,) bool: whether each slot's axis ticks now
-) -> tuple[LifeState, jax.Array, Intent, jax.Array]:
-    """Think, learn and act; returns (state, free, intent, heat per tile)."""
+    questions: tasks.Questions | None,  # what the region's tasks pose now
+) -> Decision:
+    """Think, learn, answer the tasks, and act."""
     tiling = life.tiling
 
-    def per_tile(cells, exists, features):
-        thought = think(life, cells, exists, features, phase_bits)
-        return act(life, cells, thought, learn(life, cells, thought), exists, slot_ticks)
+    def per_tile(cells, exists, features, questions):
+        thought = think(life, cells, exists, features, phase_bits, questions)
+        plastic = learn(life, cells, thought)
+        pay = counts = None
+        if questions is not None:
+            answer = thought.outputs[:, life.layout.signals + brain.ANSWER]
+            room = life.config.max_energy - cells["energy"]
+            pay, counts = tasks.grade(questions, answer, cells["occupied"], room, life.tasks.count)
+        out = act(life, cells, thought, plastic, exists, slot_ticks, pay)
+        out["task_counts"] = counts
+        return out
 
     for _ in range(life.placed):
         per_tile = jax.vmap(per_tile)
@@ -59,14 +80,31 @@ def decide(
     cells = {name: tiling.split(getattr(state, name)) for name in _FIELDS}
     cells["genome"] = {name: tiling.split(tensor) for name, tensor in state.genome.items()}
     cells["free"] = tiling.split(free)
-    out = jax.tree.map(tiling.join, per_tile(cells, tiling.split(exists), tiling.split(features)))
+    questions = jax.tree.map(tiling.split, questions)
+    out = per_tile(cells, tiling.split(exists), tiling.split(features), questions)
+    counts = out.pop("task_counts")
+    out = jax.tree.map(tiling.join, out)
     intent = Intent(slot=out.pop("slot"), birth=out.pop("birth"), endowment=out.pop("endowment"))
-    free, dead, paid = out.pop("free"), out.pop("dead"), out.pop("paid")
+    free, dead, paid, earned = out.pop("free"), out.pop("dead"), out.pop("paid"), out.pop("earned")
     state = state.replace(**out, deaths=state.deaths + tiling.total(dead))
-    return state, free, intent, tiling.total(paid)
+    return Decision(
+        state=state,
+        free=free,
+        intent=intent,
+        heat=tiling.total(paid),
+        earned=None if earned is None else tiling.total(earned),
+        task_counts=counts,
+    )
 
 
-def think(life: Life, cells: dict, exists: jax.Array, features: jax.Array, phase_bits: jax.Array) -> brain.Thought:
+def think(
+    life: Life,
+    cells: dict,
+    exists: jax.Array,
+    features: jax.Array,
+    phase_bits: jax.Array,
+    questions: tasks.Questions | None,
+) -> brain.Thought:
     """Every organism of a tile runs its own brain on what it senses: its own signals,
     hidden state and energy, its cell's free energy, the task inputs, which axes tick
     now, and each direction slot (the halo, whether the slot exists, the axis' features).
@@ -75,13 +113,14 @@ def think(life: Life, cells: dict, exists: jax.Array, features: jax.Array, phase
     """
     energy, free = cells["energy"], cells["free"]
     n = energy.shape[0]
+    task_inputs = jnp.zeros((n, brain.TASK_INPUTS), jnp.float32) if questions is None else questions.inputs
     self_inputs = jnp.concatenate(
         [
             cells["signal"],
             cells["hidden"],
             jnp.log1p(energy.astype(jnp.float32))[:, None] / 8.0,
             jnp.log1p(free.astype(jnp.float32))[:, None] / 8.0,
-            jnp.zeros((n, brain.TASK_INPUTS), jnp.float32),
+            task_inputs,
             jnp.broadcast_to(phase_bits, (n, MAX_AXES)),
         ],
         axis=1,
@@ -106,12 +145,16 @@ def act(
     plastic: jax.Array,  # (N, H, outputs) float32, after learning
     exists: jax.Array,  # (N, 2D) bool
     slot_ticks: jax.Array,  # (2D,) bool
+    pay: jax.Array | None,  # (N,) int32, what the tasks pay each organism now
 ) -> dict[str, jax.Array]:
-    """Emit signals, absorb free energy, pay the metabolism, die if starved or old, and
-    state an intent. Returns the tile's new fields and what it decided."""
+    """Earn from the tasks, emit signals, absorb free energy, pay the metabolism, die if
+    starved or old, and state an intent. Returns the tile's new fields and what it
+    decided."""
     config, layout = life.config, life.layout
     occupied, energy, free = cells["occupied"], cells["energy"], cells["free"]
     n = occupied.shape[0]
+    if pay is not None:
+        energy = energy + pay  # graded answers; never beyond max_energy
     outputs = thought.outputs
     signal = jnp.where(occupied[:, None], jnp.tanh(outputs[:, : layout.signals]), 0.0)
     hidden = jnp.where(occupied[:, None], thought.hidden, 0.0)
@@ -162,6 +205,7 @@ def act(
         "free": free,
         "dead": dead,
         "paid": paid,
+        "earned": pay,
         "slot": jnp.where(claims, best, NO_SLOT),
         "birth": birth,
         "endowment": jnp.minimum(_to_rate(actions[:, brain.ENDOW]), RATE_ONE - 1),

@@ -30,3 +30,16 @@ def life_metrics(life: LifeState) -> dict[str, jax.Array]:
         "mean_mutation_scale": jnp.where(alive, scales, 0.0).sum() / count,
         "lineages": lineages.sum(dtype=jnp.int64),
     }
+
+
+# Per-task counters, cumulative like COUNTERS; quality is summed in 1 / QUALITY_ONE units.
+TASK_COUNTERS = ("posed", "answered", "quality", "paid")
+
+
+def task_metrics(ledger, names: list[str]) -> dict[str, dict[str, jax.Array]]:
+    """Each task's counters since tick 0, summed over tiles."""
+    tiles = tuple(range(ledger.posed.ndim - 1))
+    return {
+        name: {key: getattr(ledger, key)[..., index].sum(axis=tiles) for key in TASK_COUNTERS}
+        for index, name in enumerate(names)
+    }

@@ -22,6 +22,7 @@ import numpy as np
 from hca import brain, geometry, rng
 from hca.config import Region, quantize_rate
 from hca.state import LifeState
+from hca.tasks import Tasks
 
 
 def genome_entries(start: int, shape: tuple[int, ...], lead: int) -> jax.Array:
@@ -84,6 +85,7 @@ class Life:
         self.move_cost = np.ceil(size * life.move_cost * stretch).astype(np.int32)
         self.upkeep = life.metabolism.base + math.floor(size * life.metabolism.per_parameter)
         self.unit_cost = quantize_rate(life.metabolism.per_active_unit)
+        self.tasks = Tasks(region, region_index) if region.tasks else None
 
     def init(self, seed: jax.Array) -> LifeState:
         """The founders: cells drawn with ``density``, genomes drawn from the seed."""

@@ -20,6 +20,9 @@ FOUNDERS = 4
 GENOME = 5
 TIE_BREAK = 6
 MUTATION = 7
+TASK_SITES = 8
+TASK_QUESTION = 9
+TASK_TABLE = 10
 
 
 def _mix(h: Any, xp: Any) -> Any:

@@ -26,7 +26,8 @@ from typing import Any
 
 from hca.checkpoint import RunDirectory, RunDirectoryError, Saver
 from hca.config import WorldConfig
-from hca.metrics import COUNTERS
+from hca.metrics import COUNTERS, TASK_COUNTERS
+from hca.tasks import QUALITY_ONE
 from hca.parallel import make_mesh
 from hca.world import Simulation, build
 
@@ -195,6 +196,11 @@ def metrics_line(simulation: Simulation, state: Any, previous: dict[str, Any] | 
                 life[f"{counter}_total"] = life[counter]
                 life[counter] -= before.get(f"{counter}_total", 0)
             regions[name]["life"] = life
+    for name, tasks in measured["tasks"].items():
+        regions[name]["tasks"] = {}
+        for task, counters in tasks.items():
+            before = previous["regions"][name].get("tasks", {}).get(task, {}) if previous else {}
+            regions[name]["tasks"][task] = _task_line(counters, before)
     line = {"tick": measured["tick"], "ledger": measured["world"], "regions": regions}
     lives = [region["life"] for region in regions.values() if "life" in region]
     if lives:
@@ -203,6 +209,18 @@ def metrics_line(simulation: Simulation, state: Any, previous: dict[str, Any] | 
             for key in ("population", *COUNTERS, *(f"{c}_total" for c in COUNTERS), "lineages")
         }
         line["life"]["deepest_generation"] = max(life["deepest_generation"] for life in lives)
+    return line
+
+
+def _task_line(totals: dict[str, int], before: dict[str, Any]) -> dict[str, Any]:
+    """A task's metrics: counts over the last interval and since tick 0, and the mean
+    quality of the interval's answers (0 to 1; None when nothing was answered)."""
+    line: dict[str, Any] = {}
+    for key in TASK_COUNTERS:
+        line[key] = totals[key] - before.get(f"{key}_total", 0)
+        line[f"{key}_total"] = totals[key]
+    quality = line.pop("quality")
+    line["mean_quality"] = quality / line["answered"] / QUALITY_ONE if line["answered"] else None
     return line
 
 

@@ -5,6 +5,8 @@ from __future__ import annotations
 import jax
 from flax import struct
 
+from hca.tasks import TaskLedger
+
 
 @struct.dataclass
 class LifeState:
@@ -48,6 +50,7 @@ class RegionState:
     dissipated: jax.Array  # (*tiles,) int64, quanta that left each tile as heat since tick 0
     initial_total: jax.Array  # () int64, the region's total energy at tick 0
     life: LifeState | None  # None in a region without organisms
+    tasks: TaskLedger | None  # what the region's tasks posed and paid; None without tasks
 
 
 @struct.dataclass

@@ -2,8 +2,9 @@
 
 1. ``inflow``: sources pay into cells, up to capacity;
 2. ``sense``: each cell's halo is refreshed along the axes that tick now;
-3. ``decide``: every organism thinks, learns, absorbs, pays its metabolism, dies or
-   states an intent;
+3. ``decide``: every organism thinks, learns, answers the question of its cell's task
+   (``hca.tasks``: graded answers are paid, injected energy), absorbs, pays its
+   metabolism, dies or states an intent;
 4. ``settle``: claims on empty cells are settled and free energy diffuses, along the
    axes that tick now;
 5. ``transfer``: winners pay, rows crossing into another tile are sent along the
@@ -72,7 +73,7 @@ class Tick:
         branch = jnp.asarray(self.branch_of_phase)[phase]
         regions = self.inflow(state.regions, tick, seed)
         regions = self.sense(regions, branch)
-        regions, intents = self.decide(regions, phase)
+        regions, intents = self.decide(regions, phase, tick, seed)
         regions, claims = self.settle(regions, intents, branch, tick, seed)
         regions = self.transfer(regions, intents, claims, branch, tick, seed)
         regions = self.decay(regions)
@@ -115,8 +116,9 @@ class Tick:
             for region, halo in zip(regions, halos)
         )
 
-    def decide(self, regions: tuple[RegionState, ...], phase) -> tuple[tuple[RegionState, ...], list]:
-        """Every organism thinks, learns and acts on its own; metabolism is heat."""
+    def decide(self, regions: tuple[RegionState, ...], phase, tick, seed) -> tuple[tuple[RegionState, ...], list]:
+        """Every organism thinks, learns, answers its task and acts on its own;
+        metabolism is heat, what tasks pay is injected."""
         out, intents = [], []
         for index, region in enumerate(regions):
             life = self.lives[index]
@@ -125,11 +127,24 @@ class Tick:
                 intents.append(None)
                 continue
             bits, slot_ticks = self.phase_tables[index]
-            life_state, free, intent, heat = decide(
-                life, region.life, region.free_energy, jnp.asarray(bits)[phase], jnp.asarray(slot_ticks)[phase]
+            questions = None if life.tasks is None else life.tasks.pose(tick, seed)
+            decision = decide(
+                life,
+                region.life,
+                region.free_energy,
+                jnp.asarray(bits)[phase],
+                jnp.asarray(slot_ticks)[phase],
+                questions,
             )
-            out.append(region.replace(life=life_state, free_energy=free, dissipated=region.dissipated + heat))
-            intents.append(intent)
+            region = region.replace(
+                life=decision.state, free_energy=decision.free, dissipated=region.dissipated + decision.heat
+            )
+            if questions is not None:
+                region = region.replace(
+                    injected=region.injected + decision.earned, tasks=region.tasks.add(decision.task_counts)
+                )
+            out.append(region)
+            intents.append(decision.intent)
         return tuple(out), intents
 
     def settle(self, regions, intents, branch, tick, seed) -> tuple[tuple[RegionState, ...], list]:

@@ -19,10 +19,11 @@ import numpy as np
 
 from hca import geometry, parallel, rng
 from hca.config import Region, WorldConfig
-from hca.metrics import life_metrics
+from hca.metrics import life_metrics, task_metrics
 from hca.organisms import Life
 from hca.state import RegionState, WorldState
 from hca.step import Tick
+from hca.tasks import TaskLedger
 
 
 @dataclass(frozen=True, eq=False)  # hashed by identity: usable as a static jit argument
@@ -114,6 +115,7 @@ def initial_region(region: Region, index: int, life: Life | None, seed: jax.Arra
         dissipated=tiling.counter(),
         initial_total=total,
         life=life_state,
+        tasks=TaskLedger.zeros(tiling.tiles, len(region.tasks)) if region.tasks else None,
     )
 
 
@@ -130,7 +132,12 @@ def measure_state(config: WorldConfig, state: WorldState) -> dict[str, Any]:
         for name, region in zip(config.regions, state.regions)
         if region.life is not None
     }
-    return {"tick": state.tick, "world": world, "regions": per_region, "life": life}
+    tasks = {
+        name: task_metrics(region.tasks, config.regions[name].task_names())
+        for name, region in zip(config.regions, state.regions)
+        if region.tasks is not None
+    }
+    return {"tick": state.tick, "world": world, "regions": per_region, "life": life, "tasks": tasks}
 
 
 def build(config: WorldConfig, mesh: Any = None) -> Simulation:

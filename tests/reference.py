@@ -168,6 +168,7 @@ class LifeReference:
         self.upkeep = self.config.metabolism.base + int(size * self.config.metabolism.per_parameter)
         self.unit_q = quantize_rate(self.config.metabolism.per_active_unit)
         self.capacity = min(self.config.max_transfers or max(16, self.tile_cells // 8), self.tile_cells)
+        self.tasks = TaskReference(region, index, seed, self.tile_cells) if region.tasks else None
         self.crossing = min(self.config.max_crossings or max(1, self.capacity // 4), self.capacity)
 
     def neighbour(self, cell, slot):
@@ -202,12 +203,14 @@ class LifeReference:
                         s["halo"][cell, slot, :-1] = s["signal"][other] * occupied
                         s["halo"][cell, slot, -1] = occupied
 
-    def decide(self, free, ticking):
+    def decide(self, free, ticking, tick):
         from hca import brain
 
         s, g, cfg, lay = self.s, self.genome, self.config, self.layout
         c, e = lay.signals, lay.encoder
         heat = np.zeros(self.n, np.int64)
+        self.earned = np.zeros(self.n, np.int64)
+        asked = [self.tasks.question(cell, tick) for cell in range(self.n)] if self.tasks else None
         phase_bits = np.zeros(7, np.float32)
         phase_bits[list(ticking)] = 1.0
         self.intent = np.full(self.n, -1)
@@ -220,7 +223,8 @@ class LifeReference:
                 [
                     s["signal"][cell],
                     s["hidden"][cell],
-                    [np.log1p(np.float32(energy)) / 8, np.log1p(np.float32(free[cell])) / 8, 0, 0],
+                    [np.log1p(np.float32(energy)) / 8, np.log1p(np.float32(free[cell])) / 8],
+                    np.zeros(brain.TASK_INPUTS, np.float32) if asked is None else asked[cell]["inputs"],
                     phase_bits,
                 ]
             ).astype(np.float32)
@@ -252,6 +256,10 @@ class LifeReference:
                 s["signal"][cell] = 0
                 s["hidden"][cell] = 0
             act = out[c:]
+            if asked is not None:
+                pay = self.tasks.grade(asked[cell], act[brain.ANSWER], occupied, cfg.max_energy - energy, cell)
+                energy += pay
+                self.earned[cell] += pay
             if occupied:
                 want = (cfg.absorb * int(_sigmoid_rate(act[brain.ABSORB]))) >> 16
                 take = min(want, int(free[cell]), cfg.max_energy - energy)
@@ -415,7 +423,9 @@ class WorldReference(Reference):
         ticking = [k for k, axis in enumerate(region.axes) if self.tick % axis.stretch == 0]
         life.sense(ticking)
         flat = free.reshape(-1).copy()
-        self.dissipated[index] += _per_tile(region, life.decide(flat, ticking))
+        self.dissipated[index] += _per_tile(region, life.decide(flat, ticking, self.tick))
+        if life.tasks is not None:
+            self.injected[index] += _per_tile(region, life.earned)
         self.dissipated[index] += _per_tile(region, life.resolve(ticking, self.tick))
         return flat.reshape(region.shape)
 
@@ -424,3 +434,172 @@ class WorldReference(Reference):
         if self.lives[index] is not None:
             self.lives[index].finish()
         return free
+
+
+# --- tasks ---------------------------------------------------------------------------
+
+LOGIC_TRUTH = {
+    "NOT": lambda a, b: 1 - a,
+    "NAND": lambda a, b: 1 - (a & b),
+    "AND": lambda a, b: a & b,
+    "ORN": lambda a, b: a | (1 - b),
+    "OR": lambda a, b: a | b,
+    "ANDN": lambda a, b: a & (1 - b),
+    "NOR": lambda a, b: 1 - (a | b),
+    "XOR": lambda a, b: a ^ b,
+    "EQU": lambda a, b: 1 - (a ^ b),
+}
+LOGIC_BONUS = {"NOT": 1, "NAND": 1, "AND": 2, "ORN": 2, "OR": 3, "ANDN": 3, "NOR": 4, "XOR": 4, "EQU": 5}
+KIND_ORDER = ("function", "logic", "product", "parity")
+
+
+class TaskReference:
+    """A region's tasks, cell by cell in plain Python: who owns each cell, what it is
+    asked, and what its answer earns."""
+
+    def __init__(self, region, index, seed, tile_cells):
+        self.region, self.index, self.seed = region, index, seed
+        self.tasks = list(region.tasks)
+        self.shape = region.shape
+        self.tile_cells = tile_cells
+        self.axes = [axis.name for axis in region.axes]
+        tiles = int(np.prod(self.shape[: len(region.placement)]))
+        self.counts = np.zeros((tiles, len(self.tasks), 4), np.int64)  # posed, answered, quality, paid
+
+    def _coords(self, cell):
+        return list(np.unravel_index(cell, self.shape))
+
+    def _site(self, number, cell):
+        sites = self.tasks[number].sites
+        coords = self._coords(cell)
+        if sites.at is not None:
+            return coords in [list(at) for at in sites.at]
+        if sites.fraction is not None:
+            h = int(rng.hash_u32(self.seed, rng.TASK_SITES, self.index, number, cell, xp=np))
+            return (h >> 8) < round(sites.fraction * (1 << 24))
+        return sites.start <= coords[self.axes.index(sites.axis)] < sites.stop
+
+    def _group(self, number, cell):
+        """(first cell, position) of the group of ``cell`` for a group task, or None."""
+        task = self.tasks[number]
+        axis = self.axes.index(task.axis)
+        coords = self._coords(cell)
+        position = coords[axis] % task.n
+        start = coords[axis] - position
+        if start + task.n > self.shape[axis]:
+            return None
+        coords[axis] = start
+        return int(np.ravel_multi_index(coords, self.shape)), position
+
+    def _group_cells(self, number, first):
+        task = self.tasks[number]
+        axis = self.axes.index(task.axis)
+        for k in range(task.n):
+            coords = self._coords(first)
+            coords[axis] += k
+            yield int(np.ravel_multi_index(coords, self.shape))
+
+    def owner(self, cell, before=None):
+        """(task, first, position) for ``cell`` among the first ``before`` tasks."""
+        for number in range(len(self.tasks) if before is None else before):
+            task = self.tasks[number]
+            if task.kind in ("product", "parity"):
+                group = self._group(number, cell)
+                if group is None or not self._site(number, group[0]):
+                    continue
+                if any(self.owner(other, number)[0] >= 0 for other in self._group_cells(number, group[0])):
+                    continue
+                return number, group[0], group[1]
+            if self._site(number, cell):
+                return number, cell, 0
+        return -1, cell, 0
+
+    def question(self, cell, tick):
+        from hca import brain
+
+        number, first, position = self.owner(cell)
+        inputs = np.zeros(brain.TASK_INPUTS, np.float32)
+        asked = {"inputs": inputs, "task": number, "read": False, "posed": False}
+        if number < 0:
+            return asked
+        task = self.tasks[number]
+        q = tick // task.every
+        phase = tick % task.every
+        answers = position == 0
+        asked["read"] = answers and phase == task.deadline - 1
+        asked["posed"] = answers and phase == 0
+
+        def h(*extra):
+            return int(rng.hash_u32(self.seed, rng.TASK_QUESTION, self.index, number, q, first, *extra, xp=np))
+
+        def value(level, levels):
+            return np.float32(2 * level - (levels - 1)) / np.float32(levels - 1)
+
+        if task.kind == "function":
+            levels = task.levels
+            x = h() % levels
+
+            def f(level):
+                if task.function == "table":
+                    return int(rng.hash_u32(self.seed, rng.TASK_TABLE, self.index, number, level, xp=np)) % levels
+                v = -1.0 + 2.0 * level / (levels - 1)
+                y = {"identity": v, "negate": -v, "square": v * v, "abs": abs(v),
+                     "sine": float(np.sin(np.pi * v)), "step": 1.0 if v >= 0 else -1.0}[task.function]
+                return int(np.clip(np.round((y + 1.0) / 2.0 * (levels - 1)), 0, levels - 1))
+
+            samples = [int(np.clip(np.round((p + 1.0) / 2.0 * (levels - 1)), 0, levels - 1))
+                       for p in (-1.0, -1.0 / 3.0, 1.0 / 3.0, 1.0)]
+            inputs[5] = value(x, levels)
+            inputs[7:11] = [value(f(p), levels) for p in samples]
+            asked.update(target=f(x), full=task.amount, levels=levels, tolerance=task.tolerance)
+        elif task.kind == "logic":
+            word = h()
+            a, b = word & 1, (word >> 1) & 1
+            name = task.functions[(word >> 2) % len(task.functions)]
+            truth = LOGIC_TRUTH[name]
+            inputs[5], inputs[6] = 2 * a - 1, 2 * b - 1
+            inputs[7:11] = [2 * truth(i, j) - 1 for i in (0, 1) for j in (0, 1)]
+            asked.update(target=truth(a, b), full=(task.amount << LOGIC_BONUS[name]) >> 5, levels=2, tolerance=0)
+        elif task.kind == "parity":
+            bits = [h(k) & 1 for k in range(task.n)]
+            inputs[5] = 2 * bits[position] - 1
+            inputs[6] = np.float32(2 * position - (task.n - 1)) / np.float32(task.n - 1)
+            asked.update(target=int(np.bitwise_xor.reduce(bits)), full=task.amount, levels=2, tolerance=0)
+        else:
+            from fractions import Fraction
+            import math
+
+            levels = task.levels
+            step = levels - 1
+            allowed = [i for i in range(levels) if abs(Fraction(2 * i - step, step)) >= Fraction(1, 2)]
+            numbers = [allowed[h(k) % len(allowed)] for k in range(task.n)]
+            product = math.prod(Fraction(2 * level - step, step) for level in numbers)
+            target = math.floor((product + 1) / 2 * step + Fraction(1, 2))  # half up
+            inputs[5] = value(numbers[position], levels)
+            inputs[6] = np.float32(2 * position - (task.n - 1)) / np.float32(task.n - 1)
+            asked.update(target=target, full=task.amount, levels=levels, tolerance=task.tolerance)
+        if phase < task.deadline:
+            inputs[0] = 1.0
+            inputs[1 + KIND_ORDER.index(task.kind)] = 1.0
+        else:
+            inputs[:] = 0.0
+        return asked
+
+    def grade(self, asked, answer, occupied, room, cell):
+        """What the organism at ``cell`` earns now, counted per task and tile."""
+        number = asked["task"]
+        if number < 0:
+            return 0
+        tile = cell // self.tile_cells
+        self.counts[tile, number, 0] += asked["posed"]
+        if not (occupied and asked["read"]):
+            return 0
+        levels, tolerance = asked["levels"], asked["tolerance"]
+        y = np.tanh(np.float32(answer))
+        level = int(np.clip(np.round((y + np.float32(1)) * np.float32(0.5) * np.float32(levels - 1)), 0, levels - 1))
+        credit = max(0, tolerance + 1 - abs(level - asked["target"]))
+        pay = min(asked["full"] * credit // (tolerance + 1), room)
+        self.counts[tile, number, 1] += 1
+        self.counts[tile, number, 2] += (credit << 16) // (tolerance + 1)
+        self.counts[tile, number, 3] += pay
+        return pay

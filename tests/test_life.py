@@ -205,12 +205,29 @@ INTEGER_FIELDS = ("occupied", "energy", "age", "organism_id", "parent_id", "birt
 FLOAT_FIELDS = ("hidden", "signal", "halo")
 
 
-def test_reference_agrees_for_50_ticks():
+# Every kind of task, on sites of every form; groups along an open axis and along a
+# curled stretch-2 axis, the latter's groups shadowed in part by an earlier task.
+TASKS = [
+    {"kind": "product", "axis": "a", "n": 2, "levels": 5, "sites": {"at": [[0, 1, 0, 0], [0, 3, 1, 0]]},
+     "amount": 35, "every": 5, "deadline": 3},
+    {"kind": "logic", "sites": {"fraction": 0.3}, "amount": 40, "every": 3},
+    {"kind": "parity", "axis": "b", "n": 2, "sites": {"fraction": 0.6}, "amount": 30, "every": 4, "deadline": 3},
+    {"kind": "function", "function": "table", "levels": 5, "sites": {"axis": "a", "start": 0, "stop": 1},
+     "amount": 25, "every": 2, "deadline": 2},
+    {"kind": "function", "function": "sine", "sites": {"fraction": 1.0}, "amount": 10, "every": 4},
+]
+
+
+@pytest.mark.parametrize("tasks", [False, True], ids=["life", "tasks"])
+def test_reference_agrees_for_50_ticks(tasks):
     # Placed a and b: tiles of 2 cells, each accepting two transfers a tick, one of them
     # through each side of a placed axis; rows cross between tiles along an open and a
     # curled axis.
     config = living_world(max_transfers=2, max_crossings=1)
     config["regions"]["grid"]["placement"] = ["a", "b"]
+    config["seed"] = 2  # a seed whose placed region refuses claims within 50 ticks
+    if tasks:
+        config["regions"]["grid"]["tasks"] = TASKS
     world = parse_world(config)
     simulation = build(world)
     state = simulation.init()
@@ -236,7 +253,15 @@ def test_reference_agrees_for_50_ticks():
                 wanted = expected.genome[name].reshape(np.shape(tensor))[occupied]
                 np.testing.assert_allclose(actual, wanted, rtol=1e-5, atol=1e-6, err_msg=name)
             activity = int(life.births.sum()) + int(life.moves.sum())
+            np.testing.assert_array_equal(np.asarray(region_state.injected), reference.injected[index])
+            if expected.tasks is not None:
+                ledger = region_state.tasks
+                counts = np.stack([np.asarray(getattr(ledger, key)) for key in ("posed", "answered", "quality", "paid")], -1)
+                np.testing.assert_array_equal(counts.reshape(expected.tasks.counts.shape), expected.tasks.counts)
     assert activity > 0 and int(state.regions[0].life.refused.sum()) > 0
+    if tasks:  # every task posed and paid something
+        counts = reference.lives[0].tasks.counts.sum(axis=0)
+        assert (counts[:, 0] > 0).all() and (counts[:, 3] > 0).all(), counts
 
 
 def test_founders_genomes_drawn_from_the_seed():
