@@ -20,3 +20,26 @@ def configure_jax() -> None:
 
     jax.config.update("jax_enable_x64", True)
     jax.config.update("jax_threefry_partitionable", True)
+
+
+def configure_compilation_cache() -> str | None:
+    """Keep compiled steps on disk (JAX's persistent compilation cache), so that a second
+    run of the same world starts without compiling. The directory is
+    ``$JAX_COMPILATION_CACHE_DIR`` if set, else ``$XDG_CACHE_HOME/hca/jax`` (by default
+    ``~/.cache/hca/jax``); ``HCA_COMPILATION_CACHE=off`` turns it off. Returns the
+    directory, or None when off or when it cannot be created."""
+    import jax
+
+    if os.environ.get("HCA_COMPILATION_CACHE", "").lower() in ("off", "0", "no", "false"):
+        return None
+    directory = os.environ.get("JAX_COMPILATION_CACHE_DIR")
+    if not directory:
+        base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
+        directory = os.path.join(base, "hca", "jax")
+    try:
+        os.makedirs(directory, exist_ok=True)
+    except OSError:
+        return None
+    jax.config.update("jax_compilation_cache_dir", directory)
+    jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.5)
+    return directory

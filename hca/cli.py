@@ -128,6 +128,12 @@ def _parser() -> argparse.ArgumentParser:
     render.add_argument("run_dir", metavar="RUN_DIR")
     render.add_argument("--tick", type=_count, help="the checkpoint at this tick")
     render.add_argument("--region", help="which region (default: the first with organisms)")
+    render.add_argument(
+        "--show",
+        choices=("energy", "tasks"),
+        default="energy",
+        help="colour cells by their organism's energy (default), or by the task each shows",
+    )
     render.add_argument("--out", required=True, metavar="PNG", help="the picture to write")
 
     plot = commands.add_parser(
@@ -260,6 +266,11 @@ def _run(args: argparse.Namespace) -> int:
     first = run.start_tick
     if run.simulation.mesh is not None:
         print(f"hca: running on {describe(run.simulation.mesh)}", file=sys.stderr)
+    if not args.quiet:
+        print("hca: compiling the step ...", end="", file=sys.stderr, flush=True)
+    seconds = run.compile()
+    if not args.quiet:
+        print(f" {seconds:.1f} s", file=sys.stderr)
     with tqdm(total=run.target - run.start_tick, unit="tick", disable=args.quiet, file=sys.stderr,
               dynamic_ncols=True) as progress:
 
@@ -289,8 +300,10 @@ def _run(args: argparse.Namespace) -> int:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
+    from hca._xla import configure_compilation_cache
     from hca.config import WorldFileError
 
+    configure_compilation_cache()
     from hca.checkpoint import RunDirectoryError
     from hca.parallel import PlacementError
     from hca.pictures import MissingViz
@@ -334,7 +347,13 @@ def _render(args: argparse.Namespace) -> int:
     simulation, checkpoint = inspect.load(run_dir, args.tick, _report_line)
     if args.region is not None and args.region not in simulation.config.regions:
         raise UsageError(f"no region {args.region!r}; the world has {list(simulation.config.regions)}")
-    out = pictures.render(simulation, checkpoint, args.out, args.region)
+    region = args.region or next(
+        (n for n, r in zip(simulation.config.regions, checkpoint.state.regions) if r.life is not None),
+        next(iter(simulation.config.regions)),
+    )
+    if args.show == "tasks" and not simulation.config.regions[region].tasks:
+        raise UsageError(f"region {region!r} has no tasks to show")
+    out = pictures.render(simulation, checkpoint, args.out, region, args.show)
     print(f"{out}: tick {int(checkpoint.state.tick)}")
     return 0
 

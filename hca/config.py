@@ -116,6 +116,7 @@ class Mutation(_Model):
 
     initial_scale: Annotated[float, Field(gt=0.0, le=10.0)] = 0.02  # per-tensor std at tick 0
     meta_scale: Annotated[float, Field(ge=0.0, le=10.0)] = 0.1  # std of the log-scales' own mutation
+    enabled: bool = True  # false: children are exact copies (a control for experiments)
 
 
 class Metabolism(_Model):
@@ -469,7 +470,7 @@ def _check_sites(path: str, sites: Sites, region: Region, axes: dict[str, int]) 
     given = [key for key in ("at", "fraction", "axis") if getattr(sites, key) is not None]
     if len(given) != 1:
         problems.append((path, f"expected exactly one of 'at' (cells), 'fraction' or 'axis' (a block), got {given or 'none'}"))
-    if sites.axis is None and ("start" in sites.model_fields_set or sites.stop is not None):
+    if sites.axis is None and (sites.start != 0 or sites.stop is not None):
         problems.append((path, "'start' and 'stop' go with 'axis'"))
     if sites.axis is not None:
         if sites.axis not in axes:

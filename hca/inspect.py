@@ -51,6 +51,21 @@ def _genome_stats(life) -> dict[str, Any]:
     return {"genome": stats, "mutation_scale": mutation}
 
 
+def _task_stats(tasks: dict[str, dict[str, int]]) -> dict[str, dict[str, Any]]:
+    """Each task since tick 0: questions posed and answered, mean quality, quanta paid."""
+    from hca.tasks import QUALITY_ONE
+
+    return {
+        name: {
+            "posed": counters["posed"],
+            "answered": counters["answered"],
+            "mean_quality": counters["quality"] / counters["answered"] / QUALITY_ONE if counters["answered"] else None,
+            "paid": counters["paid"],
+        }
+        for name, counters in tasks.items()
+    }
+
+
 def summary(simulation, checkpoint: Checkpoint, path: str) -> dict[str, Any]:
     """Everything ``hca inspect`` reports, as plain JSON-ready values."""
     state = checkpoint.state
@@ -76,6 +91,8 @@ def summary(simulation, checkpoint: Checkpoint, path: str) -> dict[str, Any]:
             births += entry["births"]
             deaths += entry["deaths"]
             moves += entry["moves"]
+        if region_state.tasks is not None:
+            entry["tasks"] = _task_stats(measured["tasks"][name])
         regions[name] = entry
     return {
         "run_dir": path,
@@ -123,6 +140,12 @@ def describe(report: dict[str, Any]) -> str:
         lines.append(
             f"  mutation scale: mean {scale['mean']:.4g}, min {scale['min']:.4g}, max {scale['max']:.4g}"
         )
+        for task, stats in region.get("tasks", {}).items():
+            quality = "-" if stats["mean_quality"] is None else f"{stats['mean_quality']:.3f}"
+            lines.append(
+                f"  task {task}: {stats['posed']:,} questions posed, {stats['answered']:,} answered, "
+                f"mean quality {quality}, {stats['paid']:,} quanta paid"
+            )
         lines.append("  genome (mean +- std over the living):")
         for tensor, stats in region["genome"].items():
             lines.append(f"    {tensor:<18} {stats['mean']:+.4f} +- {stats['std']:.4f}")

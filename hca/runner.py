@@ -24,6 +24,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import jax
+
 from hca.checkpoint import RunDirectory, RunDirectoryError, Saver
 from hca.config import WorldConfig
 from hca.metrics import COUNTERS, TASK_COUNTERS
@@ -124,6 +126,13 @@ class Run:
         run_dir.write_settings(settings)
         previous = keep_metrics_until(run_dir.metrics_file, start)
         return Run(run_dir, simulation, checkpoint.state, settings, start, previous)
+
+    def compile(self) -> float:
+        """Compile the run's step now (a run of zero ticks); returns the seconds it took.
+        ``advance`` compiles on its first chunk otherwise."""
+        started = time.perf_counter()
+        self.state = jax.block_until_ready(self.simulation.run(self.state, 0))
+        return time.perf_counter() - started
 
     def advance(
         self,

@@ -21,9 +21,15 @@ Kinds:
 - ``product`` and ``parity`` (multicellular): a group is ``n`` consecutive cells
   along ``axis``; each cell is shown its own number (or bit) and the answer is wanted
   at the first, so only cells that pass partial results through their signals can
-  earn it. A product's numbers are grid values of magnitude at least 1/2.
+  earn it. Each cell is paid for its partial result, the product (or parity) of the
+  numbers from itself to the last cell, in proportion to the cells it covers: the
+  k-th of n cells earns up to (n - k) / n of ``amount``, the first the whole amount
+  for the whole answer, the last 1 / n for its own number. A product's numbers are
+  grid values of magnitude at least 1/2.
 
-Answers are graded in integers. A numeric answer is rounded to the nearest grid
+The question's own counts (posed, answered, quality) are kept at the cell it is
+posed for (a group's first cell); what is paid counts every cell. Answers are graded
+in integers. A numeric answer is rounded to the nearest grid
 level; one ``d`` levels from the right one earns ``(tolerance + 1 - d) / (tolerance
 + 1)`` of the full amount, nothing beyond ``tolerance``. A bit (logic, parity) is 1
 when the answer is positive, and earns all or nothing. Empty sites earn nothing, and
@@ -111,7 +117,8 @@ class Questions:
 
     inputs: jax.Array  # (*S, TASK_INPUTS) float32, what the brain is shown
     task: jax.Array  # (*S,) int32, the task whose question this cell answers, or -1
-    posed: jax.Array  # (*S,) bool, a new question is posed to this cell this tick
+    position: jax.Array  # (*S,) int32, place in the task's group (0: the cell the question is for)
+    posed: jax.Array  # (*S,) bool, a new question is posed for this cell this tick
     read: jax.Array  # (*S,) bool, this cell's answer is read (graded and paid) this tick
     target: jax.Array  # (*S,) int32, the right answer: a grid level, or a bit
     full: jax.Array  # (*S,) int32, quanta a perfect answer earns
@@ -177,6 +184,7 @@ class Tasks:
         out = Questions(
             inputs=jnp.zeros((*self.shape, brain.TASK_INPUTS), jnp.float32),
             task=task_of,
+            position=position,
             posed=jnp.zeros(self.shape, bool),
             read=jnp.zeros(self.shape, bool),
             target=zeros,
@@ -191,11 +199,10 @@ class Tasks:
             shown, target, full, levels, tolerance = self._question(number, question, first, position, seed)
             shown = shown.at[..., OPEN].set(1.0).at[..., KIND + KINDS.index(task.kind)].set(1.0)
             is_open = mine & (phase < task.deadline)
-            answers = mine & (position == 0)
             out = out.replace(
                 inputs=jnp.where(is_open[..., None], shown, out.inputs),
-                posed=out.posed | (answers & (phase == 0)),
-                read=out.read | (answers & (phase == task.deadline - 1)),
+                posed=out.posed | (mine & (position == 0) & (phase == 0)),
+                read=out.read | (mine & (phase == task.deadline - 1)),
                 target=jnp.where(mine, target, out.target),
                 full=jnp.where(mine, full, out.full),
                 levels=jnp.where(mine, levels, out.levels),
@@ -289,19 +296,23 @@ class Tasks:
             shown = shown.at[..., X].set(_bit(a)).at[..., Y].set(_bit(b))
             shown = shown.at[..., TABLE : TABLE + 4].set(_bit(table))
             return shown, target, pays[function], ones * 2, ones * 0
+        # A group: cell k answers for the cells from itself to the last (a partial result
+        # over n - k cells), paid (n - k) / n of the amount; the first answers for all.
         place = (2 * position - (task.n - 1)).astype(jnp.float32) / jnp.float32(task.n - 1)
         shown = shown.at[..., Y].set(place)
+        share = (jnp.int64(task.amount) * (task.n - position).astype(jnp.int64) // task.n).astype(jnp.int32)
         if isinstance(task, ParityTask):
             def bit(k):
                 return (rng.hash_u32(*words, k, xp=jnp) & jnp.uint32(1)).astype(jnp.int32)
 
-            target = bit(0)
-            for k in range(1, task.n):
-                target = target ^ bit(k)
+            target = jnp.zeros(self.shape, jnp.int32)
+            for k in range(task.n):
+                target = target ^ jnp.where(k >= position, bit(k), 0)
             shown = shown.at[..., X].set(_bit(bit(position)))
-            return shown, target, ones * task.amount, ones * 2, ones * 0
-        # Product: numbers m / D with D = levels - 1 = 2**k; the right level is the exact
-        # product's, rounded half up, computed in integers.
+            return shown, target, share, ones * 2, ones * 0
+        # Product: numbers m / D with D = levels - 1 = 2**b; over c numbers the right level
+        # is the exact product's, rounded half up: (P + D**c + D**(c-1)) // (2 D**(c-1)),
+        # computed in integers.
         allowed = jnp.asarray(product_allowed(task.levels))
         step = task.levels - 1
         bits = step.bit_length() - 1
@@ -312,11 +323,13 @@ class Tasks:
 
         product = jnp.ones(self.shape, jnp.int64)
         for k in range(task.n):
-            product = product * (2 * number_at(k) - step).astype(jnp.int64)
-        offset = (1 << (bits * task.n)) + (1 << (bits * (task.n - 1)))
-        target = ((product + offset) >> (1 + bits * (task.n - 1))).astype(jnp.int32)
+            factor = (2 * number_at(k) - step).astype(jnp.int64)
+            product = product * jnp.where(k >= position, factor, jnp.int64(1))
+        count = (task.n - position).astype(jnp.int64)
+        offset = (jnp.int64(1) << (bits * count)) + (jnp.int64(1) << (bits * (count - 1)))
+        target = ((product + offset) >> (1 + bits * (count - 1))).astype(jnp.int32)
         shown = shown.at[..., X].set(_value(number_at(position), task.levels))
-        return shown, target, ones * task.amount, ones * task.levels, ones * task.tolerance
+        return shown, target, share, ones * task.levels, ones * task.tolerance
 
     def _function_values(self, number: int, x, samples, seed):
         """(f at the levels x, f at the signature's levels) as grid levels."""
@@ -339,7 +352,10 @@ def grade(
     room: jax.Array,  # (N,) int32, what each body can still hold
     count: int,  # tasks in the region
 ) -> tuple[jax.Array, jax.Array]:
-    """(pay (N,) int32, counts (T, 4) int64: posed, answered, quality, paid) for a tile."""
+    """(pay (N,) int32, counts (T, 4) int64: posed, answered, quality, paid) for a tile.
+
+    Questions, answers and quality are counted where a question is posed (a group's
+    first cell); payments wherever an answer is paid (a group's partial results too)."""
     levels = questions.levels
     value = jnp.tanh(answer)
     level = jnp.round((value + 1.0) * 0.5 * (levels - 1).astype(jnp.float32)).astype(jnp.int32)
@@ -349,7 +365,7 @@ def grade(
     answered = occupied & questions.read
     earned = (questions.full.astype(jnp.int64) * credit) // share
     pay = jnp.where(answered, jnp.minimum(earned, room.astype(jnp.int64)), 0).astype(jnp.int32)
-    quality = jnp.where(answered, (credit << 16) // share, 0)
+    quality = jnp.where(answered & (questions.position == 0), (credit << 16) // share, 0)
     counts = []
     for number in range(count):
         mine = questions.task == number
@@ -357,7 +373,7 @@ def grade(
             jnp.stack(
                 [
                     (mine & questions.posed).sum(dtype=jnp.int64),
-                    (mine & answered).sum(dtype=jnp.int64),
+                    (mine & answered & (questions.position == 0)).sum(dtype=jnp.int64),
                     jnp.where(mine, quality, 0).sum(),
                     jnp.where(mine, pay, 0).sum(dtype=jnp.int64),
                 ]
@@ -401,8 +417,12 @@ def describe(region: Region, region_index: int, seed: int) -> list[str]:
             if isinstance(task, ProductTask):
                 what += f" on {task.levels} levels, tolerance {task.tolerance}"
             where = f"{answering:,} groups ({int(mine.sum()):,} cells)"
-            pays = f"pays up to {task.amount}"
-        per_tick = answering * (task.amount if not isinstance(task, LogicTask) else max(
-            logic_pay(task.amount, f) for f in task.functions)) / task.every
+            pays = f"pays up to {task.amount} for the whole, (n - k) / n of it at the k-th cell"
+        if isinstance(task, LogicTask):
+            per_tick = answering * max(logic_pay(task.amount, f) for f in task.functions) / task.every
+        elif isinstance(task, (ProductTask, ParityTask)):
+            per_tick = answering * sum(task.amount * (task.n - k) // task.n for k in range(task.n)) / task.every
+        else:
+            per_tick = answering * task.amount / task.every
         lines.append(f"  task {name}: {what}; {where}; {timing}; {pays} (at most {per_tick:,.0f} quanta/tick)")
     return lines

@@ -140,7 +140,10 @@ def arrive(
     # Founders are numbered 1..n; a child born on tick t at cell c is (t + 1) * n + c + 1.
     cell = geometry.cell_index(tiling.tiles)[..., None] * tiling.cells + targets
     new_id = (tick.astype(jnp.int64) + 1) * life.cells + cell.astype(jnp.int64) + 1
-    child_genome = mutate(life.layout, moved["genome"], cell, tick, seed, life.index, life.config.mutation.meta_scale)
+    mutation = life.config.mutation
+    child_genome = moved["genome"]
+    if mutation.enabled:
+        child_genome = mutate(life.layout, child_genome, cell, tick, seed, life.index, mutation.meta_scale)
 
     def put(field: jax.Array, values: jax.Array) -> jax.Array:
         return tiling.put(field, targets, values)

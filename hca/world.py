@@ -54,8 +54,11 @@ class Simulation:
 
     def ledger(self, state: WorldState) -> dict[str, Any]:
         """The ledger as plain Python numbers: world totals and one entry per region."""
-        values = jax.device_get(self.measure(state))
-        return _to_python(values)
+        values = _to_python(jax.device_get(self.measure(state)))
+        # JAX sorts dict keys; tasks go back in the world file's order.
+        for name, tasks in values["tasks"].items():
+            values["tasks"][name] = {task: tasks[task] for task in self.config.regions[name].task_names()}
+        return values
 
 
 _KEY_ORDER = (

@@ -519,15 +519,15 @@ class TaskReference:
 
         number, first, position = self.owner(cell)
         inputs = np.zeros(brain.TASK_INPUTS, np.float32)
-        asked = {"inputs": inputs, "task": number, "read": False, "posed": False}
+        asked = {"inputs": inputs, "task": number, "read": False, "posed": False, "first": True}
         if number < 0:
             return asked
         task = self.tasks[number]
         q = tick // task.every
         phase = tick % task.every
-        answers = position == 0
-        asked["read"] = answers and phase == task.deadline - 1
-        asked["posed"] = answers and phase == 0
+        asked["read"] = phase == task.deadline - 1
+        asked["posed"] = position == 0 and phase == 0
+        asked["first"] = position == 0
 
         def h(*extra):
             return int(rng.hash_u32(self.seed, rng.TASK_QUESTION, self.index, number, q, first, *extra, xp=np))
@@ -564,7 +564,9 @@ class TaskReference:
             bits = [h(k) & 1 for k in range(task.n)]
             inputs[5] = 2 * bits[position] - 1
             inputs[6] = np.float32(2 * position - (task.n - 1)) / np.float32(task.n - 1)
-            asked.update(target=int(np.bitwise_xor.reduce(bits)), full=task.amount, levels=2, tolerance=0)
+            # The partial result from this cell to the last, paid by the cells it covers.
+            asked.update(target=int(np.bitwise_xor.reduce(bits[position:])), levels=2, tolerance=0,
+                         full=task.amount * (task.n - position) // task.n)
         else:
             from fractions import Fraction
             import math
@@ -573,11 +575,12 @@ class TaskReference:
             step = levels - 1
             allowed = [i for i in range(levels) if abs(Fraction(2 * i - step, step)) >= Fraction(1, 2)]
             numbers = [allowed[h(k) % len(allowed)] for k in range(task.n)]
-            product = math.prod(Fraction(2 * level - step, step) for level in numbers)
+            product = math.prod(Fraction(2 * level - step, step) for level in numbers[position:])
             target = math.floor((product + 1) / 2 * step + Fraction(1, 2))  # half up
             inputs[5] = value(numbers[position], levels)
             inputs[6] = np.float32(2 * position - (task.n - 1)) / np.float32(task.n - 1)
-            asked.update(target=target, full=task.amount, levels=levels, tolerance=task.tolerance)
+            asked.update(target=target, levels=levels, tolerance=task.tolerance,
+                         full=task.amount * (task.n - position) // task.n)
         if phase < task.deadline:
             inputs[0] = 1.0
             inputs[1 + KIND_ORDER.index(task.kind)] = 1.0
@@ -599,7 +602,8 @@ class TaskReference:
         level = int(np.clip(np.round((y + np.float32(1)) * np.float32(0.5) * np.float32(levels - 1)), 0, levels - 1))
         credit = max(0, tolerance + 1 - abs(level - asked["target"]))
         pay = min(asked["full"] * credit // (tolerance + 1), room)
-        self.counts[tile, number, 1] += 1
-        self.counts[tile, number, 2] += (credit << 16) // (tolerance + 1)
+        if asked["first"]:  # the question's counts; a group's partial results are only paid
+            self.counts[tile, number, 1] += 1
+            self.counts[tile, number, 2] += (credit << 16) // (tolerance + 1)
         self.counts[tile, number, 3] += pay
         return pay

@@ -57,6 +57,11 @@ def set_in(path, value):
     return edit(change)
 
 
+def tasks(*entries):
+    """The base world with organisms and these tasks."""
+    return edit(lambda w: gpu(w).update(organisms={"density": 0.5}, tasks=list(entries)))
+
+
 AXES = ("regions", "gpu", "axes")
 ENERGY = ("regions", "gpu", "energy")
 
@@ -125,6 +130,79 @@ CASES = {
     "two problems at once": (
         edit(lambda w: (gpu(w)["axes"][0].update(size=0), gpu(w)["axes"][1].update(stretch=0))),
         ["2 problems", "regions.gpu.axes[0].size", "regions.gpu.axes[1].stretch"],
+    ),
+    "unknown task kind": (
+        tasks({"kind": "riddle", "sites": {"fraction": 0.5}, "amount": 5}),
+        ["regions.gpu.tasks[0].kind", "'function', 'logic', 'product', 'parity'", "'riddle'"],
+    ),
+    "task without a kind": (
+        tasks({"sites": {"fraction": 0.5}, "amount": 5}),
+        ["regions.gpu.tasks[0].kind: missing required key"],
+    ),
+    "task site outside": (
+        tasks({"kind": "logic", "sites": {"at": [[0, 0, 0, 4]]}, "amount": 5}),
+        ["regions.gpu.tasks[0].sites.at[0]", "inside the region's shape [2, 2, 4, 4]"],
+    ),
+    "task block past the end": (
+        tasks({"kind": "logic", "sites": {"axis": "gpu", "start": 1, "stop": 5}, "amount": 5}),
+        ["regions.gpu.tasks[0].sites.stop", "<= 4"],
+    ),
+    "task sites given twice": (
+        tasks({"kind": "logic", "sites": {"fraction": 0.5, "at": [[0, 0, 0, 0]]}, "amount": 5}),
+        ["regions.gpu.tasks[0].sites", "exactly one of"],
+    ),
+    "negative task amount": (
+        tasks({"kind": "logic", "sites": {"fraction": 0.5}, "amount": -3}),
+        ["regions.gpu.tasks[0].amount", ">= 1"],
+    ),
+    "unknown function": (
+        tasks({"kind": "function", "function": "cosh", "sites": {"fraction": 0.5}, "amount": 5}),
+        ["regions.gpu.tasks[0].function", "'cosh'"],
+    ),
+    "unknown logic function": (
+        tasks({"kind": "logic", "functions": ["XOR", "IMPLIES"], "sites": {"fraction": 0.5}, "amount": 5}),
+        ["regions.gpu.tasks[0].functions[1]", "'IMPLIES'"],
+    ),
+    "deadline longer than every": (
+        tasks({"kind": "logic", "sites": {"fraction": 0.5}, "amount": 5, "every": 2, "deadline": 3}),
+        ["regions.gpu.tasks[0].deadline", "deadline <= every (2)"],
+    ),
+    "deadline too short for the stretch": (
+        tasks({"kind": "product", "axis": "row", "n": 2, "sites": {"fraction": 1.0}, "amount": 5,
+               "every": 8, "deadline": 4}),
+        ["regions.gpu.tasks[0].deadline", "(n - 1) x stretch + 1 = 5", "axis 'row' (stretch 4)"],
+    ),
+    "group larger than its axis": (
+        tasks({"kind": "parity", "axis": "sm", "n": 5, "sites": {"fraction": 1.0}, "amount": 5, "every": 8,
+               "deadline": 8}),
+        ["regions.gpu.tasks[0].n", "n <= 4", "axis 'sm' (size 4)"],
+    ),
+    "group on an unknown axis": (
+        tasks({"kind": "parity", "axis": "warp", "n": 2, "sites": {"fraction": 1.0}, "amount": 5}),
+        ["regions.gpu.tasks[0].axis", "'warp'"],
+    ),
+    "group site not a first cell": (
+        tasks({"kind": "parity", "axis": "sm", "n": 2, "sites": {"at": [[0, 0, 0, 1]]}, "amount": 5, "deadline": 2}),
+        ["regions.gpu.tasks[0].sites.at[0]", "multiple of n = 2"],
+    ),
+    "product levels not 2**k + 1": (
+        tasks({"kind": "product", "axis": "sm", "n": 2, "levels": 10, "sites": {"fraction": 1.0}, "amount": 5,
+               "deadline": 2}),
+        ["regions.gpu.tasks[0].levels", "2**k + 1"],
+    ),
+    "tolerance not below levels": (
+        tasks({"kind": "function", "function": "sine", "levels": 4, "tolerance": 4, "sites": {"fraction": 1.0},
+               "amount": 5}),
+        ["regions.gpu.tasks[0].tolerance", "tolerance < levels (4)"],
+    ),
+    "duplicate task names": (
+        tasks({"kind": "logic", "name": "quiz", "sites": {"fraction": 0.5}, "amount": 5},
+              {"kind": "logic", "name": "quiz", "sites": {"fraction": 0.5}, "amount": 5}),
+        ["regions.gpu.tasks[1].name", "duplicate task name 'quiz'"],
+    ),
+    "tasks without organisms": (
+        edit(lambda w: gpu(w).update(tasks=[{"kind": "logic", "sites": {"fraction": 0.5}, "amount": 5}])),
+        ["regions.gpu.tasks", "expected organisms in the region"],
     ),
     "not YAML": (lambda: "regions: [unclosed\n  - a: {", ["not valid YAML", "line"]),
     "top level is a list": (lambda: "- 1\n- 2\n", ["expected a mapping"]),

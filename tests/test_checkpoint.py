@@ -155,7 +155,8 @@ def test_inspect_agrees_with_the_live_state(tmp_path, world_file, capsys):
 
 def test_render_and_plot_write_pngs_of_the_expected_size(tmp_path, worlds_dir, capsys):
     pytest.importorskip("matplotlib", reason="the viz extra (matplotlib) is not installed")
-    from hca.pictures import PLOT_SIZE, render_size
+    from hca.pictures import PANEL_HEIGHT, plot_size, render_size
+    from hca.runner import read_metrics
 
     out = tmp_path / "p"
     assert run("run", worlds_dir / "default.yaml", "--steps", 20, "--out", out,
@@ -164,7 +165,10 @@ def test_render_and_plot_write_pngs_of_the_expected_size(tmp_path, worlds_dir, c
     assert run("render", out, "--out", lattice) == 0
     assert png_size(lattice) == render_size((2, 2, 2, 2, 4, 8, 16))
     assert run("plot", out, "--out", history) == 0
-    assert png_size(history) == PLOT_SIZE
+    assert png_size(history) == plot_size(read_metrics(out / "metrics.jsonl")) == (900, 5 * PANEL_HEIGHT)
+    sites = tmp_path / "sites.png"
+    assert run("render", out, "--show", "tasks", "--out", sites) == 0  # the default world's task sites
+    assert png_size(sites) == render_size((2, 2, 2, 2, 4, 8, 16))
 
 
 @pytest.mark.parametrize("command", ["inspect", "resume", "render"])

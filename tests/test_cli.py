@@ -15,9 +15,12 @@ def test_validate_prints_the_seven_axes(capsys, worlds_dir):
         assert f"\n  {name} " in out
     assert "8,192 cells" in out and "bytes of state" in out
     assert "every 32 ticks (32 per 1000)" in out and "every tick (1000 per 1000)" in out
-    assert "genome 923 parameters (3,692 bytes)" in out
-    # Moving costs ceil(923 x 0.002 x stretch); a birth 4 x stretch.
-    assert "cluster 60/128" in out and "warp 2/4" in out
+    assert "genome 1,084 parameters (4,336 bytes)" in out
+    # Moving costs ceil(1084 x 0.002 x stretch); a birth 4 x stretch.
+    assert "cluster 70/128" in out and "warp 3/4" in out
+    # Tasks: every cell is a site of one of them (2 of 8 SMs ask for sin, the rest logic).
+    assert "task function: f(x) = sine(x) on 17 levels, tolerance 2; 2,048 sites" in out
+    assert "task logic: logic NOT NAND AND ORN OR ANDN NOR XOR EQU; 6,144 sites" in out
 
 
 def test_shipped_worlds_validate(capsys, worlds_dir):
@@ -65,3 +68,23 @@ def test_run_accepts_an_existing_empty_dir(tmp_path, worlds_dir):
     assert main(argv) == 0
     assert sorted(p.name for p in out.iterdir()) == ["checkpoints", "metrics.jsonl", "run.json", "world.yaml"]
     assert sorted(p.name for p in (out / "checkpoints").iterdir()) == ["4"]
+
+
+def test_metrics_count_each_task(tmp_path, worlds_dir):
+    out = tmp_path / "tasks"
+    assert main(["run", str(worlds_dir / "tasks.yaml"), "--steps", "64", "--out", str(out), "--report-every", "32",
+                 "--quiet"]) == 0
+    lines = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+    world = load_world(worlds_dir / "tasks.yaml")
+    (name, region), = world.regions.items()
+    for previous, line in zip(lines, lines[1:]):
+        tasks = line["regions"][name]["tasks"]
+        assert list(tasks) == region.task_names()
+        for task, entry in tasks.items():
+            before = previous["regions"][name].get("tasks", {}).get(task, {})
+            assert entry["posed"] == entry["posed_total"] - before.get("posed_total", 0) > 0, task
+            assert 0 <= entry["answered"] <= entry["posed"]
+            assert entry["mean_quality"] is None or 0.0 <= entry["mean_quality"] <= 1.0
+    last = lines[-1]
+    paid = sum(task["paid_total"] for task in last["regions"][name]["tasks"].values())
+    assert 0 < paid < last["ledger"]["injected"]  # tasks pay part of what enters

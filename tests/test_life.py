@@ -312,6 +312,8 @@ def test_bitwise_determinism_and_no_retrace(simulation):
 )
 def test_floats_stay_finite_under_extreme_settings(name, life, sources):
     world = living_world(**life)
+    if name == "saturating inflow":
+        world["seed"] = 1  # founders that reproduce in the grid (with seed 4 they never do)
     if sources is not None:
         for region in world["regions"].values():
             region["energy"]["sources"] = sources

@@ -204,13 +204,17 @@ def test_without_stretch_devices_exchange_every_tick(default_world):
 
 def test_two_living_regions_over_eight_devices_equal_one():
     """A placed region whose placed axes are open, a ring of 4 and a ring of 2 (both
-    sides reach the same device), beside an unplaced one kept whole on every device."""
-    from test_life import living_world
+    sides reach the same device), beside an unplaced one kept whole on every device;
+    with tasks whose groups straddle devices (parity along b: each cell of a group on
+    another device)."""
+    from test_life import TASKS, living_world
 
     from hca.parallel import exchanges
 
     config = living_world()
     config["regions"]["grid"]["placement"] = ["a", "b", "c"]
+    config["regions"]["grid"]["tasks"] = TASKS
+    config["seed"] = 2  # founders that thrive in the grid (with seed 4 they die out)
     world = parse_world(config)
     assert device_factors(world, 8) == {"a": 1, "b": 4, "c": 2}
     one = build(world)
@@ -221,6 +225,8 @@ def test_two_living_regions_over_eight_devices_equal_one():
         assert a.dtype == b.dtype and np.array_equal(a, b)
     life = reference.regions[0].life
     assert int(life.births.sum()) > 20 and int(life.moves.sum()) > 0
+    parity = one.ledger(reference)["tasks"]["grid"]["parity"]
+    assert parity["answered"] > 0 and parity["paid"] > 0
     per_axis, every_tick = exchanges(eight, eight.abstract_state())
     assert every_tick == []
     stretch = {axis.name: axis.stretch for axis in world.regions["grid"].axes}

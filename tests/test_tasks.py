@@ -274,26 +274,97 @@ def test_a_group_of_cells_computes_what_one_cell_cannot(kind):
     world = task_world(task, axes=RING)
     ticks = 40
     readings = read_ticks(task, ticks)
+
+    def sign(question, cell):
+        """Cell's number as +-1 (a bit b as 2b - 1), drawn here from the questions."""
+        first, k = cell - cell % 2, cell % 2
+        h = rng.hash_u32(world.seed, rng.TASK_QUESTION, 0, 0, question, first, k, xp=np)
+        return 2 * int(h % np.uint32(2) if kind == "product" else h & np.uint32(1)) - 1
+
+    def expected(cooperate):
+        """What each cell earns: the first of a group 40 for the whole answer, the last
+        20 for its own number. Both genomes answer with the product of the cell's own
+        number and what its + neighbour shows (assumed +1 without ``cooperate``), its
+        opposite for parity (bit 1: the two differ): right at the first cell when
+        cooperating; at the last cell only by luck of the next group's number."""
+        flip = 1 if kind == "product" else -1
+        paid = np.zeros(8, np.int64)
+        for _, question in readings:
+            for cell in range(8):
+                own = sign(question, cell)
+                neighbour = sign(question, (cell + 1) % 8) if cooperate else 1
+                wanted = flip * own * sign(question, cell + 1) if cell % 2 == 0 else own
+                if flip * own * neighbour == wanted:
+                    paid[cell] += 40 if cell % 2 == 0 else 20
+        return paid
+
     counts, energy = run_and_count(world, group_genome(world, kind, cooperate=True), ticks)
     assert counts["posed"] == counts["answered"] == 4 * len(readings)
-    assert counts["paid"] == 40 * 4 * len(readings)  # every answer right
+    assert counts["quality"] == counts["answered"] << 16  # every whole answer right
     np.testing.assert_array_equal(energy[0::2], 100 + 40 * len(readings))
-    assert (energy[1::2] == 100).all()  # the answer is paid where it is wanted
+    np.testing.assert_array_equal(energy, 100 + expected(cooperate=True))
 
-    # One cell alone: right only when the other cell's number happens to be +1 (its bit
-    # 1 for parity), as computed here from the questions.
+    # One cell alone: right only when the other cell's number happens to be +1 (bit 0).
     counts, energy = run_and_count(world, group_genome(world, kind, cooperate=False), ticks)
-    right = np.zeros(8, np.int64)
-    for _, question in readings:
-        for first in range(0, 8, 2):
-            h = rng.hash_u32(world.seed, rng.TASK_QUESTION, 0, 0, question, first, 1, xp=np)
-            other = int(h % np.uint32(2)) if kind == "product" else int(h & np.uint32(1))
-            right[first] += other == 1
-    assert 0 < right.sum() < 4 * len(readings)
-    np.testing.assert_array_equal(energy, 100 + 40 * right)
+    alone = expected(cooperate=False)
+    assert 0 < alone[0::2].sum() < 40 * 4 * len(readings)
+    assert counts["quality"] == (alone[0::2].sum() // 40) << 16
+    np.testing.assert_array_equal(energy, 100 + alone)
 
 
 def test_the_deadline_must_let_the_last_number_reach_the_first():
     task = {"kind": "parity", "axis": "x", "n": 2, "sites": {"fraction": 1.0}, "amount": 40, "every": 4, "deadline": 1}
     with pytest.raises(Exception, match=r"tasks\[0\]\.deadline: expected at least"):
         task_world(task, axes=RING)
+
+
+def tasks_world(**overrides):
+    from test_life import TASKS, living_world
+
+    config = living_world(**overrides)
+    config["regions"]["grid"]["tasks"] = TASKS
+    config["regions"]["grid"]["placement"] = ["a", "b"]
+    config["seed"] = 2  # every task has sites with this seed
+    return config
+
+
+def test_the_ledger_balances_every_tick_for_2000_ticks_of_a_task_world():
+    import jax
+
+    world = parse_world(tasks_world())
+    simulation = build(world)
+
+    def one(state, _):
+        before = state.regions[0]
+        state = simulation.step(state)
+        region = state.regions[0]
+        total = region.free_energy.sum(dtype=jnp.int64) + region.life.energy.sum(dtype=jnp.int64)
+        expected = region.initial_total + region.injected.sum() - region.dissipated.sum()
+        paid = region.tasks.paid.sum() - before.tasks.paid.sum()
+        injected = region.injected.sum() - before.injected.sum()
+        return state, jnp.stack([total, expected, paid, injected])
+
+    state, rows = jax.jit(lambda s: jax.lax.scan(one, s, length=2000))(simulation.init())
+    total, expected, paid, injected = np.asarray(rows).T
+    assert np.array_equal(total, expected)  # the region's ledger, every tick
+    assert (paid <= injected).all() and paid.sum() > 0  # what tasks pay is injected energy
+    ledger = simulation.ledger(state)
+    assert ledger["world"]["balanced"]
+    posed = [task["posed"] for task in ledger["tasks"]["grid"].values()]
+    assert all(count > 0 for count in posed)
+
+
+def test_without_mutation_children_are_exact_copies():
+    config = tasks_world()
+    for region in config["regions"].values():
+        region["organisms"]["mutation"] = {"initial_scale": 0.1, "enabled": False}
+    simulation = build(parse_world(config))
+    state = simulation.init()
+    founders = {name: np.asarray(tensor) for name, tensor in state.regions[1].life.genome.items()}
+    state = simulation.run(state, 120)
+    life = state.regions[1].life
+    occupied = np.asarray(life.occupied)
+    assert int(life.births.sum()) > 20 and (np.asarray(life.generation)[occupied] > 0).any()
+    founder = np.asarray(life.founder)[occupied]
+    for name, tensor in life.genome.items():  # every organism carries its founder's genome
+        np.testing.assert_array_equal(np.asarray(tensor)[occupied], founders[name][founder], name)

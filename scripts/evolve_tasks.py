@@ -1,0 +1,217 @@
+"""Do organisms evolve to solve their tasks? A world against its control, over seeds.
+
+    python scripts/evolve_tasks.py WORLD.yaml --ticks 20000 --seeds 0 1 2 --out runs/evolve
+
+For each seed the world runs twice: as written (``evolving``) and with mutation
+switched off (``control``: children are exact copies of their parents, so selection
+can only sort the founders' variation). Each run is an ordinary run directory under
+OUT (``evolving-s0``, ``control-s0``, ...), so it can be inspected and plotted, and
+an interrupted experiment continues where it stopped when run again with the same
+arguments. At the end it writes OUT/summary.md (a table: each task's mean answer
+quality and energy earned per organism per tick, early and late, per arm, mean and
+range over seeds), OUT/summary.json and OUT/evolution.png (both over time).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+import numpy as np
+
+import hca
+from hca.checkpoint import RunDirectoryError
+from hca.config import load_world
+from hca.runner import Run, read_metrics
+
+ARMS = ("evolving", "control")
+
+
+def arm_world(world, arm: str, seed: int):
+    """The world of one arm and seed: the control has mutation switched off."""
+    world = world.with_seed(seed)
+    if arm == "evolving":
+        return world
+    regions = {}
+    for name, region in world.regions.items():
+        if region.organisms is not None:
+            mutation = region.organisms.mutation.model_copy(update={"enabled": False})
+            region = region.model_copy(update={"organisms": region.organisms.model_copy(update={"mutation": mutation})})
+        regions[name] = region
+    return world.model_copy(update={"regions": regions})
+
+
+def run_arm(world, out: Path, ticks: int, report_every: int) -> list[dict]:
+    """Run (or finish) one arm's run directory; its metrics lines."""
+    if (out / "world.yaml").exists():
+        lines = read_metrics(out / "metrics.jsonl")
+        if lines and lines[-1]["tick"] >= ticks:
+            return lines
+        run = Run.resume(out)
+        run.settings["target_tick"] = ticks  # the experiment's length, even if it grew
+    else:
+        run = Run.start(world, out, ticks, report_every=report_every, checkpoint_every=max(ticks // 4, report_every),
+                        keep=1)
+    print(f"{out}: ticks {run.start_tick}..{ticks}", file=sys.stderr, flush=True)
+    outcome = run.advance()
+    if outcome.stopped_by is not None:
+        raise SystemExit(128 + outcome.stopped_by)
+    return read_metrics(out / "metrics.jsonl")
+
+
+def series(lines: list[dict]) -> dict[str, dict[str, np.ndarray]]:
+    """Per task: ticks, mean quality and quanta earned per organism per tick, per interval."""
+    out: dict[str, dict[str, list]] = {}
+    for previous, line in zip(lines, lines[1:]):
+        span = line["tick"] - previous["tick"]
+        for region in line["regions"].values():
+            population = max(region.get("life", {}).get("population", 0), 1)
+            for name, task in region.get("tasks", {}).items():
+                entry = out.setdefault(name, {"tick": [], "quality": [], "earned": []})
+                entry["tick"].append(line["tick"])
+                quality = task["mean_quality"]
+                entry["quality"].append(np.nan if quality is None else quality)
+                entry["earned"].append(task["paid"] / population / span)
+    return {name: {key: np.asarray(value, float) for key, value in entry.items()} for name, entry in out.items()}
+
+
+def window(values: np.ndarray, part: str, fraction: float = 0.1) -> float:
+    """Mean of the first or last ``fraction`` of a series (at least one point)."""
+    count = max(1, int(round(len(values) * fraction)))
+    chosen = values[:count] if part == "early" else values[-count:]
+    return float(np.nanmean(chosen)) if np.isfinite(chosen).any() else float("nan")
+
+
+def summarise(results: dict[str, dict[int, dict]], seeds: list[int]) -> dict:
+    tasks = sorted({name for arm in results.values() for run in arm.values() for name in run})
+    summary: dict = {"seeds": seeds, "tasks": {}}
+    for name in tasks:
+        entry = {}
+        for arm in ARMS:
+            per_seed = {}
+            for seed in seeds:
+                data = results[arm][seed].get(name)
+                if data is None:
+                    continue
+                per_seed[seed] = {
+                    f"{measure}_{part}": window(data[measure], part)
+                    for measure in ("quality", "earned")
+                    for part in ("early", "late")
+                }
+            entry[arm] = per_seed
+        summary["tasks"][name] = entry
+    return summary
+
+
+def _stat(values: list[float]) -> str:
+    values = [v for v in values if np.isfinite(v)]
+    if not values:
+        return "-"
+    return f"{np.mean(values):.3f} [{min(values):.3f}, {max(values):.3f}]"
+
+
+def table(summary: dict) -> str:
+    seeds = summary["seeds"]
+    rows = [
+        f"Mean over seeds {', '.join(map(str, seeds))} [min, max]; early: first 10% of the run, late: last 10%.",
+        "",
+        "| task | arm | quality early | quality late | change | earned/organism/tick early | late |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for name, entry in summary["tasks"].items():
+        for arm in ARMS:
+            runs = entry[arm].values()
+            change = [run["quality_late"] - run["quality_early"] for run in runs]
+            rows.append(
+                f"| {name} | {arm} | {_stat([r['quality_early'] for r in runs])} | "
+                f"{_stat([r['quality_late'] for r in runs])} | {_stat(change)} | "
+                f"{_stat([r['earned_early'] for r in runs])} | {_stat([r['earned_late'] for r in runs])} |"
+            )
+        paired = [
+            entry["evolving"][seed]["quality_late"] - entry["control"][seed]["quality_late"]
+            for seed in seeds
+            if seed in entry["evolving"] and seed in entry["control"]
+        ]
+        wins = sum(difference > 0 for difference in paired)
+        rows.append(
+            f"| {name} | evolving - control (late, paired by seed) | | {_stat(paired)} | "
+            f"higher in {wins} of {len(paired)} seeds | | |"
+        )
+    return "\n".join(rows)
+
+
+def plot(results: dict, out: Path, title: str) -> None:
+    from hca.pictures import _pyplot
+
+    plt = _pyplot()
+    tasks = sorted({name for arm in results.values() for run in arm.values() for name in run})
+    figure, axes = plt.subplots(2, len(tasks), figsize=(4.5 * len(tasks), 6.5), squeeze=False, sharex=True)
+    colours = {"evolving": "tab:blue", "control": "tab:orange"}
+    for column, name in enumerate(tasks):
+        for row, measure in enumerate(("quality", "earned")):
+            ax = axes[row][column]
+            for arm in ARMS:
+                curves = [run[name] for run in results[arm].values() if name in run]
+                if not curves:
+                    continue
+                length = min(len(curve["tick"]) for curve in curves)
+                ticks = curves[0]["tick"][:length]
+                values = np.stack([curve[measure][:length] for curve in curves])
+                ax.plot(ticks, np.nanmean(values, axis=0), color=colours[arm], label=f"{arm} (mean of {len(curves)})")
+                ax.fill_between(ticks, np.nanmin(values, axis=0), np.nanmax(values, axis=0), color=colours[arm],
+                                alpha=0.2, linewidth=0)
+            ax.set_title(name if row == 0 else "", fontsize=10)
+            ax.set_ylabel("mean answer quality" if measure == "quality" else "quanta earned per organism per tick")
+            ax.grid(alpha=0.3)
+            if row == 1:
+                ax.set_xlabel("tick")
+        axes[0][0].legend(fontsize=8)
+    figure.suptitle(title, fontsize=11)
+    figure.tight_layout()
+    figure.savefig(out, dpi=100)
+    plt.close(figure)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("world", help="a world file with tasks")
+    parser.add_argument("--ticks", type=int, default=20000)
+    parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
+    parser.add_argument("--report-every", type=int, default=500)
+    parser.add_argument("--out", required=True, help="directory for the runs and the summary")
+    parser.add_argument("--no-plot", action="store_true", help="write no picture (no matplotlib needed)")
+    args = parser.parse_args(argv)
+    try:
+        world = load_world(args.world)
+    except hca.WorldFileError as error:
+        print(f"evolve_tasks: error: {error}", file=sys.stderr)
+        return 2
+    if not any(region.tasks for region in world.regions.values()):
+        print(f"evolve_tasks: error: {args.world}: the world has no tasks", file=sys.stderr)
+        return 2
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    results: dict[str, dict[int, dict]] = {arm: {} for arm in ARMS}
+    for seed in args.seeds:
+        for arm in ARMS:
+            try:
+                lines = run_arm(arm_world(world, arm, seed), out / f"{arm}-s{seed}", args.ticks, args.report_every)
+            except RunDirectoryError as error:
+                print(f"evolve_tasks: error: {error}", file=sys.stderr)
+                return 2
+            results[arm][seed] = series(lines)
+    summary = summarise(results, args.seeds)
+    text = table(summary)
+    (out / "summary.md").write_text(f"# {world.name}: {args.ticks} ticks\n\n{text}\n", encoding="utf-8")
+    (out / "summary.json").write_text(json.dumps(summary, indent=1) + "\n", encoding="utf-8")
+    print(text)
+    if not args.no_plot:
+        plot(results, out / "evolution.png", f"{world.name}: evolving vs control (mutation off), {args.ticks} ticks")
+        print(f"{out / 'evolution.png'}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
