@@ -28,6 +28,7 @@ SLOT_FEATURES = 5  # occupied, exists, log2(stretch) / 8, curled, sign
 PLASTIC_LIMIT = 4.0  # plastic weights stay within +-PLASTIC_LIMIT
 WEIGHT_LIMIT = 16.0  # mutation never takes a weight beyond +-WEIGHT_LIMIT
 LOG_SCALE_RANGE = (-12.0, 2.0)  # per-tensor mutation scales stay within e**range
+LOG_RATE_RANGE = (-20.0, 2.0)  # Hebbian rates stay within e**range
 
 
 @dataclass(frozen=True)
@@ -120,7 +121,7 @@ def think(
         outputs=outputs,
         slot_scores=scores,
         active_units=active.sum(axis=1, dtype=jnp.int32),
-        learning_rate=jnp.exp(jnp.clip(w["log_learning_rate"][:, 0], -20.0, 2.0)),
+        learning_rate=jnp.exp(jnp.clip(w["log_learning_rate"][:, 0], *LOG_RATE_RANGE)),
     )
 
 

@@ -26,6 +26,10 @@ RATE_ONE = 1 << RATE_BITS
 # Free energy per cell stays below 2 * capacity, far inside int32.
 MAX_CAPACITY = 1 << 29
 
+# What the brain can represent (hca.brain clips log-scales and log-rates to these).
+LOG_SCALE_BOUNDS = (math.exp(-12.0), math.exp(2.0))
+LEARNING_RATE_BOUNDS = (math.exp(-20.0), math.exp(2.0))
+
 Identifier = Annotated[str, Field(pattern=r"^[A-Za-z_][A-Za-z0-9_]*$", max_length=64)]
 Quanta = Annotated[int, Field(ge=0, le=MAX_CAPACITY)]
 Rate = Annotated[float, Field(ge=0.0, le=1.0, allow_inf_nan=False)]
@@ -114,7 +118,8 @@ class Brain(_Model):
 class Mutation(_Model):
     """Self-adaptive mutation: each weight tensor has an inherited log-scale."""
 
-    initial_scale: Annotated[float, Field(gt=0.0, le=10.0)] = 0.02  # per-tensor std at tick 0
+    # Per-tensor std at tick 0, within the range the brain keeps scales in (e**-12..e**2).
+    initial_scale: Annotated[float, Field(ge=LOG_SCALE_BOUNDS[0], le=LOG_SCALE_BOUNDS[1])] = 0.02
     meta_scale: Annotated[float, Field(ge=0.0, le=10.0)] = 0.1  # std of the log-scales' own mutation
     enabled: bool = True  # false: children are exact copies (a control for experiments)
 
@@ -136,7 +141,8 @@ class Organisms(_Model):
     absorb: Quanta = 20  # most free energy taken from the cell per tick
     birth_cost: Quanta = 5  # per unit of stretch of the axis the child is placed across
     move_cost: Annotated[float, Field(ge=0.0, le=100.0)] = 0.002  # quanta per genome parameter moved, per stretch
-    learning_rate: Annotated[float, Field(gt=0.0, le=10.0)] = 0.01  # initial Hebbian rate
+    # Initial Hebbian rate, within the range the brain keeps rates in (e**-20..e**2).
+    learning_rate: Annotated[float, Field(ge=LEARNING_RATE_BOUNDS[0], le=LEARNING_RATE_BOUNDS[1])] = 0.01
     modulator_scale: Annotated[float, Field(gt=0.0)] = 10.0  # energy change giving modulator tanh(1)
     max_age: Annotated[int, Field(ge=1)] | None = None
     # Births + moves into one tile per tick (a tile: the cells sharing one coordinate on
@@ -174,6 +180,10 @@ class _Task(_Model):
     every: Annotated[int, Field(ge=1, le=1 << 20)] = 8  # a new question every `every` ticks
     # Ticks a question stays open; the answer is read on its last tick.
     deadline: Annotated[int, Field(ge=1, le=1 << 20)] = 1
+    # At most this many quanta per answering cell on average, per question and tile:
+    # when a tile's answers earn more, all its payments shrink in proportion, so that
+    # answers compete for a fixed pie. None: every answer is paid what it earned.
+    budget: Annotated[int, Field(ge=0, le=1 << 20)] | None = None
 
 
 class FunctionTask(_Task):

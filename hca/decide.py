@@ -68,7 +68,7 @@ def decide(
         if questions is not None:
             answer = thought.outputs[:, life.layout.signals + brain.ANSWER]
             room = life.config.max_energy - cells["energy"]
-            pay, counts = tasks.grade(questions, answer, cells["occupied"], room, life.tasks.count)
+            pay, counts = tasks.grade(questions, answer, cells["occupied"], room, life.tasks.budgets)
         out = act(life, cells, thought, plastic, exists, slot_ticks, pay)
         out["task_counts"] = counts
         return out

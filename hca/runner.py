@@ -109,13 +109,20 @@ class Run:
     ) -> Run:
         """Continue the run in ``path`` from its newest good checkpoint, to the first run's
         target or for ``steps`` more ticks. Metrics lines after that checkpoint are dropped
-        (advancing writes them again, identically)."""
+        (advancing writes them again, identically). A run stopped before its first
+        checkpoint starts again from tick 0, as a new run of its world would."""
         run_dir = RunDirectory(path)
         world = run_dir.world()
         settings = run_dir.settings()
         simulation = build(world, make_mesh(world, devices))
-        checkpoint = run_dir.load(world, simulation.abstract_state(), report=report)
-        start = checkpoint.tick
+        if run_dir.saved_ticks():
+            checkpoint = run_dir.load(world, simulation.abstract_state(), report=report)
+            start, state = checkpoint.tick, checkpoint.state
+        else:
+            for partial in run_dir.interrupted_saves():
+                report(f"{partial}: incomplete save (the run was stopped while saving); ignored")
+            report(f"{run_dir.path}: no checkpoint yet; starting again from tick 0")
+            start, state = 0, simulation.init()
         for key, value in (("report_every", report_every), ("checkpoint_every", checkpoint_every), ("keep", keep)):
             if value is not None:
                 settings[key] = value
@@ -124,8 +131,8 @@ class Run:
         settings.setdefault("checkpoint_every", world.run.checkpoint_every)
         settings.setdefault("keep", world.run.keep)
         run_dir.write_settings(settings)
-        previous = keep_metrics_until(run_dir.metrics_file, start)
-        return Run(run_dir, simulation, checkpoint.state, settings, start, previous)
+        previous = keep_metrics_until(run_dir.metrics_file, start if start else -1)
+        return Run(run_dir, simulation, state, settings, start, previous)
 
     def compile(self) -> float:
         """Compile the run's step now (a run of zero ticks); returns the seconds it took.

@@ -34,6 +34,10 @@ level; one ``d`` levels from the right one earns ``(tolerance + 1 - d) / (tolera
 + 1)`` of the full amount, nothing beyond ``tolerance``. A bit (logic, parity) is 1
 when the answer is positive, and earns all or nothing. Empty sites earn nothing, and
 a body never holds more than ``max_energy``: what would overflow it is not paid.
+A task with a ``budget`` pays at most that many quanta per answering cell, per
+question and tile; when a tile's answers earn more, each is paid its part of the pie
+in proportion to what it earned (floored), so answers compete, as organisms compete
+for CPU time in Avida: relative quality, not only absolute, decides who thrives.
 
 Each cell shows at most one task: the first in the region's list that includes it.
 Deciding that, posing questions and grading are done cell by cell from the cell's
@@ -169,6 +173,10 @@ class Tasks:
     @property
     def count(self) -> int:
         return len(self.tasks)
+
+    @property
+    def budgets(self) -> tuple[int | None, ...]:
+        return tuple(task.budget for task in self.tasks)
 
     def sites(self, seed, xp=jnp):
         """(task (*S,) int32, position (*S,) int32): the task each cell shows (-1: none)
@@ -350,7 +358,7 @@ def grade(
     answer: jax.Array,  # (N,) float32, the head's ANSWER output
     occupied: jax.Array,  # (N,) bool
     room: jax.Array,  # (N,) int32, what each body can still hold
-    count: int,  # tasks in the region
+    budgets: tuple[int | None, ...],  # each task's budget per answering cell (config)
 ) -> tuple[jax.Array, jax.Array]:
     """(pay (N,) int32, counts (T, 4) int64: posed, answered, quality, paid) for a tile.
 
@@ -363,11 +371,21 @@ def grade(
     share = (questions.tolerance + 1).astype(jnp.int64)
     credit = jnp.maximum(share - jnp.abs(level - questions.target).astype(jnp.int64), 0)
     answered = occupied & questions.read
-    earned = (questions.full.astype(jnp.int64) * credit) // share
-    pay = jnp.where(answered, jnp.minimum(earned, room.astype(jnp.int64)), 0).astype(jnp.int32)
+    earned = jnp.where(answered, (questions.full.astype(jnp.int64) * credit) // share, 0)
+    for number, budget in enumerate(budgets):
+        if budget is None:
+            continue
+        mine = questions.task == number
+        # The tile pays this question at most `budget` per cell it is read at; beyond,
+        # every answer gets its part of the pie in proportion to what it earned.
+        pie = budget * (mine & questions.read).sum(dtype=jnp.int64)
+        total = jnp.where(mine, earned, 0).sum()
+        scaled = (earned * pie) // jnp.maximum(total, 1)
+        earned = jnp.where(mine & (total > pie), scaled, earned)
+    pay = jnp.minimum(earned, room.astype(jnp.int64)).astype(jnp.int32)
     quality = jnp.where(answered & (questions.position == 0), (credit << 16) // share, 0)
     counts = []
-    for number in range(count):
+    for number in range(len(budgets)):
         mine = questions.task == number
         counts.append(
             jnp.stack(
@@ -424,5 +442,8 @@ def describe(region: Region, region_index: int, seed: int) -> list[str]:
             per_tick = answering * sum(task.amount * (task.n - k) // task.n for k in range(task.n)) / task.every
         else:
             per_tick = answering * task.amount / task.every
+        if task.budget is not None:
+            pays += f"; a tile pays at most {task.budget} a cell per question, shared"
+            per_tick = min(per_tick, int(mine.sum()) * task.budget / task.every)
         lines.append(f"  task {name}: {what}; {where}; {timing}; {pays} (at most {per_tick:,.0f} quanta/tick)")
     return lines

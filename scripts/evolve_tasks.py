@@ -61,11 +61,18 @@ def run_arm(world, out: Path, ticks: int, report_every: int) -> list[dict]:
     return read_metrics(out / "metrics.jsonl")
 
 
+POPULATION = "(population)"  # the series of the population, beside the tasks'
+
+
 def series(lines: list[dict]) -> dict[str, dict[str, np.ndarray]]:
-    """Per task: ticks, mean quality and quanta earned per organism per tick, per interval."""
+    """Per task: ticks, mean quality and quanta earned per organism per tick, per
+    interval; and the population, under POPULATION."""
     out: dict[str, dict[str, list]] = {}
     for previous, line in zip(lines, lines[1:]):
         span = line["tick"] - previous["tick"]
+        entry = out.setdefault(POPULATION, {"tick": [], "population": []})
+        entry["tick"].append(line["tick"])
+        entry["population"].append(line.get("life", {}).get("population", 0))
         for region in line["regions"].values():
             population = max(region.get("life", {}).get("population", 0), 1)
             for name, task in region.get("tasks", {}).items():
@@ -84,9 +91,18 @@ def window(values: np.ndarray, part: str, fraction: float = 0.1) -> float:
     return float(np.nanmean(chosen)) if np.isfinite(chosen).any() else float("nan")
 
 
+def task_names(results: dict) -> list[str]:
+    return sorted({name for arm in results.values() for run in arm.values() for name in run} - {POPULATION})
+
+
 def summarise(results: dict[str, dict[int, dict]], seeds: list[int]) -> dict:
-    tasks = sorted({name for arm in results.values() for run in arm.values() for name in run})
-    summary: dict = {"seeds": seeds, "tasks": {}}
+    tasks = task_names(results)
+    summary: dict = {"seeds": seeds, "tasks": {}, "population": {}}
+    for arm in ARMS:
+        summary["population"][arm] = {
+            seed: {part: window(results[arm][seed][POPULATION]["population"], part) for part in ("early", "late")}
+            for seed in seeds
+        }
     for name in tasks:
         entry = {}
         for arm in ARMS:
@@ -105,11 +121,12 @@ def summarise(results: dict[str, dict[int, dict]], seeds: list[int]) -> dict:
     return summary
 
 
-def _stat(values: list[float]) -> str:
+def _stat(values: list[float], digits: int = 3) -> str:
+    """Mean [min, max] of the finite values."""
     values = [v for v in values if np.isfinite(v)]
     if not values:
         return "-"
-    return f"{np.mean(values):.3f} [{min(values):.3f}, {max(values):.3f}]"
+    return f"{np.mean(values):,.{digits}f} [{min(values):,.{digits}f}, {max(values):,.{digits}f}]"
 
 
 def table(summary: dict) -> str:
@@ -139,6 +156,10 @@ def table(summary: dict) -> str:
             f"| {name} | evolving - control (late, paired by seed) | | {_stat(paired)} | "
             f"higher in {wins} of {len(paired)} seeds | | |"
         )
+    rows += ["", "| population | early | late |", "|---|---|---|"]
+    for arm in ARMS:
+        runs = summary["population"][arm].values()
+        rows.append(f"| {arm} | {_stat([r['early'] for r in runs], 0)} | {_stat([r['late'] for r in runs], 0)} |")
     return "\n".join(rows)
 
 
@@ -146,7 +167,7 @@ def plot(results: dict, out: Path, title: str) -> None:
     from hca.pictures import _pyplot
 
     plt = _pyplot()
-    tasks = sorted({name for arm in results.values() for run in arm.values() for name in run})
+    tasks = task_names(results)
     figure, axes = plt.subplots(2, len(tasks), figsize=(4.5 * len(tasks), 6.5), squeeze=False, sharex=True)
     colours = {"evolving": "tab:blue", "control": "tab:orange"}
     for column, name in enumerate(tasks):

@@ -216,6 +216,7 @@ class LifeReference:
         self.intent = np.full(self.n, -1)
         self.birth = np.zeros(self.n, bool)
         self.endow = np.zeros(self.n, np.int64)
+        thoughts = []
         for cell in range(self.n):
             occupied = bool(s["occupied"][cell])
             energy = int(s["energy"][cell])
@@ -255,11 +256,17 @@ class LifeReference:
                 s["plastic"][cell] = 0
                 s["signal"][cell] = 0
                 s["hidden"][cell] = 0
+            thoughts.append((out, scores, active, exists))
+        # Tasks pay once every answer of the tile is known (a budget is shared).
+        if asked is not None:
+            answers = [out[c + brain.ANSWER] for out, *_ in thoughts]
+            rooms = [cfg.max_energy - int(s["energy"][cell]) for cell in range(self.n)]
+            self.earned += self.tasks.pay(asked, answers, s["occupied"], rooms)
+        for cell in range(self.n):
+            occupied = bool(s["occupied"][cell])
+            energy = int(s["energy"][cell]) + int(self.earned[cell])
+            out, scores, active, exists = thoughts[cell]
             act = out[c:]
-            if asked is not None:
-                pay = self.tasks.grade(asked[cell], act[brain.ANSWER], occupied, cfg.max_energy - energy, cell)
-                energy += pay
-                self.earned[cell] += pay
             if occupied:
                 want = (cfg.absorb * int(_sigmoid_rate(act[brain.ABSORB]))) >> 16
                 take = min(want, int(free[cell]), cfg.max_energy - energy)
@@ -465,6 +472,7 @@ class TaskReference:
         self.axes = [axis.name for axis in region.axes]
         tiles = int(np.prod(self.shape[: len(region.placement)]))
         self.counts = np.zeros((tiles, len(self.tasks), 4), np.int64)  # posed, answered, quality, paid
+        self.shared = 0  # times a tile's budget was shared out
 
     def _coords(self, cell):
         return list(np.unravel_index(cell, self.shape))
@@ -588,22 +596,40 @@ class TaskReference:
             inputs[:] = 0.0
         return asked
 
-    def grade(self, asked, answer, occupied, room, cell):
-        """What the organism at ``cell`` earns now, counted per task and tile."""
-        number = asked["task"]
-        if number < 0:
-            return 0
-        tile = cell // self.tile_cells
-        self.counts[tile, number, 0] += asked["posed"]
-        if not (occupied and asked["read"]):
-            return 0
-        levels, tolerance = asked["levels"], asked["tolerance"]
-        y = np.tanh(np.float32(answer))
-        level = int(np.clip(np.round((y + np.float32(1)) * np.float32(0.5) * np.float32(levels - 1)), 0, levels - 1))
-        credit = max(0, tolerance + 1 - abs(level - asked["target"]))
-        pay = min(asked["full"] * credit // (tolerance + 1), room)
-        if asked["first"]:  # the question's counts; a group's partial results are only paid
-            self.counts[tile, number, 1] += 1
-            self.counts[tile, number, 2] += (credit << 16) // (tolerance + 1)
-        self.counts[tile, number, 3] += pay
+    def pay(self, asked, answers, occupied, rooms):
+        """What each cell earns now (its answer graded, a budget shared within its
+        tile), counted per task and tile."""
+        earned = np.zeros(len(asked), np.int64)
+        for cell, question in enumerate(asked):
+            number = question["task"]
+            if number < 0:
+                continue
+            tile = cell // self.tile_cells
+            self.counts[tile, number, 0] += question["posed"]
+            if not (occupied[cell] and question["read"]):
+                continue
+            levels, tolerance = question["levels"], question["tolerance"]
+            y = np.tanh(np.float32(answers[cell]))
+            level = int(np.clip(np.round((y + np.float32(1)) * np.float32(0.5) * np.float32(levels - 1)), 0, levels - 1))
+            credit = max(0, tolerance + 1 - abs(level - question["target"]))
+            earned[cell] = question["full"] * credit // (tolerance + 1)
+            if question["first"]:  # the question's counts; a group's partial results are only paid
+                self.counts[tile, number, 1] += 1
+                self.counts[tile, number, 2] += (credit << 16) // (tolerance + 1)
+        for number, task in enumerate(self.tasks):
+            if task.budget is None:
+                continue
+            for tile in range(len(asked) // self.tile_cells):
+                cells = [c for c in range(tile * self.tile_cells, (tile + 1) * self.tile_cells)
+                         if asked[c]["task"] == number]
+                pie = task.budget * sum(asked[c]["read"] for c in cells)
+                total = sum(int(earned[c]) for c in cells)
+                if total > pie:
+                    self.shared += 1
+                    for c in cells:
+                        earned[c] = earned[c] * pie // total
+        pay = np.minimum(earned, rooms)
+        for cell, question in enumerate(asked):
+            if question["task"] >= 0:
+                self.counts[cell // self.tile_cells, question["task"], 3] += pay[cell]
         return pay

@@ -204,6 +204,14 @@ CASES = {
         edit(lambda w: gpu(w).update(tasks=[{"kind": "logic", "sites": {"fraction": 0.5}, "amount": 5}])),
         ["regions.gpu.tasks", "expected organisms in the region"],
     ),
+    "learning rate the brain cannot hold": (
+        edit(lambda w: gpu(w).update(organisms={"learning_rate": 10.0})),
+        ["regions.gpu.organisms.learning_rate", "<= 7.389", "(got 10.0)"],
+    ),
+    "mutation scale the brain cannot hold": (
+        edit(lambda w: gpu(w).update(organisms={"mutation": {"initial_scale": 1e-9}})),
+        ["regions.gpu.organisms.mutation.initial_scale", ">= 6.1"],
+    ),
     "not YAML": (lambda: "regions: [unclosed\n  - a: {", ["not valid YAML", "line"]),
     "top level is a list": (lambda: "- 1\n- 2\n", ["expected a mapping"]),
     "empty file": (lambda: "", ["expected a mapping"]),

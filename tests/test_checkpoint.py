@@ -171,6 +171,23 @@ def test_render_and_plot_write_pngs_of_the_expected_size(tmp_path, worlds_dir, c
     assert png_size(sites) == render_size((2, 2, 2, 2, 4, 8, 16))
 
 
+def test_a_run_stopped_before_its_first_checkpoint_resumes_from_tick_0(tmp_path, capsys, world_file):
+    whole = tmp_path / "whole"
+    assert run("run", world_file, "--steps", 30, "--out", whole, "--report-every", 10, "--quiet") == 0
+    expected = digest(capsys, whole)
+    # As if killed before saving: the directory and a metrics line or two, no checkpoint.
+    early = tmp_path / "early"
+    assert run("run", world_file, "--steps", 30, "--out", early, "--report-every", 10, "--quiet") == 0
+    shutil.rmtree(early / "checkpoints" / "30")
+    lines = (early / "metrics.jsonl").read_text().splitlines()
+    (early / "metrics.jsonl").write_text("\n".join(lines[:2]) + "\n" + lines[2][:20])
+    capsys.readouterr()
+    assert run("run", "--resume", early, "--quiet") == 0
+    assert "starting again from tick 0" in capsys.readouterr().err
+    assert digest(capsys, early) == expected
+    assert (early / "metrics.jsonl").read_text() == (whole / "metrics.jsonl").read_text()
+
+
 @pytest.mark.parametrize("command", ["inspect", "resume", "render"])
 def test_bad_run_directories(tmp_path, world_file, capsys, command):
     def attempt(path):
@@ -191,11 +208,12 @@ def test_bad_run_directories(tmp_path, world_file, capsys, command):
     plain = tmp_path / "plain"
     plain.mkdir()
     assert "not a run directory" in attempt(plain)
-    empty = tmp_path / "empty"
-    assert run("run", world_file, "--steps", 5, "--out", empty, "--quiet") == 0
-    shutil.rmtree(empty / "checkpoints" / "5")
-    capsys.readouterr()
-    assert "no checkpoint" in attempt(empty)
+    if command != "resume":  # a run with no checkpoint resumes from tick 0 (tested apart)
+        empty = tmp_path / "empty"
+        assert run("run", world_file, "--steps", 5, "--out", empty, "--quiet") == 0
+        shutil.rmtree(empty / "checkpoints" / "5")
+        capsys.readouterr()
+        assert "no checkpoint" in attempt(empty)
     other = tmp_path / "other"
     assert run("run", world_file, "--steps", 5, "--out", other, "--quiet") == 0
     changed = yaml.safe_load((other / "world.yaml").read_text())

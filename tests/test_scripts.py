@@ -67,3 +67,27 @@ def test_bench_scaling_reads_collectives_from_the_program(small_world):
     assert by[("life", 2)]["fraction_of_ticks_exchanging"] == 0.5
     assert by[("life_unstretched", 2)]["fraction_of_ticks_exchanging"] == 1.0
     assert by[("life", 2)]["bytes_per_tick_by_axis"]["b"] < by[("life_unstretched", 2)]["bytes_per_tick_by_axis"]["b"]
+
+
+def test_evolve_tasks_runs_both_arms_and_summarises(tmp_path):
+    pytest.importorskip("matplotlib", reason="the viz extra (matplotlib) is not installed")
+    from test_tasks import tasks_world
+
+    world = tmp_path / "tasks.yaml"
+    world.write_text(yaml.safe_dump(tasks_world()))
+    out = tmp_path / "evolve"
+    args = (world, "--ticks", 60, "--seeds", 2, 3, "--report-every", 20, "--out", out)
+    printed = script("evolve_tasks.py", *args)
+    runs = sorted(p.name for p in out.iterdir() if p.is_dir())
+    assert runs == ["control-s2", "control-s3", "evolving-s2", "evolving-s3"]
+    control = yaml.safe_load((out / "control-s2" / "world.yaml").read_text())
+    assert control["regions"]["grid"]["organisms"]["mutation"]["enabled"] is False
+    assert control["seed"] == 2
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["seeds"] == [2, 3]
+    assert set(summary["tasks"]) == {"product", "logic", "parity", "function_1", "function_2"}
+    entry = summary["tasks"]["logic"]["evolving"]["2"]
+    assert 0.0 <= entry["quality_early"] <= 1.0 and entry["earned_late"] >= 0.0
+    assert "| logic | evolving |" in printed and (out / "evolution.png").stat().st_size > 10_000
+    # Run again: the runs are complete, so nothing is run and the summary is the same.
+    assert script("evolve_tasks.py", *args) == printed

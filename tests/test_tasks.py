@@ -13,23 +13,13 @@ from hca import brain, rng
 from hca.config import parse_world
 from hca.organisms import Life
 from hca.world import build
+from reference import LOGIC_BONUS, LOGIC_TRUTH
 
 C, H, E = 2, 4, 3  # signals, hidden units, encoder features of the test brains
 K = 30.0  # a weight that saturates tanh
 
 # Truth tables written out from the definitions, apart from hca.tasks.
-LOGIC = {
-    "NOT": lambda a, b: 1 - a,
-    "NAND": lambda a, b: 1 - (a & b),
-    "AND": lambda a, b: a & b,
-    "ORN": lambda a, b: a | (1 - b),
-    "OR": lambda a, b: a | b,
-    "ANDN": lambda a, b: a & (1 - b),
-    "NOR": lambda a, b: 1 - (a | b),
-    "XOR": lambda a, b: a ^ b,
-    "EQU": lambda a, b: 1 - (a ^ b),
-}
-BONUS = {"NOT": 1, "NAND": 1, "AND": 2, "ORN": 2, "OR": 3, "ANDN": 3, "NOR": 4, "XOR": 4, "EQU": 5}
+LOGIC, BONUS = LOGIC_TRUTH, LOGIC_BONUS
 
 
 def task_world(task, axes=None, seed=5):
@@ -232,6 +222,10 @@ def test_an_exact_function_organism_earns_the_full_amount():
     readings = len(read_ticks(task, ticks))
     assert counts["paid"] == 50 * 24 * readings and counts["quality"] == (24 * readings) << 16
     np.testing.assert_array_equal(energy, 100 + 50 * readings)
+    # With a budget of 20 a site, the pie is shared: every right answer gets 20 of its 50.
+    task["budget"] = 20
+    counts, energy = run_and_count(task_world(task), genome, ticks)
+    assert counts["paid"] == 20 * 24 * readings and (energy == 100 + 20 * readings).all()
     # The opposite answer is always wrong and earns nothing.
     genome.answer({0: -K})
     counts, energy = run_and_count(world, genome, ticks)
