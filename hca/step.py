@@ -127,7 +127,7 @@ class Tick:
                 intents.append(None)
                 continue
             bits, slot_ticks = self.phase_tables[index]
-            questions = None if life.tasks is None else life.tasks.pose(tick, seed)
+            questions = None if life.tasks is None else life.tasks.pose(tick, seed, region.life.halo)
             decision = decide(
                 life,
                 region.life,

@@ -52,6 +52,15 @@ bits are shown as -1 (0) and +1 (1):
     6      logic: b; product, parity: the cell's place, -1 (answers) ... +1 (last)
     7..10  logic: the truth table at (a, b) = 00, 01, 10, 11;
            function: f at x = -1, -1/3, 1/3, 1
+    7      product, parity: what the next cell of the group says, its signal 0 as this
+           cell last received it along the axis (0 if that cell is empty); at the last
+           cell the identity (product +1, parity -1, the bit 0)
+
+Input 7 is the task's wiring, not its answer: it shows a group's cells where their
+partner's voice is among the direction slots, but what that cell says and what this
+cell makes of it are the organisms' own. ``1 * x`` (or ``0 xor b``) at the last cell
+makes one rule right everywhere: answer and say the product of your number and
+what you hear (parity: ``-(x * heard)`` in the +-1 code).
 """
 
 from __future__ import annotations
@@ -68,6 +77,7 @@ from hca.config import FunctionTask, LogicTask, ParityTask, ProductTask, Region
 
 KINDS = ("function", "logic", "product", "parity")
 OPEN, KIND, X, Y, TABLE = 0, 1, 5, 6, 7
+PARTNER = TABLE  # product, parity: the next cell's signal 0
 assert TABLE + 4 == brain.TASK_INPUTS
 QUALITY_ONE = 1 << 16  # quality is counted in fixed point
 
@@ -185,8 +195,9 @@ class Tasks:
         task, _, position = self._owner(_cell_index(self.shape, xp), seed, xp, self.count)
         return task, position
 
-    def pose(self, tick: jax.Array, seed: jax.Array) -> Questions:
-        """The questions every cell is shown on ``tick``."""
+    def pose(self, tick: jax.Array, seed: jax.Array, halo: jax.Array) -> Questions:
+        """The questions every cell is shown on ``tick``; ``halo`` (*S, 2D, C + 1) is
+        what each cell last received from its neighbours (``hca.sense``)."""
         task_of, first, position = self._owner(_cell_index(self.shape, jnp), seed, jnp, self.count)
         zeros = jnp.zeros(self.shape, jnp.int32)
         out = Questions(
@@ -204,7 +215,7 @@ class Tasks:
             mine = task_of == number
             phase = tick % task.every
             question = tick // task.every
-            shown, target, full, levels, tolerance = self._question(number, question, first, position, seed)
+            shown, target, full, levels, tolerance = self._question(number, question, first, position, seed, halo)
             shown = shown.at[..., OPEN].set(1.0).at[..., KIND + KINDS.index(task.kind)].set(1.0)
             is_open = mine & (phase < task.deadline)
             out = out.replace(
@@ -278,7 +289,7 @@ class Tasks:
 
     # -- questions -------------------------------------------------------------------
 
-    def _question(self, number: int, question, first, position, seed):
+    def _question(self, number: int, question, first, position, seed, halo):
         """(shown (*S, TASK_INPUTS), target, full, levels, tolerance) of task ``number``'s
         question at every cell, as if every cell were one of its cells."""
         task = self.tasks[number]
@@ -307,7 +318,9 @@ class Tasks:
         # A group: cell k answers for the cells from itself to the last (a partial result
         # over n - k cells), paid (n - k) / n of the amount; the first answers for all.
         place = (2 * position - (task.n - 1)).astype(jnp.float32) / jnp.float32(task.n - 1)
-        shown = shown.at[..., Y].set(place)
+        heard = halo[..., 2 * self.axes[task.axis] + 1, 0]  # the + slot: the next cell
+        identity = jnp.float32(1.0 if isinstance(task, ProductTask) else -1.0)
+        shown = shown.at[..., Y].set(place).at[..., PARTNER].set(jnp.where(position == task.n - 1, identity, heard))
         share = (jnp.int64(task.amount) * (task.n - position).astype(jnp.int64) // task.n).astype(jnp.int32)
         if isinstance(task, ParityTask):
             def bit(k):

@@ -210,7 +210,7 @@ class LifeReference:
         c, e = lay.signals, lay.encoder
         heat = np.zeros(self.n, np.int64)
         self.earned = np.zeros(self.n, np.int64)
-        asked = [self.tasks.question(cell, tick) for cell in range(self.n)] if self.tasks else None
+        asked = [self.tasks.question(cell, tick, s["halo"][cell]) for cell in range(self.n)] if self.tasks else None
         phase_bits = np.zeros(7, np.float32)
         phase_bits[list(ticking)] = 1.0
         self.intent = np.full(self.n, -1)
@@ -522,7 +522,9 @@ class TaskReference:
                 return number, cell, 0
         return -1, cell, 0
 
-    def question(self, cell, tick):
+    def question(self, cell, tick, halo):
+        """What ``cell`` is asked on ``tick``; ``halo`` (slots, signals + 1) is what it
+        last received from its neighbours."""
         from hca import brain
 
         number, first, position = self.owner(cell)
@@ -572,6 +574,8 @@ class TaskReference:
             bits = [h(k) & 1 for k in range(task.n)]
             inputs[5] = 2 * bits[position] - 1
             inputs[6] = np.float32(2 * position - (task.n - 1)) / np.float32(task.n - 1)
+            # The next cell's signal 0 through the + slot of the axis; bit 0 at the last.
+            inputs[7] = -1.0 if position == task.n - 1 else halo[2 * self.axes.index(task.axis) + 1, 0]
             # The partial result from this cell to the last, paid by the cells it covers.
             asked.update(target=int(np.bitwise_xor.reduce(bits[position:])), levels=2, tolerance=0,
                          full=task.amount * (task.n - position) // task.n)
@@ -587,6 +591,7 @@ class TaskReference:
             target = math.floor((product + 1) / 2 * step + Fraction(1, 2))  # half up
             inputs[5] = value(numbers[position], levels)
             inputs[6] = np.float32(2 * position - (task.n - 1)) / np.float32(task.n - 1)
+            inputs[7] = 1.0 if position == task.n - 1 else halo[2 * self.axes.index(task.axis) + 1, 0]
             asked.update(target=target, levels=levels, tolerance=task.tolerance,
                          full=task.amount * (task.n - position) // task.n)
         if phase < task.deadline:

@@ -306,6 +306,49 @@ def test_a_group_of_cells_computes_what_one_cell_cannot(kind):
     np.testing.assert_array_equal(energy, 100 + alone)
 
 
+def chain_genome(world, kind, relay=True):
+    """Answer the product of the cell's own number and what the task shows it hears
+    from the next cell (input 7), ``-(x * heard)`` for parity in the +-1 code; say it
+    on signal 0 too, or with ``relay=False`` say only the cell's own number."""
+    genome = Genome(world)
+    x, heard = genome.task_input(5), genome.task_input(7)
+    sign = 1.0 if kind == "product" else -1.0
+    genome.unit(0, {x: K})
+    genome.unit(1, {x: K, heard: sign * K}, bias=-K)  # on when x = sign * heard = +1
+    genome.unit(2, {x: -K, heard: -sign * K}, bias=-K)  # on when x = sign * heard = -1
+    # Units 1 + 2: 0 when x = sign * heard, -2 otherwise.
+    for output in (0, C + brain.ANSWER) if relay else (C + brain.ANSWER,):
+        genome.tensors["head_w"][1:3, output] = K
+        genome.tensors["head_b"][output] = K
+    if not relay:
+        genome.tensors["head_w"][0, 0] = K  # signal 0: its own number, +-1
+    return genome
+
+
+@pytest.mark.parametrize("kind", ["product", "parity"])
+def test_a_chain_of_four_cells_passes_partial_results_to_the_first(kind):
+    """Each cell says its partial result on signal 0 and the task shows each cell what
+    the next one says, so every partial result is right and the k-th cell is paid
+    (n - k) / n of the amount. Cells that say only their own number get the first
+    cell's answer wrong whenever the chain's tail matters."""
+    task = {"kind": kind, "axis": "x", "n": 4, "sites": {"fraction": 1.0}, "amount": 40, "every": 6, "deadline": 4}
+    if kind == "product":
+        task["levels"], task["tolerance"] = 3, 0
+    world = task_world(task, axes=RING)
+    ticks = 60
+    readings = read_ticks(task, ticks)
+    counts, energy = run_and_count(world, chain_genome(world, kind), ticks)
+    assert counts["posed"] == counts["answered"] == 2 * len(readings)
+    assert counts["quality"] == counts["answered"] << 16  # every whole answer right
+    place = np.arange(8) % 4
+    np.testing.assert_array_equal(energy, 100 + 40 * (4 - place) // 4 * len(readings))
+
+    counts, energy = run_and_count(world, chain_genome(world, kind, relay=False), ticks)
+    assert 0 < counts["quality"] < counts["answered"] << 16
+    assert (energy[place == 2] == 100 + 20 * len(readings)).all()  # x2 * x3 is still right
+    assert (energy[place == 3] == 100 + 10 * len(readings)).all()
+
+
 def test_the_deadline_must_let_the_last_number_reach_the_first():
     task = {"kind": "parity", "axis": "x", "n": 2, "sites": {"fraction": 1.0}, "amount": 40, "every": 4, "deadline": 1}
     with pytest.raises(Exception, match=r"tasks\[0\]\.deadline: expected at least"):
