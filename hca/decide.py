@@ -66,7 +66,10 @@ def decide(
         plastic = learn(life, cells, thought)
         pay = counts = None
         if questions is not None:
-            answer = thought.outputs[:, life.layout.signals + brain.ANSWER]
+            # A group's later cells are graded on what they pass on, their signal 0.
+            answer = jnp.where(
+                questions.said, thought.outputs[:, 0], thought.outputs[:, life.layout.signals + brain.ANSWER]
+            )
             room = life.config.max_energy - cells["energy"]
             pay, counts = tasks.grade(questions, answer, cells["occupied"], room, life.tasks.budgets)
         out = act(life, cells, thought, plastic, exists, slot_ticks, pay)

@@ -24,8 +24,12 @@ Kinds:
   earn it. Each cell is paid for its partial result, the product (or parity) of the
   numbers from itself to the last cell, in proportion to the cells it covers: the
   k-th of n cells earns up to (n - k) / n of ``amount``, the first the whole amount
-  for the whole answer, the last 1 / n for its own number. A product's numbers are
-  grid values of magnitude at least 1/2.
+  for the whole answer, the last 1 / n for its own number. The first cell's answer
+  is its ``ANSWER`` output; the later cells' partial results are read where they
+  travel, from what each says on signal 0, so passing a partial result on is what
+  earns (read from ``ANSWER`` instead, passing it on would pay only the cell that
+  hears it, and would not evolve). A product's numbers are grid values of magnitude
+  at least 1/2.
 
 The question's own counts (posed, answered, quality) are kept at the cell it is
 posed for (a group's first cell); what is paid counts every cell. Answers are graded
@@ -134,6 +138,7 @@ class Questions:
     position: jax.Array  # (*S,) int32, place in the task's group (0: the cell the question is for)
     posed: jax.Array  # (*S,) bool, a new question is posed for this cell this tick
     read: jax.Array  # (*S,) bool, this cell's answer is read (graded and paid) this tick
+    said: jax.Array  # (*S,) bool, the answer is what the cell says (signal 0), not ANSWER
     target: jax.Array  # (*S,) int32, the right answer: a grid level, or a bit
     full: jax.Array  # (*S,) int32, quanta a perfect answer earns
     levels: jax.Array  # (*S,) int32, grid levels of the answer (2 for a bit)
@@ -206,6 +211,7 @@ class Tasks:
             position=position,
             posed=jnp.zeros(self.shape, bool),
             read=jnp.zeros(self.shape, bool),
+            said=jnp.zeros(self.shape, bool),
             target=zeros,
             full=zeros,
             levels=zeros + 2,
@@ -222,6 +228,7 @@ class Tasks:
                 inputs=jnp.where(is_open[..., None], shown, out.inputs),
                 posed=out.posed | (mine & (position == 0) & (phase == 0)),
                 read=out.read | (mine & (phase == task.deadline - 1)),
+                said=out.said | (mine & (position > 0)),
                 target=jnp.where(mine, target, out.target),
                 full=jnp.where(mine, full, out.full),
                 levels=jnp.where(mine, levels, out.levels),

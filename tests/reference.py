@@ -259,7 +259,9 @@ class LifeReference:
             thoughts.append((out, scores, active, exists))
         # Tasks pay once every answer of the tile is known (a budget is shared).
         if asked is not None:
-            answers = [out[c + brain.ANSWER] for out, *_ in thoughts]
+            # A group's later cells (position > 0) answer by what they say on signal 0.
+            answers = [out[0] if question["said"] else out[c + brain.ANSWER]
+                       for (out, *_), question in zip(thoughts, asked)]
             rooms = [cfg.max_energy - int(s["energy"][cell]) for cell in range(self.n)]
             self.earned += self.tasks.pay(asked, answers, s["occupied"], rooms)
         for cell in range(self.n):
@@ -529,7 +531,7 @@ class TaskReference:
 
         number, first, position = self.owner(cell)
         inputs = np.zeros(brain.TASK_INPUTS, np.float32)
-        asked = {"inputs": inputs, "task": number, "read": False, "posed": False, "first": True}
+        asked = {"inputs": inputs, "task": number, "read": False, "posed": False, "first": True, "said": False}
         if number < 0:
             return asked
         task = self.tasks[number]
@@ -538,6 +540,7 @@ class TaskReference:
         asked["read"] = phase == task.deadline - 1
         asked["posed"] = position == 0 and phase == 0
         asked["first"] = position == 0
+        asked["said"] = task.kind in ("product", "parity") and position > 0
 
         def h(*extra):
             return int(rng.hash_u32(self.seed, rng.TASK_QUESTION, self.index, number, q, first, *extra, xp=np))
