@@ -52,18 +52,24 @@ def _genome_stats(life) -> dict[str, Any]:
 
 
 def _task_stats(tasks: dict[str, dict[str, int]]) -> dict[str, dict[str, Any]]:
-    """Each task since tick 0: questions posed and answered, mean quality, quanta paid."""
+    """Each task since tick 0: questions posed and answered, mean quality, quanta paid;
+    for a group task, also its later cells' partial results and their mean quality."""
     from hca.tasks import QUALITY_ONE
 
-    return {
-        name: {
+    def mean(counters: dict[str, int], quality: str, count: str) -> float | None:
+        return counters[quality] / counters[count] / QUALITY_ONE if counters[count] else None
+
+    stats = {}
+    for name, counters in tasks.items():
+        stats[name] = {
             "posed": counters["posed"],
             "answered": counters["answered"],
-            "mean_quality": counters["quality"] / counters["answered"] / QUALITY_ONE if counters["answered"] else None,
+            "mean_quality": mean(counters, "quality", "answered"),
             "paid": counters["paid"],
         }
-        for name, counters in tasks.items()
-    }
+        if counters["relayed"]:  # a group task's partial results, at its later cells
+            stats[name].update(relayed=counters["relayed"], mean_relay_quality=mean(counters, "relay_quality", "relayed"))
+    return stats
 
 
 def summary(simulation, checkpoint: Checkpoint, path: str) -> dict[str, Any]:
@@ -146,6 +152,11 @@ def describe(report: dict[str, Any]) -> str:
                 f"  task {task}: {stats['posed']:,} questions posed, {stats['answered']:,} answered, "
                 f"mean quality {quality}, {stats['paid']:,} quanta paid"
             )
+            if "relayed" in stats:
+                lines.append(
+                    f"    partial results passed on by later cells: {stats['relayed']:,}, "
+                    f"mean quality {stats['mean_relay_quality']:.3f}"
+                )
         lines.append("  genome (mean +- std over the living):")
         for tensor, stats in region["genome"].items():
             lines.append(f"    {tensor:<18} {stats['mean']:+.4f} +- {stats['std']:.4f}")

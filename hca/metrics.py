@@ -5,6 +5,7 @@ from __future__ import annotations
 import jax
 import jax.numpy as jnp
 
+from hca import tasks
 from hca.state import LifeState
 
 # Cumulative counters, reported per interval by the run loop as well as in total.
@@ -33,7 +34,7 @@ def life_metrics(life: LifeState) -> dict[str, jax.Array]:
 
 
 # Per-task counters, cumulative like COUNTERS; quality is summed in 1 / QUALITY_ONE units.
-TASK_COUNTERS = ("posed", "answered", "quality", "paid")
+TASK_COUNTERS = tasks.COUNTERS
 
 
 def task_metrics(ledger, names: list[str]) -> dict[str, dict[str, jax.Array]]:

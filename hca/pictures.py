@@ -209,11 +209,18 @@ def plot(lines: list[dict[str, Any]], out: str, title: str) -> str:
             label = f"{region}/{task}" if several else task
             entries = [line["regions"].get(region, {}).get("tasks", {}).get(task) for line in lines[1:]]
             quality = [np.nan if e is None or e["mean_quality"] is None else e["mean_quality"] for e in entries]
-            quality_ax.plot(ticks[1:], quality, label=label)
+            (line,) = quality_ax.plot(ticks[1:], quality, label=label)
+            relay = [np.nan if e is None or e.get("mean_relay_quality") is None else e["mean_relay_quality"]
+                     for e in entries]
+            if not np.isnan(relay).all():  # a group task: its later cells' partial results
+                quality_ax.plot(ticks[1:], relay, "--", color=line.get_color(), label=f"{label}, passed on")
             paid_ax.plot(ticks[1:], [np.nan if e is None else e["paid"] for e in entries], label=label)
         quality_ax.set_ylabel("mean answer quality")
         quality_ax.set_ylim(-0.02, 1.02)
-        quality_ax.set_title("tasks: mean quality of the answers of each report interval (1: all right)", fontsize=9)
+        quality_ax.set_title(
+            "tasks: mean quality of the answers of each report interval (1: all right; dashed: partial results)",
+            fontsize=9,
+        )
         paid_ax.set_ylabel("quanta paid per interval")
     axes[-1].set_xlabel("tick")
     for ax in axes:

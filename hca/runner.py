@@ -230,13 +230,19 @@ def metrics_line(simulation: Simulation, state: Any, previous: dict[str, Any] | 
 
 def _task_line(totals: dict[str, int], before: dict[str, Any]) -> dict[str, Any]:
     """A task's metrics: counts over the last interval and since tick 0, and the mean
-    quality of the interval's answers (0 to 1; None when nothing was answered)."""
+    quality of the interval's answers (0 to 1; None when nothing was answered). The
+    partial results of a group's later cells (``relayed``, ``mean_relay_quality``)
+    appear once there have been any: never for one-cell tasks."""
     line: dict[str, Any] = {}
     for key in TASK_COUNTERS:
         line[key] = totals[key] - before.get(f"{key}_total", 0)
         line[f"{key}_total"] = totals[key]
-    quality = line.pop("quality")
-    line["mean_quality"] = quality / line["answered"] / QUALITY_ONE if line["answered"] else None
+    for count, quality in (("answered", "quality"), ("relayed", "relay_quality")):
+        summed = line.pop(quality)
+        line[f"mean_{quality}"] = summed / line[count] / QUALITY_ONE if line[count] else None
+    if not totals["relayed"]:
+        for key in ("relayed", "relayed_total", "relay_quality_total", "mean_relay_quality"):
+            del line[key]
     return line
 
 

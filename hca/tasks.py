@@ -32,7 +32,8 @@ Kinds:
   at least 1/2.
 
 The question's own counts (posed, answered, quality) are kept at the cell it is
-posed for (a group's first cell); what is paid counts every cell. Answers are graded
+posed for (a group's first cell); what is paid counts every cell; a group's later
+cells count their partial results apart (``relayed``, ``relay_quality``). Answers are graded
 in integers. A numeric answer is rounded to the nearest grid
 level; one ``d`` levels from the right one earns ``(tolerance + 1 - d) / (tolerance
 + 1)`` of the full amount, nothing beyond ``tolerance``. A bit (logic, parity) is 1
@@ -153,16 +154,20 @@ class TaskLedger:
     answered: jax.Array  # (*tiles, T) int64, questions answered (an organism at the site when read)
     quality: jax.Array  # (*tiles, T) int64, sum of the answers' quality, in units of 1 / QUALITY_ONE
     paid: jax.Array  # (*tiles, T) int64, quanta paid (injected)
+    relayed: jax.Array  # (*tiles, T) int64, partial results read at a group's later cells
+    relay_quality: jax.Array  # (*tiles, T) int64, their summed quality, like ``quality``
 
     @staticmethod
     def zeros(tiles: tuple[int, ...], count: int) -> TaskLedger:
         zero = jnp.zeros((*tiles, count), jnp.int64)
-        return TaskLedger(posed=zero, answered=zero, quality=zero, paid=zero)
+        return TaskLedger(*(zero for _ in COUNTERS))
 
     def add(self, counts: jax.Array) -> TaskLedger:
-        """Add (*tiles, T, 4) counts: posed, answered, quality, paid."""
-        return TaskLedger(*(field + counts[..., k] for k, field in enumerate(
-            (self.posed, self.answered, self.quality, self.paid))))
+        """Add (*tiles, T, len(COUNTERS)) counts, in the order of COUNTERS."""
+        return TaskLedger(*(getattr(self, name) + counts[..., k] for k, name in enumerate(COUNTERS)))
+
+
+COUNTERS = ("posed", "answered", "quality", "paid", "relayed", "relay_quality")  # TaskLedger's fields
 
 
 class Tasks:
@@ -380,10 +385,11 @@ def grade(
     room: jax.Array,  # (N,) int32, what each body can still hold
     budgets: tuple[int | None, ...],  # each task's budget per answering cell (config)
 ) -> tuple[jax.Array, jax.Array]:
-    """(pay (N,) int32, counts (T, 4) int64: posed, answered, quality, paid) for a tile.
+    """(pay (N,) int32, counts (T, len(COUNTERS)) int64) for a tile.
 
     Questions, answers and quality are counted where a question is posed (a group's
-    first cell); payments wherever an answer is paid (a group's partial results too)."""
+    first cell); payments wherever an answer is paid; a group's later cells' partial
+    results as ``relayed`` and ``relay_quality``."""
     levels = questions.levels
     value = jnp.tanh(answer)
     level = jnp.round((value + 1.0) * 0.5 * (levels - 1).astype(jnp.float32)).astype(jnp.int32)
@@ -403,7 +409,8 @@ def grade(
         scaled = (earned * pie) // jnp.maximum(total, 1)
         earned = jnp.where(mine & (total > pie), scaled, earned)
     pay = jnp.minimum(earned, room.astype(jnp.int64)).astype(jnp.int32)
-    quality = jnp.where(answered & (questions.position == 0), (credit << 16) // share, 0)
+    quality = jnp.where(answered, (credit << 16) // share, 0)
+    first = questions.position == 0
     counts = []
     for number in range(len(budgets)):
         mine = questions.task == number
@@ -411,9 +418,11 @@ def grade(
             jnp.stack(
                 [
                     (mine & questions.posed).sum(dtype=jnp.int64),
-                    (mine & answered & (questions.position == 0)).sum(dtype=jnp.int64),
-                    jnp.where(mine, quality, 0).sum(),
+                    (mine & answered & first).sum(dtype=jnp.int64),
+                    jnp.where(mine & first, quality, 0).sum(),
                     jnp.where(mine, pay, 0).sum(dtype=jnp.int64),
+                    (mine & answered & ~first).sum(dtype=jnp.int64),
+                    jnp.where(mine & ~first, quality, 0).sum(),
                 ]
             )
         )

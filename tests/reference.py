@@ -473,7 +473,8 @@ class TaskReference:
         self.tile_cells = tile_cells
         self.axes = [axis.name for axis in region.axes]
         tiles = int(np.prod(self.shape[: len(region.placement)]))
-        self.counts = np.zeros((tiles, len(self.tasks), 4), np.int64)  # posed, answered, quality, paid
+        # posed, answered, quality, paid, relayed, relay_quality (hca.tasks.COUNTERS)
+        self.counts = np.zeros((tiles, len(self.tasks), 6), np.int64)
         self.shared = 0  # times a tile's budget was shared out
 
     def _coords(self, cell):
@@ -621,9 +622,10 @@ class TaskReference:
             level = int(np.clip(np.round((y + np.float32(1)) * np.float32(0.5) * np.float32(levels - 1)), 0, levels - 1))
             credit = max(0, tolerance + 1 - abs(level - question["target"]))
             earned[cell] = question["full"] * credit // (tolerance + 1)
-            if question["first"]:  # the question's counts; a group's partial results are only paid
-                self.counts[tile, number, 1] += 1
-                self.counts[tile, number, 2] += (credit << 16) // (tolerance + 1)
+            # The question's counts at its first cell; a group's partial results apart.
+            where = 1 if question["first"] else 4
+            self.counts[tile, number, where] += 1
+            self.counts[tile, number, where + 1] += (credit << 16) // (tolerance + 1)
         for number, task in enumerate(self.tasks):
             if task.budget is None:
                 continue

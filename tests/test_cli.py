@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import importlib.util
 import json
+
+import pytest
 
 from hca.cli import main
 from hca.config import load_world
@@ -70,7 +73,7 @@ def test_run_accepts_an_existing_empty_dir(tmp_path, worlds_dir):
     assert sorted(p.name for p in (out / "checkpoints").iterdir()) == ["4"]
 
 
-def test_metrics_count_each_task(tmp_path, worlds_dir):
+def test_metrics_count_each_task(tmp_path, worlds_dir, capsys):
     out = tmp_path / "tasks"
     assert main(["run", str(worlds_dir / "tasks.yaml"), "--steps", "64", "--out", str(out), "--report-every", "32",
                  "--quiet"]) == 0
@@ -85,6 +88,30 @@ def test_metrics_count_each_task(tmp_path, worlds_dir):
             assert entry["posed"] == entry["posed_total"] - before.get("posed_total", 0) > 0, task
             assert 0 <= entry["answered"] <= entry["posed"]
             assert entry["mean_quality"] is None or 0.0 <= entry["mean_quality"] <= 1.0
+            # Only group tasks have later cells passing partial results on.
+            group = region.tasks[region.task_names().index(task)].kind in ("product", "parity")
+            assert ("relayed" in entry) == group, task
+            if group:
+                assert entry["relayed"] == entry["relayed_total"] - before.get("relayed_total", 0) > 0
+                assert entry["mean_relay_quality"] is None or 0.0 <= entry["mean_relay_quality"] <= 1.0
     last = lines[-1]
     paid = sum(task["paid_total"] for task in last["regions"][name]["tasks"].values())
     assert 0 < paid < last["ledger"]["injected"]  # tasks pay part of what enters
+
+    # hca inspect reports the same totals from the checkpoint.
+    capsys.readouterr()
+    assert main(["inspect", str(out), "--json"]) == 0
+    inspected = json.loads(capsys.readouterr().out)["regions"][name]["tasks"]
+    for task, entry in last["regions"][name]["tasks"].items():
+        assert inspected[task]["posed"] == entry["posed_total"]
+        assert inspected[task]["paid"] == entry["paid_total"]
+        assert ("relayed" in inspected[task]) == ("relayed" in entry)
+        if "relayed" in entry:
+            assert inspected[task]["relayed"] == entry["relayed_total"]
+            quality = entry["relay_quality_total"] / entry["relayed_total"] / 65536
+            assert inspected[task]["mean_relay_quality"] == pytest.approx(quality)
+    assert main(["inspect", str(out)]) == 0
+    assert "partial results passed on by later cells" in capsys.readouterr().out
+    if importlib.util.find_spec("matplotlib"):  # the plot draws partial results too
+        assert main(["plot", str(out), "--out", str(tmp_path / "history.png")]) == 0
+        assert (tmp_path / "history.png").stat().st_size > 0

@@ -13,6 +13,7 @@ import pytest
 from hca import brain, rng
 from hca.config import parse_world
 from hca.organisms import Life
+from hca.tasks import COUNTERS
 from hca.world import build
 from reference import WorldReference
 
@@ -256,7 +257,7 @@ def test_reference_agrees_for_50_ticks(tasks):
             np.testing.assert_array_equal(np.asarray(region_state.injected), reference.injected[index])
             if expected.tasks is not None:
                 ledger = region_state.tasks
-                counts = np.stack([np.asarray(getattr(ledger, key)) for key in ("posed", "answered", "quality", "paid")], -1)
+                counts = np.stack([np.asarray(getattr(ledger, key)) for key in COUNTERS], -1)
                 np.testing.assert_array_equal(counts.reshape(expected.tasks.counts.shape), expected.tasks.counts)
     assert activity > 0 and int(state.regions[0].life.refused.sum()) > 0
     if tasks:  # every task posed and paid something

@@ -12,6 +12,7 @@ import pytest
 from hca import brain, rng
 from hca.config import parse_world
 from hca.organisms import Life
+from hca.tasks import COUNTERS
 from hca.world import build
 from reference import LOGIC_BONUS, LOGIC_TRUTH
 
@@ -93,7 +94,7 @@ def run_and_count(world, genome, ticks):
     simulation = build(world)
     state = simulation.run(genome.install(simulation), ticks)
     region = state.regions[0]
-    counts = {key: int(np.asarray(getattr(region.tasks, key)).sum()) for key in ("posed", "answered", "quality", "paid")}
+    counts = {key: int(np.asarray(getattr(region.tasks, key)).sum()) for key in COUNTERS}
     energy = np.asarray(region.life.energy)
     assert np.asarray(region.life.occupied).all()
     assert simulation.ledger(state)["world"]["balanced"]
@@ -343,11 +344,14 @@ def test_a_chain_of_four_cells_passes_partial_results_to_the_first(kind):
     counts, energy = run_and_count(world, chain_genome(world, kind), ticks)
     assert counts["posed"] == counts["answered"] == 2 * len(readings)
     assert counts["quality"] == counts["answered"] << 16  # every whole answer right
+    assert counts["relayed"] == 3 * counts["answered"]  # the later cells' partial results
+    assert counts["relay_quality"] == counts["relayed"] << 16
     place = np.arange(8) % 4
     np.testing.assert_array_equal(energy, 100 + 40 * (4 - place) // 4 * len(readings))
 
     counts, energy = run_and_count(world, chain_genome(world, kind, relay=False), ticks)
     assert 0 < counts["quality"] < counts["answered"] << 16
+    assert counts["relayed"] // 3 << 16 < counts["relay_quality"] < counts["relayed"] << 16
     assert (energy[place == 3] == 100 + 10 * len(readings)).all()
     for k, full in ((0, 40), (1, 30), (2, 20)):  # right only by luck of the numbers
         assert (energy[place == k] < 100 + full * len(readings)).any()
