@@ -9,7 +9,8 @@ OUT (``evolving-s0``, ``control-s0``, ...), so it can be inspected and plotted, 
 an interrupted experiment continues where it stopped when run again with the same
 arguments. At the end it writes OUT/summary.md (a table: each task's mean answer
 quality and energy earned per organism per tick, early and late, per arm, mean and
-range over seeds), OUT/summary.json and OUT/evolution.png (both over time).
+range over seeds; for a group task also the quality of the partial results its
+later cells pass on), OUT/summary.json and OUT/evolution.png (both over time).
 """
 
 from __future__ import annotations
@@ -62,11 +63,13 @@ def run_arm(world, out: Path, ticks: int, report_every: int) -> list[dict]:
 
 
 POPULATION = "(population)"  # the series of the population, beside the tasks'
+PASSED_ON = ", passed on"  # after a group task's name: the partial results of its later cells
 
 
 def series(lines: list[dict]) -> dict[str, dict[str, np.ndarray]]:
     """Per task: ticks, mean quality and quanta earned per organism per tick, per
-    interval; and the population, under POPULATION."""
+    interval; for a group task also its later cells' partial results (quality only),
+    under its name + PASSED_ON; and the population, under POPULATION."""
     out: dict[str, dict[str, list]] = {}
     for previous, line in zip(lines, lines[1:]):
         span = line["tick"] - previous["tick"]
@@ -81,6 +84,12 @@ def series(lines: list[dict]) -> dict[str, dict[str, np.ndarray]]:
                 quality = task["mean_quality"]
                 entry["quality"].append(np.nan if quality is None else quality)
                 entry["earned"].append(task["paid"] / population / span)
+                if "relayed" in task:  # a group task: its later cells' partial results
+                    entry = out.setdefault(f"{name}{PASSED_ON}", {"tick": [], "quality": [], "earned": []})
+                    entry["tick"].append(line["tick"])
+                    relay = task["mean_relay_quality"]
+                    entry["quality"].append(np.nan if relay is None else relay)
+                    entry["earned"].append(np.nan)  # paid with the task's answers
     return {name: {key: np.asarray(value, float) for key, value in entry.items()} for name, entry in out.items()}
 
 
@@ -163,6 +172,15 @@ def table(summary: dict) -> str:
     return "\n".join(rows)
 
 
+def _json(value):
+    """``value`` with NaN (no data) as null, so that the file is standard JSON."""
+    if isinstance(value, dict):
+        return {key: _json(item) for key, item in value.items()}
+    if isinstance(value, float) and not np.isfinite(value):
+        return None
+    return value
+
+
 def plot(results: dict, out: Path, title: str) -> None:
     from hca.pictures import _pyplot
 
@@ -180,6 +198,8 @@ def plot(results: dict, out: Path, title: str) -> None:
                 length = min(len(curve["tick"]) for curve in curves)
                 ticks = curves[0]["tick"][:length]
                 values = np.stack([curve[measure][:length] for curve in curves])
+                if np.isnan(values).all():  # partial results earn with their task's answers
+                    continue
                 ax.plot(ticks, np.nanmean(values, axis=0), color=colours[arm], label=f"{arm} (mean of {len(curves)})")
                 ax.fill_between(ticks, np.nanmin(values, axis=0), np.nanmax(values, axis=0), color=colours[arm],
                                 alpha=0.2, linewidth=0)
@@ -226,7 +246,7 @@ def main(argv: list[str] | None = None) -> int:
     summary = summarise(results, args.seeds)
     text = table(summary)
     (out / "summary.md").write_text(f"# {world.name}: {args.ticks} ticks\n\n{text}\n", encoding="utf-8")
-    (out / "summary.json").write_text(json.dumps(summary, indent=1) + "\n", encoding="utf-8")
+    (out / "summary.json").write_text(json.dumps(_json(summary), indent=1) + "\n", encoding="utf-8")
     print(text)
     if not args.no_plot:
         plot(results, out / "evolution.png", f"{world.name}: evolving vs control (mutation off), {args.ticks} ticks")
