@@ -261,14 +261,19 @@ def group_genome(world, kind, cooperate):
     return genome
 
 
-@pytest.mark.parametrize("kind", ["product", "parity"])
-def test_a_group_of_cells_computes_what_one_cell_cannot(kind):
-    task = {"kind": kind, "axis": "x", "n": 2, "sites": {"fraction": 1.0}, "amount": 40, "every": 4, "deadline": 2}
+def group_world(kind, n, every, deadline, ticks):
+    """(world, readings before ``ticks``): a ring of 8 cells in groups of ``n`` along x,
+    each asked for the product (of +-1 numbers) or parity of its group, paying 40."""
+    task = {"kind": kind, "axis": "x", "n": n, "sites": {"fraction": 1.0}, "amount": 40, "every": every,
+            "deadline": deadline}
     if kind == "product":
         task["levels"], task["tolerance"] = 3, 0
-    world = task_world(task, axes=RING)
-    ticks = 40
-    readings = read_ticks(task, ticks)
+    return task_world(task, axes=RING), read_ticks(task, ticks)
+
+
+@pytest.mark.parametrize("kind", ["product", "parity"])
+def test_a_group_of_cells_computes_what_one_cell_cannot(kind):
+    world, readings = group_world(kind, n=2, every=4, deadline=2, ticks=(ticks := 40))
 
     def sign(question, cell):
         """Cell's number as +-1 (a bit b as 2b - 1), drawn here from the questions."""
@@ -335,12 +340,7 @@ def test_a_chain_of_four_cells_passes_partial_results_to_the_first(kind):
     the next one says, so every partial result is right and the k-th cell is paid
     (n - k) / n of the amount. Cells that say only their own number pass on nothing
     of the chain's tail: only the last is always right."""
-    task = {"kind": kind, "axis": "x", "n": 4, "sites": {"fraction": 1.0}, "amount": 40, "every": 6, "deadline": 4}
-    if kind == "product":
-        task["levels"], task["tolerance"] = 3, 0
-    world = task_world(task, axes=RING)
-    ticks = 60
-    readings = read_ticks(task, ticks)
+    world, readings = group_world(kind, n=4, every=6, deadline=4, ticks=(ticks := 60))
     counts, energy = run_and_count(world, chain_genome(world, kind), ticks)
     assert counts["posed"] == counts["answered"] == 2 * len(readings)
     assert counts["quality"] == counts["answered"] << 16  # every whole answer right
