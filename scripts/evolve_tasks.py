@@ -191,6 +191,12 @@ def plot(results: dict, out: Path, title: str) -> None:
     for column, name in enumerate(tasks):
         for row, measure in enumerate(("quality", "earned")):
             ax = axes[row][column]
+            if name.endswith(PASSED_ON) and measure == "earned":
+                ax.axis("off")
+                ax.text(0.5, 0.5, "paid with the task's answers", ha="center", va="center", transform=ax.transAxes)
+                axes[0][column].tick_params(labelbottom=True)
+                axes[0][column].set_xlabel("tick")
+                continue
             for arm in ARMS:
                 curves = [run[name] for run in results[arm].values() if name in run]
                 if not curves:
@@ -198,8 +204,6 @@ def plot(results: dict, out: Path, title: str) -> None:
                 length = min(len(curve["tick"]) for curve in curves)
                 ticks = curves[0]["tick"][:length]
                 values = np.stack([curve[measure][:length] for curve in curves])
-                if np.isnan(values).all():  # partial results earn with their task's answers
-                    continue
                 ax.plot(ticks, np.nanmean(values, axis=0), color=colours[arm], label=f"{arm} (mean of {len(curves)})")
                 ax.fill_between(ticks, np.nanmin(values, axis=0), np.nanmax(values, axis=0), color=colours[arm],
                                 alpha=0.2, linewidth=0)
