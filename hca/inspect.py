@@ -68,7 +68,8 @@ def _task_stats(tasks: dict[str, dict[str, int]]) -> dict[str, dict[str, Any]]:
             "paid": counters["paid"],
         }
         if counters["relayed"]:  # a group task's partial results, at its later cells
-            stats[name].update(relayed=counters["relayed"], mean_relay_quality=mean(counters, "relay_quality", "relayed"))
+            relay = mean(counters, "relay_quality", "relayed")
+            stats[name].update(relayed=counters["relayed"], mean_relay_quality=relay)
     return stats
 
 

@@ -33,10 +33,10 @@ Kinds:
 
 The question's own counts (posed, answered, quality) are kept at the cell it is
 posed for (a group's first cell); what is paid counts every cell; a group's later
-cells count their partial results apart (``relayed``, ``relay_quality``). Answers are graded
-in integers. A numeric answer is rounded to the nearest grid
-level; one ``d`` levels from the right one earns ``(tolerance + 1 - d) / (tolerance
-+ 1)`` of the full amount, nothing beyond ``tolerance``. A bit (logic, parity) is 1
+cells count their partial results apart (``relayed``, ``relay_quality``). Answers
+are graded in integers. A numeric answer is rounded to the nearest grid level; one
+``d`` levels from the right one earns ``(tolerance + 1 - d) / (tolerance + 1)`` of
+the full amount, nothing beyond ``tolerance``. A bit (logic, parity) is 1
 when the answer is positive, and earns all or nothing. Empty sites earn nothing, and
 a body never holds more than ``max_energy``: what would overflow it is not paid.
 A task with a ``budget`` pays at most that many quanta per answering cell, per
@@ -61,11 +61,12 @@ bits are shown as -1 (0) and +1 (1):
            cell last received it along the axis (0 if that cell is empty); at the last
            cell the identity (product +1, parity -1, the bit 0)
 
-Input 7 is the task's wiring, not its answer: it shows a group's cells where their
-partner's voice is among the direction slots, but what that cell says and what this
-cell makes of it are the organisms' own. ``1 * x`` (or ``0 xor b``) at the last cell
-makes one rule right everywhere: answer and say the product of your number and
-what you hear (parity: ``-(x * heard)`` in the +-1 code).
+Input 7 is the task's wiring, not its answer: a cell hears its partner among the
+direction slots anyway, pooled with all its other neighbours; input 7 picks that one
+voice out. What the partner says, and what the cell makes of it, are the organisms'
+own. The identity at the last cell makes one rule right everywhere: answer and say
+the product of your number and what you hear (parity: ``-(x * heard)`` in the +-1
+code).
 """
 
 from __future__ import annotations
@@ -146,6 +147,9 @@ class Questions:
     tolerance: jax.Array  # (*S,) int32, levels off that still earn
 
 
+COUNTERS = ("posed", "answered", "quality", "paid", "relayed", "relay_quality")  # TaskLedger's fields
+
+
 @struct.dataclass
 class TaskLedger:
     """What the tasks of a region posed, were answered and paid, since tick 0."""
@@ -166,8 +170,6 @@ class TaskLedger:
         """Add (*tiles, T, len(COUNTERS)) counts, in the order of COUNTERS."""
         return TaskLedger(*(getattr(self, name) + counts[..., k] for k, name in enumerate(COUNTERS)))
 
-
-COUNTERS = ("posed", "answered", "quality", "paid", "relayed", "relay_quality")  # TaskLedger's fields
 
 
 class Tasks:
