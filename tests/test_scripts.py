@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 import os
 import subprocess
 import sys
@@ -34,13 +35,34 @@ def script(name, *args, devices=1):
     return result.stdout
 
 
-def test_bench_reports_speed_bandwidth_and_memory(small_world):
+def test_bench_reports_speed_bandwidth_memory_and_phases(small_world):
     report = json.loads(script("bench.py", small_world, "--ticks", "5", "--json").strip().splitlines()[-1])
     assert report["genome_bytes_per_tick"] > 0 and report["measured_read_bandwidth"] > 0
     expected = report["genome_bytes_per_second"] / report["measured_read_bandwidth"]
     assert report["bandwidth_ratio"] == pytest.approx(expected)
     assert report["cell_ticks_per_second"] == pytest.approx(report["ticks_per_second"] * report["cells"])
     assert 1.0 <= report["peak_over_state"] < 10
+    # Must move: the genomes once, and more (plastic weights, hidden state, ... twice).
+    assert report["must_move_bytes_per_tick"] > report["genome_bytes_per_tick"]
+    moved = report["must_move_bytes_per_tick"] * report["ticks_per_second"] / report["measured_read_bandwidth"]
+    assert report["must_move_ratio"] == pytest.approx(moved)
+    phases = report["phase_seconds"]
+    assert list(phases) == ["inflow", "sense", "decide", "settle", "transfer", "decay"]
+    assert all(seconds > 0 for seconds in phases.values())
+
+
+def test_bench_resizes_axes(small_world):
+    report = json.loads(script("bench.py", small_world, "--resize", "a=6", "--ticks", "2", "--no-phases",
+                               "--json").strip().splitlines()[-1])
+    world = yaml.safe_load(small_world.read_text())
+    for axis in world["regions"]["grid"]["axes"]:
+        axis["size"] = 6 if axis["name"] == "a" else axis["size"]
+    cells = sum(math.prod(axis["size"] for axis in region["axes"]) for region in world["regions"].values())
+    assert report["cells"] == cells and report["phase_seconds"] is None
+    result = subprocess.run([sys.executable, str(ROOT / "scripts" / "bench.py"), str(small_world), "--resize", "z=4"],
+                            capture_output=True, text=True, timeout=600, check=False)
+    assert result.returncode != 0 and "no axis named 'z'" in result.stderr
+
 
 
 def test_run_world_prints_a_balanced_ledger(small_world):
