@@ -82,14 +82,14 @@ def render(simulation, checkpoint, out: str, region_name: str | None = None, sho
     answering = np.zeros(shape, bool)
     names: list[str] = []
     if show == "tasks":
-        from hca.tasks import Tasks
+        from hca.tasks import GROUP_KINDS, Tasks
 
         if not region.tasks:
             raise ValueError(f"region {name!r} has no tasks")
         tasks = Tasks(region, index)
         task_of, position = tasks.sites(int(checkpoint.state.seed), np)
         names = tasks.names
-        grouped = np.isin(task_of, [n for n, t in enumerate(region.tasks) if t.kind in ("product", "parity")])
+        grouped = np.isin(task_of, [n for n, t in enumerate(region.tasks) if t.kind in GROUP_KINDS])
         answering = grouped & (position == 0)
         values = np.where(task_of >= 0, task_of, np.nan).astype(float)
         cmap = plt.get_cmap("tab10", max(len(names), 1)).with_extremes(bad="#eeeeee")
@@ -209,11 +209,11 @@ def plot(lines: list[dict[str, Any]], out: str, title: str) -> str:
             label = f"{region}/{task}" if several else task
             entries = [line["regions"].get(region, {}).get("tasks", {}).get(task) for line in lines[1:]]
             quality = [np.nan if e is None or e["mean_quality"] is None else e["mean_quality"] for e in entries]
-            (line,) = quality_ax.plot(ticks[1:], quality, label=label)
+            (curve,) = quality_ax.plot(ticks[1:], quality, label=label)
             relay = [np.nan if e is None or e.get("mean_relay_quality") is None else e["mean_relay_quality"]
                      for e in entries]
             if not np.isnan(relay).all():  # a group task: its later cells' partial results
-                quality_ax.plot(ticks[1:], relay, "--", color=line.get_color(), label=f"{label}, passed on")
+                quality_ax.plot(ticks[1:], relay, "--", color=curve.get_color(), label=f"{label}, passed on")
             paid_ax.plot(ticks[1:], [np.nan if e is None else e["paid"] for e in entries], label=label)
         quality_ax.set_ylabel("mean answer quality")
         quality_ax.set_ylim(-0.02, 1.02)

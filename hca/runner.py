@@ -131,6 +131,7 @@ class Run:
         settings.setdefault("checkpoint_every", world.run.checkpoint_every)
         settings.setdefault("keep", world.run.keep)
         run_dir.write_settings(settings)
+        # From a checkpoint, its tick's metrics line stays; from tick 0, all are written again.
         previous = keep_metrics_until(run_dir.metrics_file, start if start else -1)
         return Run(run_dir, simulation, state, settings, start, previous)
 

@@ -82,6 +82,7 @@ from hca import brain, geometry, rng
 from hca.config import FunctionTask, LogicTask, ParityTask, ProductTask, Region
 
 KINDS = ("function", "logic", "product", "parity")
+GROUP_KINDS = ("product", "parity")  # multicellular: a group of cells answers together
 OPEN, KIND, X, Y, TABLE = 0, 1, 5, 6, 7
 PARTNER = TABLE  # product, parity: the next cell's signal 0
 assert TABLE + 4 == brain.TASK_INPUTS
@@ -169,7 +170,6 @@ class TaskLedger:
     def add(self, counts: jax.Array) -> TaskLedger:
         """Add (*tiles, T, len(COUNTERS)) counts, in the order of COUNTERS."""
         return TaskLedger(*(getattr(self, name) + counts[..., k] for k, name in enumerate(COUNTERS)))
-
 
 
 class Tasks:

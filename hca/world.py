@@ -36,6 +36,7 @@ class Simulation:
     step: Any  # (WorldState) -> WorldState
     run: Any  # (WorldState, n_ticks) -> WorldState
     measure: Any  # (WorldState) -> dict of scalar arrays (the ledger, world and per region)
+    tick: Any  # hca.step.Tick: the tick phase by phase (step is it jitted)
     mesh: Any = None  # jax.sharding.Mesh when the world is spread over several devices
     shardings: Any = None  # the state's NamedShardings on `mesh` (None on one device)
 
@@ -196,6 +197,7 @@ def build(config: WorldConfig, mesh: Any = None) -> Simulation:
         step=jax.jit(tick),
         run=run,
         measure=measure,
+        tick=tick,
         mesh=mesh,
         shardings=shardings,
     )

@@ -31,8 +31,6 @@ import numpy as np
 
 import hca
 from hca.config import parse_world
-from hca.organisms import Life
-from hca.step import Tick
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -75,12 +73,11 @@ def resized(world, sizes: list[str]):
     return parse_world(data, f"{world.name} resized")
 
 
-def phase_seconds(world, state, rounds: int = 2) -> tuple[dict[str, float], object]:
+def phase_seconds(simulation, state, rounds: int = 2) -> tuple[dict[str, float], object]:
     """(seconds per tick of each phase of ``hca.step.Tick``, the state after): each
     phase compiled on its own and run on the state as the phase before hands it over,
     over ``rounds`` super-steps. Takes over ``state``."""
-    lives = [None if r.organisms is None else Life(r, i) for i, r in enumerate(world.regions.values())]
-    tick = Tick(world, lives)
+    tick = simulation.tick
     # Each piece takes over the regions it is given (donated), as inside the tick, so
     # what it passes through unchanged (the genomes above all) is not copied.
     pieces = {name: jax.jit(getattr(tick, name), donate_argnums=0) for name in PHASES}
@@ -177,7 +174,7 @@ def main() -> int:
     seconds = min(timings) / args.ticks  # per tick
     phases = None
     if not args.no_phases:
-        phases, state = phase_seconds(world, state)
+        phases, state = phase_seconds(simulation, state)
 
     bandwidth = read_bandwidth(max(moved_bytes, 64 << 20), repeats=10)
     report = {
