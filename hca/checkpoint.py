@@ -34,7 +34,8 @@ from hca.state import WorldState
 # The layout of the saved state; checkpoints of another format are skipped, not guessed at.
 # 2: the ledger's counters are kept per tile. 3: tasks (brains see task inputs and
 # answer; regions count what their tasks pay). 4: tasks count a group's partial results.
-FORMAT = 4
+# 5: the state keeps the deaths of the last ticks until the phylogeny drains them.
+FORMAT = 5
 WORLD_FILE = "world.yaml"
 SETTINGS_FILE = "run.json"
 METRICS_FILE = "metrics.jsonl"

@@ -263,10 +263,22 @@ class Region(_Model):
         return names
 
 
+class PhylogenySettings(_Model):
+    """How births and deaths reach the run's phylogeny (``hca.phylogeny``)."""
+
+    # The state keeps the deaths of this many ticks; the run drains them (and the
+    # organisms born since) at least this often. Memory: 20 bytes per cell per tick.
+    drain_every: Annotated[int, Field(ge=1, le=1000)] = 32
+    # MODES persistence filter: an organism counts once it has living descendants this
+    # many ticks after it was seen alive (Dolson et al. 2019).
+    persistence: Annotated[int, Field(ge=1)] = 500
+
+
 class RunSettings(_Model):
     report_every: Annotated[int, Field(ge=1)] = 100  # ticks between metrics lines
     checkpoint_every: Annotated[int, Field(ge=1)] = 1000  # ticks between checkpoints
     keep: Annotated[int, Field(ge=1)] = 3  # newest checkpoints kept
+    phylogeny: PhylogenySettings = PhylogenySettings()
 
 
 class WorldConfig(_Model):

@@ -57,6 +57,7 @@ def decide(
     phase_bits: jax.Array,  # (MAX_AXES,) float32: which axes tick now
     slot_ticks: jax.Array,  # (2D,) bool: whether each slot's axis ticks now
     questions: tasks.Questions | None,  # what the region's tasks pose now
+    tick: jax.Array,  # () int32, the tick being stepped
 ) -> Decision:
     """Think, learn, answer the tasks, and act."""
     tiling = life.tiling
@@ -89,7 +90,8 @@ def decide(
     out = jax.tree.map(tiling.join, out)
     intent = Intent(slot=out.pop("slot"), birth=out.pop("birth"), endowment=out.pop("endowment"))
     free, dead, paid, earned = out.pop("free"), out.pop("dead"), out.pop("paid"), out.pop("earned")
-    state = state.replace(**out, deaths=state.deaths + tiling.total(dead))
+    journal = record_deaths(life, state, dead, tick)
+    state = state.replace(**out, **journal, deaths=state.deaths + tiling.total(dead))
     return Decision(
         state=state,
         free=free,
@@ -98,6 +100,18 @@ def decide(
         earned=None if earned is None else tiling.total(earned),
         task_counts=counts,
     )
+
+
+def record_deaths(life: Life, state: LifeState, dead: jax.Array, tick: jax.Array) -> dict[str, jax.Array]:
+    """The death journal with this tick's row written: who died in each cell (their id,
+    parent and generation; 0 where nobody did). One contiguous row per tile."""
+    row = tick % life.journal
+    out = {}
+    for name, field in (("died", "organism_id"), ("died_parent", "parent_id"), ("died_generation", "generation")):
+        value = jnp.where(dead, getattr(state, field), 0)
+        value = life.tiling.split(value)[..., None, :]
+        out[name] = jax.lax.dynamic_update_slice_in_dim(getattr(state, name), value, row, axis=life.placed)
+    return out
 
 
 def think(

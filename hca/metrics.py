@@ -21,6 +21,11 @@ def life_metrics(life: LifeState) -> dict[str, jax.Array]:
     scales = jnp.exp(life.genome["log_mutation"]).mean(axis=-1)
     founders = life.founder.reshape(-1)
     lineages = jnp.zeros(founders.shape, bool).at[founders].max(alive.reshape(-1))
+    # Shannon entropy (bits) of the lineages' shares of the living (integer counts,
+    # so the same on any number of devices up to float rounding).
+    sizes = jnp.zeros(founders.shape, jnp.int32).at[founders].add(alive.reshape(-1).astype(jnp.int32))
+    share = sizes.astype(jnp.float32) / count
+    lineage_entropy = -jnp.where(sizes > 0, share * jnp.log2(jnp.where(sizes > 0, share, 1.0)), 0.0).sum()
     return {
         "population": population,
         **{name: getattr(life, name).sum() for name in COUNTERS},  # kept per tile
@@ -30,6 +35,7 @@ def life_metrics(life: LifeState) -> dict[str, jax.Array]:
         "deepest_generation": jnp.where(alive, life.generation, 0).max(),
         "mean_mutation_scale": jnp.where(alive, scales, 0.0).sum() / count,
         "lineages": lineages.sum(dtype=jnp.int64),
+        "lineage_entropy_bits": lineage_entropy + 0.0,
     }
 
 

@@ -36,8 +36,9 @@ def genome_entries(start: int, shape: tuple[int, ...], lead: int) -> jax.Array:
 class Life:
     """The organism physics of one region, built once from its config."""
 
-    def __init__(self, region: Region, region_index: int):
+    def __init__(self, region: Region, region_index: int, journal: int = 32):
         assert region.organisms is not None
+        self.journal = journal  # ticks of deaths the state keeps (PhylogenySettings.drain_every)
         self.region = region
         self.index = region_index
         self.config = life = region.organisms
@@ -133,6 +134,9 @@ class Life:
             deaths=self.tiling.counter(),
             moves=self.tiling.counter(),
             refused=self.tiling.counter(),
+            died=jnp.zeros((*self.tiling.tiles, self.journal, self.tiling.cells), jnp.int64),
+            died_parent=jnp.zeros((*self.tiling.tiles, self.journal, self.tiling.cells), jnp.int64),
+            died_generation=jnp.zeros((*self.tiling.tiles, self.journal, self.tiling.cells), jnp.int32),
         )
         return state.replace(halo=sense(self, state.signal, occupied, state.halo, tuple(range(self.ndim))))
 

@@ -31,6 +31,7 @@ from hca.config import WorldConfig
 from hca.metrics import COUNTERS, TASK_COUNTERS
 from hca.tasks import QUALITY_ONE
 from hca.parallel import make_mesh
+from hca.phylogeny import Recorder, write_standard
 from hca.world import Simulation, build
 
 Report = Callable[[str], None]
@@ -54,8 +55,9 @@ class Run:
     """A run directory, its world's simulation and the state it has reached."""
 
     def __init__(self, run_dir: RunDirectory, simulation: Simulation, state: Any, settings: dict[str, Any],
-                 start: int, previous: dict[str, Any] | None):
+                 start: int, previous: dict[str, Any] | None, recorder: Recorder):
         self.run_dir = run_dir
+        self.recorder = recorder
         self.simulation = simulation
         self.state = state
         self.settings = settings
@@ -94,7 +96,8 @@ class Run:
         simulation = build(world, make_mesh(world, devices))
         state = simulation.init()
         run_dir.create(world, settings)
-        return Run(run_dir, simulation, state, settings, 0, None)
+        recorder = Recorder.start(world, run_dir.path, state)
+        return Run(run_dir, simulation, state, settings, 0, None, recorder)
 
     @staticmethod
     def resume(
@@ -133,7 +136,9 @@ class Run:
         run_dir.write_settings(settings)
         # From a checkpoint, its tick's metrics line stays; from tick 0, all are written again.
         previous = keep_metrics_until(run_dir.metrics_file, start if start else -1)
-        return Run(run_dir, simulation, state, settings, start, previous)
+        reports = [line["tick"] for line in read_metrics(run_dir.metrics_file)]
+        recorder = Recorder.resume(world, run_dir.path, state, start, reports, settings["report_every"])
+        return Run(run_dir, simulation, state, settings, start, previous, recorder)
 
     def compile(self) -> float:
         """Compile the run's step now (a run of zero ticks); returns the seconds it took.
@@ -154,8 +159,9 @@ class Run:
         ``handle_signals`` (honoured in the main thread), SIGINT and SIGTERM stop the run
         after the current chunk with a checkpoint (``Outcome.stopped_by``).
         """
-        simulation, settings = self.simulation, self.settings
+        simulation, settings, recorder = self.simulation, self.settings, self.recorder
         report_every, checkpoint_every = settings["report_every"], settings["checkpoint_every"]
+        drain_every = recorder.every
         target = self.target
         saver = Saver(self.run_dir, simulation.config, settings["keep"])
         started = time.perf_counter()
@@ -169,28 +175,36 @@ class Run:
                 stop.__enter__()
             with open(self.run_dir.metrics_file, "a", encoding="utf-8") as metrics:
                 if line is None:
-                    line = metrics_line(simulation, state, None)
+                    line = metrics_line(simulation, state, None, recorder.measure(tick))
                     metrics.write(json.dumps(line) + "\n")
                     metrics.flush()
                 while tick < target:
                     until_report = report_every - tick % report_every
                     until_save = checkpoint_every - tick % checkpoint_every
-                    chunk = min(until_report, until_save, target - tick)
+                    until_drain = drain_every - tick % drain_every
+                    chunk = min(until_report, until_save, until_drain, target - tick)
                     state = simulation.run(state, chunk)
                     tick += chunk
                     written = None
-                    if tick % report_every == 0 or tick == target:
-                        line = written = metrics_line(simulation, state, line)
+                    stopping = stop is not None and stop.signal is not None
+                    report = tick % report_every == 0 or tick == target
+                    if report or tick % drain_every == 0 or stopping:
+                        recorder.drain(state, tick)
+                    if report:
+                        phylogeny = recorder.measure(tick, regular=tick % report_every == 0)
+                        line = written = metrics_line(simulation, state, line, phylogeny)
                         metrics.write(json.dumps(line) + "\n")
                         metrics.flush()
                     if tick % checkpoint_every == 0 or tick == target:
                         saver.save(state)
                     if on_chunk is not None:
                         on_chunk(chunk, written)
-                    if stop is not None and stop.signal is not None and tick < target:
+                    if stopping and tick < target:
                         saver.save(state)
+                        write_standard(self.run_dir.path)
                         self.state, self.start_tick, self.previous = state, tick, line
                         return Outcome(tick, line, time.perf_counter() - started, stop.signal)
+            write_standard(self.run_dir.path)
             self.state, self.start_tick, self.previous = state, tick, line
             return Outcome(tick, line, time.perf_counter() - started)
         finally:
@@ -199,9 +213,11 @@ class Run:
                 stop.__exit__()
 
 
-def metrics_line(simulation: Simulation, state: Any, previous: dict[str, Any] | None) -> dict[str, Any]:
+def metrics_line(simulation: Simulation, state: Any, previous: dict[str, Any] | None,
+                 phylogeny: dict[str, Any] | None = None) -> dict[str, Any]:
     """One metrics.jsonl record. Life counters are given per interval (``births``) and
-    since tick 0 (``births_total``)."""
+    since tick 0 (``births_total``); ``phylogeny`` (``Recorder.measure``) adds each
+    living region's phylogenetic diversity and MODES."""
     measured = simulation.ledger(state)
     regions = {}
     for name, ledger in measured["regions"].items():
@@ -213,6 +229,8 @@ def metrics_line(simulation: Simulation, state: Any, previous: dict[str, Any] | 
                 life[f"{counter}_total"] = life[counter]
                 life[counter] -= before.get(f"{counter}_total", 0)
             regions[name]["life"] = life
+            if phylogeny is not None and name in phylogeny:
+                regions[name]["phylogeny"] = phylogeny[name]
     for name, tasks in measured["tasks"].items():
         regions[name]["tasks"] = {}
         for task, counters in tasks.items():

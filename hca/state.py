@@ -36,6 +36,12 @@ class LifeState:
     deaths: jax.Array  # (*tiles,) int64
     moves: jax.Array  # (*tiles,) int64
     refused: jax.Array  # (*tiles,) int64, won claims refused because max_transfers was reached
+    # Who died in each cell during each of the last J ticks (row tick % J, J the
+    # phylogeny's drain_every; 0: nobody), kept until the run drains them to its
+    # phylogeny. Tile-major, so that a tick writes one contiguous row per tile.
+    died: jax.Array  # (*tiles, J, cells) int64, organism_id
+    died_parent: jax.Array  # (*tiles, J, cells) int64, its parent_id
+    died_generation: jax.Array  # (*tiles, J, cells) int32, its generation
 
 
 @struct.dataclass

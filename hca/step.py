@@ -135,6 +135,7 @@ class Tick:
                 jnp.asarray(bits)[phase],
                 jnp.asarray(slot_ticks)[phase],
                 questions,
+                tick,
             )
             region = region.replace(
                 life=decision.state, free_energy=decision.free, dissipated=region.dissipated + decision.heat

@@ -152,7 +152,7 @@ def build(config: WorldConfig, mesh: Any = None) -> Simulation:
     """
     regions = list(config.regions.values())
     lives = [
-        None if region.organisms is None else Life(region, index)
+        None if region.organisms is None else Life(region, index, config.run.phylogeny.drain_every)
         for index, region in enumerate(regions)
     ]
     tick = Tick(config, lives)

@@ -153,6 +153,9 @@ class LifeReference:
         self.tiles = self.shape[: len(region.placement)]
         self.tile_cells = int(np.prod(self.shape[len(region.placement):]))
         self.s = {name: np.array(value) for name, value in _fields(life_state).items()}
+        # The death journal, (J, cells) per field, row tick % J: who died where.
+        depth = np.shape(life_state.died)[len(self.tiles)]
+        self.journal = {name: np.zeros((depth, self.n), np.int64) for name in JOURNAL}
         self.genome = {k: np.array(v).reshape(self.n, *np.shape(v)[self.ndim:]) for k, v in life_state.genome.items()}
         for key in list(self.s):
             if key in COUNTERS:  # one per tile
@@ -211,6 +214,9 @@ class LifeReference:
         heat = np.zeros(self.n, np.int64)
         self.earned = np.zeros(self.n, np.int64)
         asked = [self.tasks.question(cell, tick, s["halo"][cell]) for cell in range(self.n)] if self.tasks else None
+        row = tick % len(self.journal["died"])
+        for name in JOURNAL:
+            self.journal[name][row] = 0
         phase_bits = np.zeros(7, np.float32)
         phase_bits[list(ticking)] = 1.0
         self.intent = np.full(self.n, -1)
@@ -281,6 +287,8 @@ class LifeReference:
                 s["age"][cell] += 1
                 dead = energy == 0 or (cfg.max_age is not None and s["age"][cell] > cfg.max_age)
                 if dead:
+                    for name, field in zip(JOURNAL, ("organism_id", "parent_id", "generation")):
+                        self.journal[name][row, cell] = s[field][cell]
                     free[cell] += energy
                     energy = 0
                     s["occupied"][cell] = False
@@ -400,6 +408,7 @@ class LifeReference:
 
 
 COUNTERS = ("births", "deaths", "moves", "refused")
+JOURNAL = ("died", "died_parent", "died_generation")
 
 
 def _fields(life_state):
@@ -408,7 +417,7 @@ def _fields(life_state):
     return {
         f.name: getattr(life_state, f.name)
         for f in dataclasses.fields(life_state)
-        if f.name != "genome"
+        if f.name != "genome" and f.name not in JOURNAL
     }
 
 

@@ -243,6 +243,10 @@ def test_reference_agrees_for_50_ticks(tasks):
             life, expected = region_state.life, reference.lives[index]
             for key in INTEGER_FIELDS:
                 np.testing.assert_array_equal(np.asarray(getattr(life, key)), expected.lattice(key), key)
+            tiles = np.ndim(life.died) - 2  # placed axes
+            for key in expected.journal:  # (*tiles, J, cells) -> (J, cells of the region)
+                journal = np.moveaxis(np.asarray(getattr(life, key)), tiles, 0)
+                np.testing.assert_array_equal(journal.reshape(journal.shape[0], -1), expected.journal[key], key)
             occupied = np.asarray(life.occupied)
             for key in FLOAT_FIELDS:
                 actual = np.asarray(getattr(life, key))

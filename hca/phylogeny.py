@@ -1,0 +1,482 @@
+"""The run's phylogeny: every organism that ever lived, and what it says about evolution.
+
+Births and deaths reach the host without the history ever living on the device: the
+state keeps the deaths of the last ``drain_every`` ticks (``LifeState.died*``), and the
+run *drains* them, with the organisms born since the last drain, at least that often.
+Drains happen on the ticks that are multiples of ``drain_every`` or of the report
+interval, and at the end of a run; each appends to two journals in the run directory:
+
+- ``phylogeny/born.csv``: ``id, parent, origin_time, region, cell, generation, type,
+  complexity``, one row per organism (``type`` and ``complexity`` are -1 for organisms
+  that never lived through a drain: their genomes were gone before anyone looked);
+- ``phylogeny/died.csv``: ``id, region, destruction_time, cell``.
+
+``origin_time`` is the tick during which an organism was born (0 for founders) and
+``destruction_time`` the tick during which it died. ``cell`` is the birth cell in
+``born.csv`` and the cell of death in ``died.csv``. Ids are the state's ``organism_id``
+(with several living regions, ``organism_id * L + k`` for the k-th of L such regions).
+
+``write_standard`` joins the journals into ``phylogeny.csv`` in the ALife data
+standard (``id, ancestor_list, origin_time, destruction_time`` plus the columns
+above), optionally pruned to the ancestors of the living.
+
+While it drains, the ``Recorder`` keeps the tree of each region in ``phylotrackpy``
+(pruning extinct branches) and measures, at every report: phylogenetic diversity and
+the MODES measures of open-ended evolution (Dolson et al. 2019): *change* (types
+passing the persistence filter now that did not at the last report), *novelty* (types
+passing it for the first time ever), *ecology* (Shannon entropy, in bits, of the
+persistent types' abundances) and *complexity* (most active hidden units among
+persistent organisms). An organism *persists* once it still has living descendants
+(or lives itself) ``persistence`` ticks after a report that saw it alive. A *type* is
+a coarse genotype: the signs of 16 fixed random projections of the genome's weights,
+so that close relatives share a type and a type can be lost and found again.
+
+Everything the recorder knows is derived from the journals, so a resumed run rebuilds
+it by replaying them: the journals, ``phylogeny.csv`` and the metrics come out the
+same as in one uninterrupted run.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from hca import brain
+from hca.config import WorldConfig
+
+DIRECTORY = "phylogeny"
+BORN = "born.csv"
+DIED = "died.csv"
+STANDARD = "phylogeny.csv"
+BORN_COLUMNS = ("id", "parent", "origin_time", "region", "cell", "generation", "type", "complexity")
+DIED_COLUMNS = ("id", "region", "destruction_time", "cell")
+TYPE_BITS = 16
+# Genome tensors left out of a type: the inherited rates, which drift without meaning.
+_UNTYPED = ("log_learning_rate", "log_mutation")
+
+
+def type_projection(layout: brain.GenomeLayout) -> dict[str, np.ndarray]:
+    """Fixed random projections of each typed genome tensor, (entries, TYPE_BITS)."""
+    generator = np.random.default_rng(20190101)
+    return {
+        name: generator.standard_normal((math.prod(shape), TYPE_BITS)).astype(np.float32)
+        for name, shape in layout.tensors
+        if name not in _UNTYPED
+    }
+
+
+def genome_types(genome: dict[str, jax.Array], projection: dict[str, np.ndarray], lead: int) -> jax.Array:
+    """(*S,) int32: each cell's coarse genotype, the sign bits of its projections."""
+    total = None
+    for name, matrix in projection.items():
+        tensor = genome[name]
+        flat = tensor.reshape((*tensor.shape[:lead], -1))
+        part = jnp.einsum("...p,pb->...b", flat, jnp.asarray(matrix), precision=jax.lax.Precision.HIGHEST)
+        total = part if total is None else total + part
+    bits = (total > 0).astype(jnp.int32)
+    weights = jnp.arange(TYPE_BITS, dtype=jnp.int32).reshape((1,) * lead + (TYPE_BITS,))
+    return (bits << weights).sum(axis=-1)
+
+
+def make_census(config: WorldConfig):
+    """A jitted function of the state: what a drain reads from each living region."""
+    regions = list(config.regions.values())
+    plans = []
+    for index, region in enumerate(regions):
+        if region.organisms is not None:
+            layout = brain.GenomeLayout.of(region.organisms.brain)
+            plans.append((index, len(region.axes), type_projection(layout)))
+
+    def census(state):
+        out = []
+        for index, lead, projection in plans:
+            life = state.regions[index].life
+            out.append({
+                "died": life.died,
+                "died_parent": life.died_parent,
+                "died_generation": life.died_generation,
+                "occupied": life.occupied.reshape(-1),
+                "organism_id": life.organism_id.reshape(-1),
+                "parent_id": life.parent_id.reshape(-1),
+                "birth_tick": life.birth_tick.reshape(-1),
+                "generation": life.generation.reshape(-1),
+                "type": genome_types(life.genome, projection, lead).reshape(-1),
+                "complexity": (life.genome["gate"] > 0).sum(axis=-1, dtype=jnp.int32).reshape(-1),
+            })
+        return out
+
+    return jax.jit(census)
+
+
+@dataclass
+class Snapshot:
+    """The living organisms of a region at a report tick."""
+
+    tick: int
+    ids: np.ndarray
+    types: np.ndarray
+    complexity: np.ndarray
+
+
+@dataclass
+class Tree:
+    """One region's phylogeny as tracked so far, and its MODES bookkeeping."""
+
+    name: str
+    cells: int
+    systematics: Any  # phylotrackpy Systematics: the living and their ancestors
+    taxa: dict[int, Any] = field(default_factory=dict)  # id -> Taxon, pruned ones dropped
+    living: dict[int, tuple[int, int]] = field(default_factory=dict)  # id -> (type, complexity)
+    snapshots: list[Snapshot] = field(default_factory=list)
+    seen: set[int] = field(default_factory=set)  # types that ever passed the filter
+    previous: set[int] = field(default_factory=set)  # types passing it at the last report
+    recorded: int = 0  # organisms recorded since tick 0
+
+
+def _new_tree(name: str, cells: int) -> Tree:
+    from phylotrackpy import systematics
+
+    tracker = systematics.Systematics(lambda organism: organism, True, True, False, False)
+    tree = Tree(name, cells, tracker)
+    tracker.on_prune(lambda taxon: tree.taxa.pop(taxon.get_info(), None))
+    return tree
+
+
+class Recorder:
+    """Drains births and deaths into the run's journals and tracks each region's tree."""
+
+    def __init__(self, config: WorldConfig, run_path: str | os.PathLike[str], persistence: int | None = None):
+        self.config = config
+        self.path = Path(run_path) / DIRECTORY
+        self.every = config.run.phylogeny.drain_every
+        self.persistence = persistence or config.run.phylogeny.persistence
+        self.living_regions = [
+            (index, name, region) for index, (name, region) in enumerate(config.regions.items())
+            if region.organisms is not None
+        ]
+        self.trees = [_new_tree(name, region.cells) for _, name, region in self.living_regions]
+        self.census = make_census(config)
+        self.drained = 0  # the journals hold everything that happened before this tick
+        self.started = False  # the founders are recorded
+
+    # -- the run's side ----------------------------------------------------------------
+
+    @staticmethod
+    def start(config: WorldConfig, run_path, state) -> Recorder:
+        """A new phylogeny: empty journals, and the founders of ``state`` (tick 0)."""
+        recorder = Recorder(config, run_path)
+        recorder.path.mkdir(parents=True, exist_ok=True)
+        for name, columns in ((BORN, BORN_COLUMNS), (DIED, DIED_COLUMNS)):
+            _write_atomic(recorder.path / name, ",".join(columns) + "\n")
+        recorder.drain(state, 0)
+        return recorder
+
+    @staticmethod
+    def resume(config: WorldConfig, run_path, state, tick: int, report_ticks: list[int], report_every: int) -> Recorder:
+        """The recorder of a run resumed at ``tick`` (with ``state``): the journals are
+        cut back to the last drain tick at or before it and replayed, with a measure at
+        every report already written; the state's journal then covers the rest."""
+        if tick == 0 or not (Path(run_path) / DIRECTORY / BORN).exists():
+            return Recorder.start(config, run_path, state)
+        recorder = Recorder(config, run_path)
+        every = recorder.every
+        last = max(tick - tick % every, tick - tick % report_every)
+        born, died = read_journals(recorder.path)
+        keep_born = (born["origin_time"] < last) | (born["generation"] == 0)
+        keep_died = died["destruction_time"] < last
+        born = {key: value[keep_born] for key, value in born.items()}
+        died = {key: value[keep_died] for key, value in died.items()}
+        _rewrite(recorder.path / BORN, BORN_COLUMNS, born)
+        _rewrite(recorder.path / DIED, DIED_COLUMNS, died)
+        recorder.started = True
+        recorder._replay(born, died, [t for t in report_ticks if t <= last and t % report_every == 0])
+        recorder.drained = last
+        return recorder
+
+    def drain(self, state, tick: int) -> None:
+        """Record what happened since the last drain, up to ``tick`` (the state's)."""
+        if tick - self.drained > self.every:
+            raise RuntimeError(f"drain at tick {tick}: the state keeps {self.every} ticks, last drain {self.drained}")
+        census = jax.device_get(self.census(state))
+        born_rows, died_rows = [], []
+        for k, (tree, data) in enumerate(zip(self.trees, census)):
+            born, died = self._read(k, tree, data, tick)
+            born_rows.append(born)
+            died_rows.append(died)
+            self._ingest(tree, born, died)
+        born = {key: np.concatenate([rows[key] for rows in born_rows]) for key in BORN_COLUMNS}
+        died = {key: np.concatenate([rows[key] for rows in died_rows]) for key in DIED_COLUMNS}
+        _append(self.path / BORN, BORN_COLUMNS, born)
+        _append(self.path / DIED, DIED_COLUMNS, died)
+        self.started = True
+        self.drained = tick
+
+    def measure(self, tick: int, regular: bool = True) -> dict[str, dict[str, Any]]:
+        """Each region's phylogeny metrics at a report tick (drained up to it). Only
+        ``regular`` reports (on the report grid, not a run's last tick) are kept as
+        MODES baselines, so that where a run stops does not change what follows."""
+        return {
+            tree.name: {
+                "recorded_total": tree.recorded,
+                "phylogenetic_diversity": int(tree.systematics.get_phylogenetic_diversity()),
+                "ancestors": int(tree.systematics.get_num_ancestors()),
+                "modes": self._measure_tree(tree, tick, regular),
+            }
+            for tree in self.trees
+        }
+
+    # -- inside ------------------------------------------------------------------------
+
+    def _read(self, k: int, tree: Tree, data: dict[str, np.ndarray], tick: int):
+        index, _, region = self.living_regions[k]
+        regions = len(self.living_regions)
+        cells = region.cells
+        # Deaths during ticks [drained, tick): rows tick % J of the state's journal.
+        died_id = np.moveaxis(data["died"], -2, 0).reshape(self.every, cells)
+        died_parent = np.moveaxis(data["died_parent"], -2, 0).reshape(self.every, cells)
+        died_generation = np.moveaxis(data["died_generation"], -2, 0).reshape(self.every, cells)
+        ticks = np.arange(self.drained, tick)
+        rows = ticks % self.every
+        when, cell = np.nonzero(died_id[rows])
+        when_tick = ticks[when]
+        dead_id = died_id[rows][when, cell]
+        dead_parent = died_parent[rows][when, cell]
+        dead_generation = died_generation[rows][when, cell]
+        order = np.lexsort((cell, when_tick))
+        when_tick, cell = when_tick[order], cell[order]
+        dead_id, dead_parent, dead_generation = dead_id[order], dead_parent[order], dead_generation[order]
+        # Born since the last drain: the living (types known) and those already dead.
+        occupied = data["occupied"]
+        if not self.started:
+            new = occupied & (data["generation"] == 0)
+        else:
+            new = occupied & (data["generation"] > 0) & (data["birth_tick"] >= self.drained)
+        dead_birth = np.maximum((dead_id - 1) // cells - 1, 0)
+        dead_new = (dead_generation > 0) & (dead_birth >= self.drained)
+        born = {
+            "id": np.concatenate([data["organism_id"][new], dead_id[dead_new]]),
+            "parent": np.concatenate([data["parent_id"][new], dead_parent[dead_new]]),
+            "origin_time": np.concatenate([data["birth_tick"][new], dead_birth[dead_new]]),
+            "generation": np.concatenate([data["generation"][new], dead_generation[dead_new]]),
+            "type": np.concatenate([data["type"][new], np.full(dead_new.sum(), -1)]),
+            "complexity": np.concatenate([data["complexity"][new], np.full(dead_new.sum(), -1)]),
+        }
+        born["cell"] = (born["id"] - 1) % cells
+        born["region"] = np.full(len(born["id"]), index)
+        order = np.argsort(born["id"], kind="stable")
+        born = {key: value[order].astype(np.int64) for key, value in born.items()}
+        died = {"id": dead_id, "region": np.full(len(dead_id), index), "destruction_time": when_tick, "cell": cell}
+        died = {key: value.astype(np.int64) for key, value in died.items()}
+        if regions > 1:
+            for table, key in ((born, "id"), (born, "parent"), (died, "id")):
+                table[key] = np.where(table[key] > 0, table[key] * regions + k, 0)
+        return born, died
+
+    def _ingest(self, tree: Tree, born: dict[str, np.ndarray], died: dict[str, np.ndarray]) -> None:
+        """Feed births and deaths to the tracker in the order they happened: by tick,
+        deaths before births (an organism dies in ``decide``, is born in ``transfer``),
+        founders first of all."""
+        systematics, taxa, living = tree.systematics, tree.taxa, tree.living
+        origin = np.where(born["generation"] == 0, -1, born["origin_time"])
+        keys = np.concatenate([origin * 2 + 1, died["destruction_time"] * 2])
+        order = np.argsort(keys, kind="stable").tolist()
+        n_born = len(born["id"])
+        ids = born["id"].tolist() + died["id"].tolist()
+        times = born["origin_time"].tolist() + died["destruction_time"].tolist()
+        parents = born["parent"].tolist()
+        kinds = list(zip(born["type"].tolist(), born["complexity"].tolist()))
+        now = None
+        for position in order:
+            if times[position] != now:
+                now = times[position]
+                systematics.set_update(now)
+            organism = ids[position]
+            if position < n_born:
+                parent = taxa.get(parents[position])
+                taxa[organism] = systematics.add_org(organism) if parent is None else systematics.add_org(organism, parent)
+                living[organism] = kinds[position]
+            else:
+                living.pop(organism, None)
+                taxon = taxa.get(organism)
+                if taxon is not None:
+                    systematics.remove_org(taxon)
+        tree.recorded += n_born
+
+    def _replay(self, born: dict[str, np.ndarray], died: dict[str, np.ndarray], report_ticks: list[int]) -> None:
+        """Ingest the journals' events in order, measuring at each past report tick."""
+        origin = np.where(born["generation"] == 0, -1, born["origin_time"])
+        for k, tree in enumerate(self.trees):
+            index = self.living_regions[k][0]
+            mine = born["region"] == index
+            gone = died["region"] == index
+            b = {key: value[mine] for key, value in born.items()}
+            d = {key: value[gone] for key, value in died.items()}
+            o = origin[mine]
+            gone_at = d["destruction_time"]
+            start = -1  # founders first
+            for tick in [*report_ticks, None]:
+                end = np.iinfo(np.int64).max if tick is None else tick
+                self._ingest(
+                    tree,
+                    {key: value[(o >= start) & (o < end)] for key, value in b.items()},
+                    {key: value[(gone_at >= start) & (gone_at < end)] for key, value in d.items()},
+                )
+                if tick is None:
+                    break
+                start = tick
+                self._measure_tree(tree, tick)
+
+    def _measure_tree(self, tree: Tree, tick: int, regular: bool = True) -> dict[str, Any] | None:
+        """Snapshot the living at a report tick; MODES measured against an older one."""
+        if not regular:
+            return self._modes(tree, tick, update=False)
+        ids = np.fromiter(tree.living, np.int64, len(tree.living))
+        values = np.array(list(tree.living.values()), np.int64).reshape(-1, 2)
+        tree.snapshots.append(Snapshot(tick, ids, values[:, 0], values[:, 1]))
+        return self._modes(tree, tick)
+
+    def _modes(self, tree: Tree, tick: int, update: bool = True) -> dict[str, Any] | None:
+        """MODES at ``tick`` from the report that saw the living ``persistence`` ticks
+        ago; None until there is one. ``update`` records what passed the filter as seen."""
+        old = [snapshot for snapshot in tree.snapshots if snapshot.tick <= tick - self.persistence]
+        if not old:
+            return None
+        base = old[-1]
+        # Older snapshots will never be the base again.
+        tree.snapshots = [s for s in tree.snapshots if s.tick >= base.tick]
+        persists = np.fromiter((int(i) in tree.taxa for i in base.ids), bool, len(base.ids))
+        types = base.types[persists]
+        distinct = set(np.unique(types).tolist())
+        change = len(distinct - tree.previous)
+        novelty = len(distinct - tree.seen)
+        if update:
+            tree.seen |= distinct
+            tree.previous = distinct
+        return {
+            "from_tick": base.tick,
+            "persistent": int(persists.sum()),
+            "change": change,
+            "novelty": novelty,
+            "ecology": shannon_bits(np.unique(types, return_counts=True)[1]),
+            "complexity": int(base.complexity[persists].max()) if persists.any() else None,
+        }
+
+
+def shannon_bits(counts: np.ndarray) -> float:
+    """Shannon entropy in bits of abundances (0 for none or one kind)."""
+    counts = np.asarray(counts, np.float64)
+    counts = counts[counts > 0]
+    if counts.size == 0:
+        return 0.0
+    p = counts / counts.sum()
+    return float(-(p * np.log2(p)).sum() + 0.0)
+
+
+# -- the files ----------------------------------------------------------------------------
+
+
+def read_journals(path: str | os.PathLike[str]) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray]]:
+    """The two journals as columns of int64 (a line cut short by a kill is dropped)."""
+    path = Path(path)
+    return _read(path / BORN, BORN_COLUMNS), _read(path / DIED, DIED_COLUMNS)
+
+
+def _read(path: Path, columns: tuple[str, ...]) -> dict[str, np.ndarray]:
+    text = path.read_text(encoding="utf-8") if path.exists() else ""
+    lines = text.split("\n")
+    body = lines[1:-1]  # the header, and what follows the last newline (a line cut short)
+    body = [line for line in body if line.count(",") == len(columns) - 1]
+    if body:
+        table = np.array(",".join(body).split(","), dtype=np.int64).reshape(-1, len(columns))
+    else:
+        table = np.zeros((0, len(columns)), np.int64)
+    return {name: table[:, k] for k, name in enumerate(columns)}
+
+
+def _lines(columns: tuple[str, ...], table: dict[str, np.ndarray]) -> str:
+    if not len(table[columns[0]]):
+        return ""
+    stacked = np.stack([table[name] for name in columns], axis=1)
+    return "".join(",".join(map(str, row)) + "\n" for row in stacked.tolist())
+
+
+def _append(path: Path, columns: tuple[str, ...], table: dict[str, np.ndarray]) -> None:
+    text = _lines(columns, table)
+    if text:
+        with open(path, "a", encoding="utf-8") as out:
+            out.write(text)
+
+
+def _rewrite(path: Path, columns: tuple[str, ...], table: dict[str, np.ndarray]) -> None:
+    _write_atomic(path, ",".join(columns) + "\n" + _lines(columns, table))
+
+
+def _write_atomic(path: Path, text: str) -> None:
+    temporary = path.with_name(f".{path.name}.tmp")
+    temporary.write_text(text, encoding="utf-8")
+    os.replace(temporary, path)
+
+
+def standard_table(run_path: str | os.PathLike[str], prune: bool = False) -> dict[str, np.ndarray]:
+    """The phylogeny as columns: every organism recorded, by id, with its destruction
+    time (-1 while alive). ``prune`` keeps only the living and their ancestors."""
+    born, died = read_journals(Path(run_path) / DIRECTORY)
+    order = np.argsort(born["id"], kind="stable")
+    table = {key: value[order] for key, value in born.items()}
+    destruction = np.full(len(table["id"]), -1, np.int64)
+    where = np.searchsorted(table["id"], died["id"])
+    found = (where < len(table["id"])) & (table["id"][np.minimum(where, len(table["id"]) - 1)] == died["id"])
+    destruction[where[found]] = died["destruction_time"][found]
+    table["destruction_time"] = destruction
+    if prune and len(table["id"]):
+        keep = destruction < 0
+        parents = np.searchsorted(table["id"], table["parent"])
+        parents = np.where(
+            (parents < len(table["id"])) & (table["id"][np.minimum(parents, len(table["id"]) - 1)] == table["parent"]),
+            parents,
+            -1,
+        )
+        frontier = keep.copy()
+        while frontier.any():
+            up = parents[frontier]
+            up = up[(up >= 0) & ~keep[np.maximum(up, 0)]]
+            frontier = np.zeros_like(keep)
+            frontier[up] = True
+            keep |= frontier
+        table = {key: value[keep] for key, value in table.items()}
+    return table
+
+
+def write_standard(run_path: str | os.PathLike[str], out: str | os.PathLike[str] | None = None,
+                   prune: bool = False) -> Path:
+    """Write the phylogeny in the ALife data standard (default ``RUN/phylogeny.csv``)."""
+    table = standard_table(run_path, prune)
+    out = Path(out) if out is not None else Path(run_path) / STANDARD
+    header = "id,ancestor_list,origin_time,destruction_time,region,cell,generation,type,complexity\n"
+    regions = list(_region_names(run_path))
+    parts = [header]
+    for row in zip(*(table[key].tolist() for key in
+                     ("id", "parent", "origin_time", "destruction_time", "region", "cell", "generation", "type",
+                      "complexity"))):
+        organism, parent, origin, destruction, region, cell, generation, kind, complexity = row
+        ancestors = "[NONE]" if parent == 0 else f"[{parent}]"
+        parts.append(
+            f"{organism},{ancestors},{origin},{'inf' if destruction < 0 else destruction},{regions[region]},"
+            f"{cell},{generation},{'' if kind < 0 else kind},{'' if complexity < 0 else complexity}\n"
+        )
+    out.parent.mkdir(parents=True, exist_ok=True)
+    _write_atomic(out, "".join(parts))
+    return out
+
+
+def _region_names(run_path) -> list[str]:
+    from hca.checkpoint import RunDirectory
+
+    return list(RunDirectory(run_path).world().regions)

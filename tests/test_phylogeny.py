@@ -1,0 +1,222 @@
+"""The phylogeny: every birth and death in the ALife data standard, consistent with the
+state and with resumes; diversity and MODES measured as defined."""
+
+from __future__ import annotations
+
+import shutil
+
+import numpy as np
+import pytest
+
+from hca import phylogeny
+from hca.config import parse_world
+from hca.phylogeny import Recorder, shannon_bits
+from hca.runner import Run, read_metrics
+from hca.world import build
+from test_life import living_world
+
+pytestmark = pytest.mark.filterwarnings("ignore::pytest.PytestUnraisableExceptionWarning")
+
+
+def phylo_world(drain_every=8, persistence=20):
+    config = living_world()
+    config["run"] = {"phylogeny": {"drain_every": drain_every, "persistence": persistence}}
+    return parse_world(config)
+
+
+def read_standard(path):
+    import pandas as pd
+
+    return pd.read_csv(path)
+
+
+def alive_ids(state, regions):
+    """{global id: (parent global id, birth tick, generation)} of everyone alive."""
+    out = {}
+    for k, index in enumerate(regions):
+        life = state.regions[index].life
+        occupied = np.asarray(life.occupied).reshape(-1)
+        ids = np.asarray(life.organism_id).reshape(-1)[occupied]
+        parents = np.asarray(life.parent_id).reshape(-1)[occupied]
+        births = np.asarray(life.birth_tick).reshape(-1)[occupied]
+        generations = np.asarray(life.generation).reshape(-1)[occupied]
+        for i, p, b, g in zip(ids, parents, births, generations):
+            out[int(i) * len(regions) + k] = (int(p) * len(regions) + k if p else 0, int(b), int(g))
+    return out
+
+
+def test_phylogeny_records_every_birth_and_death_as_the_state_saw_them(tmp_path):
+    world = phylo_world()
+    ticks = 61  # ends off the drain and report grid
+    run = Run.start(world, tmp_path / "r", ticks, report_every=10, checkpoint_every=100)
+    run.advance(handle_signals=False)
+
+    # The same world stepped one tick at a time: who appears and who disappears.
+    simulation = build(world)
+    state = simulation.init()
+    living = [index for index, region in enumerate(world.regions.values()) if region.organisms is not None]
+    before = alive_ids(state, living)
+    origin = {i: (p, 0, g) for i, (p, b, g) in before.items()}
+    destroyed = {}
+    for tick in range(ticks):
+        state = simulation.run(state, 1)
+        now = alive_ids(state, living)
+        for i in before.keys() - now.keys():
+            destroyed[i] = tick
+        for i in now.keys() - before.keys():
+            origin[i] = now[i]
+            assert now[i][1] == tick  # born during this tick
+        before = now
+
+    table = read_standard(tmp_path / "r" / "phylogeny.csv")
+    assert list(table.columns[:4]) == ["id", "ancestor_list", "origin_time", "destruction_time"]
+    assert table["id"].is_unique
+    assert set(table["id"]) == set(origin)
+    assert len(destroyed) > 50 and sum(g > 0 for _, _, g in origin.values()) > 50
+    rows = table.set_index("id")
+    for organism, (parent, birth, generation) in origin.items():
+        row = rows.loc[organism]
+        assert row["ancestor_list"] == ("[NONE]" if parent == 0 else f"[{parent}]")
+        assert row["origin_time"] == birth and row["generation"] == generation
+        assert row["destruction_time"] == destroyed.get(organism, float("inf"))
+    # The living have their types; every organism traces back to a founder.
+    assert rows.loc[list(before), "type"].notna().all()
+    parent_of = {i: p for i, (p, _, _) in origin.items()}
+    for organism in origin:
+        steps = 0
+        while parent_of[organism]:
+            organism = parent_of[organism]
+            steps += 1
+        assert origin[organism][2] == 0
+    # The deaths the state counted are the deaths recorded.
+    counted = sum(int(state.regions[index].life.deaths.sum()) for index in living)
+    assert counted == len(destroyed) == np.isfinite(table["destruction_time"]).sum()
+
+
+def test_the_standard_file_opens_in_the_fields_tools(tmp_path):
+    converter = pytest.importorskip("alifedata_phyloinformatics_convert")
+    run = Run.start(phylo_world(), tmp_path / "r", 40, report_every=10)
+    run.advance(handle_signals=False)
+    table = read_standard(tmp_path / "r" / "phylogeny.csv")
+    graph = converter.alife_dataframe_to_networkx_digraph(table)
+    assert graph.number_of_nodes() == len(table)
+    pruned = read_standard(phylogeny.write_standard(tmp_path / "r", tmp_path / "pruned.csv", prune=True))
+    assert len(pruned) < len(table)
+    assert (pruned["destruction_time"] == float("inf")).sum() == (table["destruction_time"] == float("inf")).sum()
+    # Every kept organism's ancestor is kept: a tree of the living.
+    kept = set(pruned["id"])
+    parents = pruned["ancestor_list"].str.strip("[]")
+    assert all(p == "NONE" or int(p) in kept for p in parents)
+    trees = converter.alife_dataframe_to_dendropy_trees(pruned, setup_edge_lengths=True)
+    # One tree per surviving founder lineage (of both regions), leaves the living.
+    roots = (pruned["ancestor_list"] == "[NONE]").sum()
+    assert len(trees) == roots >= 2
+    leaves = sum(len(tree.leaf_nodes()) for tree in trees)
+    assert 0 < leaves <= (pruned["destruction_time"] == float("inf")).sum()
+
+
+@pytest.mark.parametrize("cut", [27, 40])  # off and on the drain grid
+def test_resume_writes_the_same_phylogeny_and_metrics(tmp_path, cut):
+    world = phylo_world()
+    whole = Run.start(world, tmp_path / "whole", 90, report_every=10, checkpoint_every=100)
+    whole.advance(handle_signals=False)
+
+    # Stopped at `cut` with a checkpoint, but its journals ran on to tick 70 before a kill.
+    part = Run.start(world, tmp_path / "part", cut, report_every=10, checkpoint_every=cut)
+    part.advance(handle_signals=False)
+    further = Run.resume(tmp_path / "part", steps=70 - cut)
+    further.advance(handle_signals=False)
+    for saved in (tmp_path / "part" / "checkpoints").iterdir():
+        if int(saved.name) > cut:
+            shutil.rmtree(saved)
+    resumed = Run.resume(tmp_path / "part", steps=90 - cut)
+    assert resumed.start_tick == cut
+    resumed.advance(handle_signals=False)
+
+    same = (tmp_path / "whole" / "phylogeny.csv").read_bytes() == (tmp_path / "part" / "phylogeny.csv").read_bytes()
+    assert same
+    for name in ("born.csv", "died.csv"):
+        rows = [sorted((tmp_path / run / "phylogeny" / name).read_text().splitlines()) for run in ("whole", "part")]
+        assert rows[0] == rows[1]
+    # The part run also reported where it stopped (tick `cut`); every other line agrees.
+    lines = [
+        {line["tick"]: line["regions"]["grid"]["phylogeny"] for line in read_metrics(tmp_path / run / "metrics.jsonl")}
+        for run in ("whole", "part")
+    ]
+    assert set(lines[1]) - set(lines[0]) <= {cut}
+    assert [lines[0][tick] for tick in sorted(lines[0])] == [lines[1][tick] for tick in sorted(lines[0])]
+    assert lines[0][90]["modes"]["persistent"] > 0
+
+
+# -- MODES and diversity on hand-made histories ----------------------------------------
+
+
+def hand_recorder(persistence):
+    recorder = Recorder(phylo_world(persistence=persistence), "/nonexistent")
+    return recorder, recorder.trees[0]
+
+
+def events(born=(), died=()):
+    """born: (id, parent, tick, type, complexity); died: (id, tick)."""
+    b = {key: np.zeros(0, np.int64) for key in phylogeny.BORN_COLUMNS}
+    if born:
+        ids, parents, ticks, types, complexity = map(np.asarray, zip(*born))
+        b.update(id=ids, parent=parents, origin_time=ticks, type=types, complexity=complexity,
+                 generation=(parents > 0).astype(np.int64), region=np.zeros(len(ids), np.int64),
+                 cell=np.zeros(len(ids), np.int64))
+    d = {key: np.zeros(0, np.int64) for key in phylogeny.DIED_COLUMNS}
+    if died:
+        ids, ticks = map(np.asarray, zip(*died))
+        d.update(id=ids, destruction_time=ticks, region=np.zeros(len(ids), np.int64), cell=np.zeros(len(ids), np.int64))
+    return b, d
+
+
+def test_a_population_that_never_changes_shows_no_change_or_novelty():
+    recorder, tree = hand_recorder(persistence=10)
+    recorder._ingest(tree, *events(born=[(1, 0, 0, 7, 3), (2, 0, 0, 7, 3), (3, 0, 0, 9, 5)]))
+    measured = [recorder._measure_tree(tree, tick) for tick in range(0, 60, 10)]
+    assert measured[0] is None  # nothing old enough yet
+    assert measured[1] == {"from_tick": 0, "persistent": 3, "change": 2, "novelty": 2,
+                           "ecology": pytest.approx(shannon_bits([2, 1])), "complexity": 5}
+    for later in measured[2:]:
+        assert (later["change"], later["novelty"], later["persistent"]) == (0, 0, 3)
+
+
+def test_modes_by_hand():
+    # Founders 1 (type 1) and 2 (type 2). 1 has child 3 (type 3) at tick 4 and dies at
+    # tick 6; 2 dies at tick 15 without offspring; 3 has child 4 (type 1 again) at 25;
+    # 3 dies at 28. Reports every 10 ticks, persistence 10.
+    recorder, tree = hand_recorder(persistence=10)
+    history = [
+        (0, events(born=[(1, 0, 0, 1, 2), (2, 0, 0, 2, 4)])),
+        (10, events(born=[(3, 1, 4, 3, 6)], died=[(1, 6)])),
+        (20, events(died=[(2, 15)])),
+        (30, events(born=[(4, 3, 25, 1, 1)], died=[(3, 28)])),
+        (40, events()),
+    ]
+    results = {}
+    for tick, (born, died) in history:
+        recorder._ingest(tree, born, died)
+        results[tick] = recorder._measure_tree(tree, tick)
+    assert results[0] is None
+    # At 10, from tick 0 (1 and 2 alive): 1 has a living descendant (3), 2 lives.
+    assert results[10] == {"from_tick": 0, "persistent": 2, "change": 2, "novelty": 2,
+                           "ecology": 1.0, "complexity": 4}
+    # At 20, from tick 10 (2 and 3 alive): 2 is gone without descendants; 3 lives.
+    assert results[20] == {"from_tick": 10, "persistent": 1, "change": 1, "novelty": 1,
+                           "ecology": 0.0, "complexity": 6}
+    # At 30, from tick 20 (3 alive): 3 died, but its child 4 lives.
+    assert results[30] == {"from_tick": 20, "persistent": 1, "change": 0, "novelty": 0,
+                           "ecology": 0.0, "complexity": 6}
+    # At 40, from tick 30 (4 alive): type 1 is back: a change, but nothing novel.
+    assert results[40] == {"from_tick": 30, "persistent": 1, "change": 1, "novelty": 0,
+                           "ecology": 0.0, "complexity": 1}
+    # Phylogenetic diversity of the living's tree: 4 <- 3 <- 1, three nodes, two edges.
+    assert tree.systematics.get_phylogenetic_diversity() == 2
+
+
+def test_shannon_bits():
+    assert shannon_bits([]) == 0.0
+    assert shannon_bits([5]) == 0.0
+    assert shannon_bits([1, 1, 1, 1]) == pytest.approx(2.0)
+    assert shannon_bits([3, 1]) == pytest.approx(-(0.75 * np.log2(0.75) + 0.25 * np.log2(0.25)))
