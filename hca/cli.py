@@ -1,4 +1,5 @@
-"""The ``hca`` command line: validate a world file, run a world."""
+"""The ``hca`` command line: validate, run, inspect and draw worlds; trees, competition
+assays and experiments."""
 
 from __future__ import annotations
 
@@ -8,6 +9,7 @@ import os
 import signal
 import sys
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Any
 
 EXIT_BAD_INPUT = 2
@@ -144,6 +146,59 @@ def _parser() -> argparse.ArgumentParser:
     )
     plot.add_argument("run_dir", metavar="RUN_DIR")
     plot.add_argument("--out", required=True, metavar="PNG", help="the picture to write")
+
+    tree = commands.add_parser(
+        "tree",
+        help="the run's phylogeny: a picture, the ALife-standard CSV, Newick",
+        description="Read RUN_DIR's phylogeny journals and draw the living and their "
+        "ancestors against time (--out, needs hca[viz]), write the whole phylogeny or only "
+        "the living's ancestry (--prune) in the ALife data standard (--csv), or as Newick "
+        "(--newick, needs hca[phylo]).",
+    )
+    tree.add_argument("run_dir", metavar="RUN_DIR")
+    tree.add_argument("--out", metavar="PNG", help="draw the living's ancestry")
+    tree.add_argument("--csv", metavar="FILE", help="write the phylogeny in the ALife data standard")
+    tree.add_argument("--newick", metavar="FILE", help="write the living's ancestry as Newick trees")
+    tree.add_argument("--prune", action="store_true", help="--csv keeps only the living and their ancestors")
+
+    compete = commands.add_parser(
+        "compete",
+        help="competition assay: relative fitness of two sources of organisms",
+        description="Place organisms from sources A and B (RUN_DIR for its newest checkpoint, "
+        "RUN_DIR@TICK for another; @0 is the run's founders) in equal numbers, interleaved, "
+        "in a fresh copy of a world, run it, and report A's relative fitness against B "
+        "(Lenski's W, 1 for equal) and selection rate (0 for equal) with 95%% intervals over seeds.",
+    )
+    compete.add_argument("a", metavar="A", help="RUN_DIR or RUN_DIR@TICK")
+    compete.add_argument("b", metavar="B", help="RUN_DIR or RUN_DIR@TICK")
+    compete.add_argument("--ticks", type=_positive_int, required=True, metavar="N", help="ticks each assay runs")
+    compete.add_argument("--seeds", type=_count, nargs="+", default=[1, 2, 3, 4, 5], metavar="S",
+                         help="one assay per seed (default: 1 2 3 4 5)")
+    compete.add_argument("--world", metavar="WORLD.yaml", help="the world to compete in (default: A's)")
+    compete.add_argument("--region", help="the region whose founders are replaced (default: A's)")
+    compete.add_argument("--json", metavar="FILE", help="also write the result as JSON")
+
+    experiment = commands.add_parser(
+        "experiment",
+        help="a world as treatment against a control, over seeds",
+        description="Run WORLD.yaml (treatment) and a control (the same world with something "
+        "switched off) for each seed, each an ordinary run directory under --out, and "
+        "summarise metrics: late means per arm with 95%% intervals, and the paired "
+        "difference. Run again to continue an interrupted experiment.",
+    )
+    experiment.add_argument("world", metavar="WORLD.yaml")
+    experiment.add_argument("--steps", type=_positive_int, required=True, metavar="N")
+    experiment.add_argument("--out", required=True, metavar="DIR")
+    experiment.add_argument("--control", nargs="+", default=["mutation-off"], metavar="CHANGE",
+                            help="mutation-off (default), learning-off, tasks-off, or key.path=value")
+    experiment.add_argument("--seeds", type=_count, nargs="+", default=[1, 2, 3], metavar="S")
+    experiment.add_argument("--metric", action="append", metavar="PATH",
+                            help="a dotted path into metrics lines, e.g. regions.gpu.tasks.sine.mean_quality "
+                            "(repeatable; default: population, lineage entropy, phylogenetic diversity, "
+                            "MODES and task qualities)")
+    experiment.add_argument("--report-every", type=_positive_int, metavar="K")
+    experiment.add_argument("--late", type=float, default=0.1, metavar="F",
+                            help="summarise the last F of each run (default 0.1)")
     return parser
 
 
@@ -306,6 +361,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     configure_compilation_cache()
     from hca.checkpoint import RunDirectoryError
     from hca.parallel import PlacementError
+    from hca.phylogeny import MissingExtra
     from hca.pictures import MissingViz
 
     try:
@@ -313,7 +369,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except BrokenPipeError:  # the reader went away (e.g. `hca inspect RUN | head`)
         sys.stdout = open(os.devnull, "w")
         return 0
-    except (RunDirectoryError, MissingViz, PlacementError) as error:
+    except (RunDirectoryError, MissingViz, PlacementError, MissingExtra) as error:
         print(f"hca: error: {error}", file=sys.stderr)
         return EXIT_BAD_INPUT
     except WorldFileError as error:
@@ -374,7 +430,75 @@ def _plot(args: argparse.Namespace) -> int:
     return 0
 
 
-COMMANDS = {"validate": _validate, "run": _run, "inspect": _inspect, "render": _render, "plot": _plot}
+def _tree(args: argparse.Namespace) -> int:
+    from hca import phylogeny, pictures
+    from hca.checkpoint import RunDirectory, RunDirectoryError
+    from hca.runner import read_metrics
+
+    if not (args.out or args.csv or args.newick):
+        raise UsageError("say what to make: --out PNG, --csv FILE and/or --newick FILE")
+    run_dir = RunDirectory(args.run_dir)
+    run_dir.check()
+    if not (run_dir.path / phylogeny.DIRECTORY / phylogeny.BORN).exists():
+        raise RunDirectoryError(f"{run_dir.path}: no phylogeny (made by hca runs of this version)")
+    if args.out:
+        pictures._pyplot()
+    if args.newick:
+        phylogeny.require_converter()
+    world = run_dir.world()
+    lines = read_metrics(run_dir.metrics_file)
+    end = lines[-1]["tick"] if lines else 0
+    if args.csv:
+        out = phylogeny.write_standard(run_dir.path, args.csv, prune=args.prune)
+        print(f"{out}: the phylogeny in the ALife data standard{' (the living and their ancestors)' * args.prune}")
+    table = phylogeny.standard_table(run_dir.path, prune=True)
+    if args.newick:
+        count = phylogeny.write_newick(table, args.newick, list(world.regions))
+        print(f"{args.newick}: {count} Newick trees (one per surviving founder lineage)")
+    if args.out:
+        pictures.tree(table, args.out, f"{world.name}: {run_dir.path}, tick {end}", end, list(world.regions))
+        print(f"{args.out}: {len(table['id']):,} organisms drawn")
+    return 0
+
+
+def _compete(args: argparse.Namespace) -> int:
+    from hca import assay
+    from hca.config import load_world
+
+    a = assay.load_source(args.a, args.region, _report_line)
+    b = assay.load_source(args.b, args.region, _report_line)
+    world = load_world(args.world) if args.world else a.world
+    print(f"hca: competing {a.label} ({a.count:,} living) against {b.label} ({b.count:,} living) "
+          f"for {args.ticks:,} ticks, seeds {' '.join(map(str, args.seeds))}", file=sys.stderr)
+    result = assay.compete(
+        world, a, b, args.ticks, args.seeds, args.region,
+        on_seed=lambda row: print(f"hca: seed {row['seed']}: A {row['a_start']} -> {row['a_end']}, "
+                                  f"B {row['b_start']} -> {row['b_end']}", file=sys.stderr),
+    )
+    print(assay.describe(result))
+    if args.json:
+        assay.write_json(result, args.json)
+    return 0
+
+
+def _experiment(args: argparse.Namespace) -> int:
+    from hca import experiment
+    from hca.config import load_world
+
+    if not 0 < args.late <= 1:
+        raise UsageError("--late must be in (0, 1]")
+    world = load_world(args.world)
+    control = experiment.control_world(world, args.control, f"{args.world} with --control")
+    summary = experiment.experiment(
+        world, control, args.out, args.steps, args.seeds, args.metric, args.report_every, args.late,
+        report=_report_line, description=", ".join(args.control),
+    )
+    print((Path(args.out) / "summary.md").read_text(encoding="utf-8"), end="")
+    return 0 if summary["metrics"] else 1
+
+
+COMMANDS = {"validate": _validate, "run": _run, "inspect": _inspect, "render": _render, "plot": _plot,
+            "tree": _tree, "compete": _compete, "experiment": _experiment}
 
 
 if __name__ == "__main__":

@@ -144,6 +144,7 @@ class Organisms(_Model):
     # Initial Hebbian rate, within the range the brain keeps rates in (e**-20..e**2).
     learning_rate: Annotated[float, Field(ge=LEARNING_RATE_BOUNDS[0], le=LEARNING_RATE_BOUNDS[1])] = 0.01
     modulator_scale: Annotated[float, Field(gt=0.0)] = 10.0  # energy change giving modulator tanh(1)
+    learning: bool = True  # false: plastic weights never change in a life (a control for experiments)
     max_age: Annotated[int, Field(ge=1)] | None = None
     # Births + moves into one tile per tick (a tile: the cells sharing one coordinate on
     # every placed axis; the whole region when nothing is placed); default tile cells / 8.

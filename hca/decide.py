@@ -64,7 +64,7 @@ def decide(
 
     def per_tile(cells, exists, features, questions):
         thought = think(life, cells, exists, features, phase_bits, questions)
-        plastic = learn(life, cells, thought)
+        plastic = learn(life, cells, thought) if life.config.learning else cells["plastic"]
         pay = counts = None
         if questions is not None:
             # A group's later cells are graded on what they pass on, their signal 0.

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -78,6 +79,11 @@ def summary(simulation, checkpoint: Checkpoint, path: str) -> dict[str, Any]:
     state = checkpoint.state
     world = simulation.config
     measured = simulation.ledger(state)
+    from hca.runner import read_metrics
+
+    reported = next(
+        (line for line in read_metrics(Path(path) / "metrics.jsonl") if line.get("tick") == int(state.tick)), {}
+    )
     regions = {}
     population = births = deaths = moves = 0
     for (name, region), region_state in zip(world.regions.items(), state.regions):
@@ -100,6 +106,11 @@ def summary(simulation, checkpoint: Checkpoint, path: str) -> dict[str, Any]:
             moves += entry["moves"]
         if region_state.tasks is not None:
             entry["tasks"] = _task_stats(measured["tasks"][name])
+        if name in reported.get("regions", {}):
+            measures = reported["regions"][name]
+            if "phylogeny" in measures:
+                entry["phylogeny"] = dict(measures["phylogeny"])
+                entry["phylogeny"]["lineage_entropy_bits"] = measures["life"]["lineage_entropy_bits"]
         regions[name] = entry
     return {
         "run_dir": path,
@@ -157,6 +168,21 @@ def describe(report: dict[str, Any]) -> str:
                 lines.append(
                     f"    partial results passed on by later cells: {stats['relayed']:,}, "
                     f"mean quality {stats['mean_relay_quality']:.3f}"
+                )
+        if "phylogeny" in region:
+            tree = region["phylogeny"]
+            lines.append(
+                f"  phylogeny: {tree['recorded_total']:,} organisms recorded; phylogenetic diversity "
+                f"{tree['phylogenetic_diversity']:,}; lineage entropy {tree['lineage_entropy_bits']:.2f} bits"
+            )
+            modes = tree["modes"]
+            if modes is None:
+                lines.append("  MODES: none yet (no report old enough for the persistence filter)")
+            else:
+                lines.append(
+                    f"  MODES (persistent since tick {modes['from_tick']}: {modes['persistent']:,}): "
+                    f"change {modes['change']}, novelty {modes['novelty']}, ecology {modes['ecology']:.2f} bits, "
+                    f"complexity {modes['complexity']}"
                 )
         lines.append("  genome (mean +- std over the living):")
         for tensor, stats in region["genome"].items():

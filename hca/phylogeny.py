@@ -211,8 +211,9 @@ class Recorder:
             born_rows.append(born)
             died_rows.append(died)
             self._ingest(tree, born, died)
-        born = {key: np.concatenate([rows[key] for rows in born_rows]) for key in BORN_COLUMNS}
-        died = {key: np.concatenate([rows[key] for rows in died_rows]) for key in DIED_COLUMNS}
+        empty = np.zeros(0, np.int64)
+        born = {key: np.concatenate([empty] + [rows[key] for rows in born_rows]) for key in BORN_COLUMNS}
+        died = {key: np.concatenate([empty] + [rows[key] for rows in died_rows]) for key in DIED_COLUMNS}
         _append(self.path / BORN, BORN_COLUMNS, born)
         _append(self.path / DIED, DIED_COLUMNS, died)
         self.started = True
@@ -474,6 +475,54 @@ def write_standard(run_path: str | os.PathLike[str], out: str | os.PathLike[str]
     out.parent.mkdir(parents=True, exist_ok=True)
     _write_atomic(out, "".join(parts))
     return out
+
+
+class MissingExtra(Exception):
+    """An optional dependency is not installed."""
+
+
+def require_converter():
+    import warnings
+
+    try:
+        with warnings.catch_warnings():  # it warns when ete3, which hca does not use, is absent
+            warnings.simplefilter("ignore")
+            import alifedata_phyloinformatics_convert as converter
+    except ImportError:
+        raise MissingExtra(
+            "Newick export needs alifedata-phyloinformatics-convert: pip install 'hca[phylo]'"
+        ) from None
+    return converter
+
+
+def standard_frame(table: dict[str, np.ndarray], regions: list[str]):
+    """A phylogeny table as the ALife standard's pandas DataFrame (needs hca[phylo])."""
+    import pandas as pd
+
+    return pd.DataFrame({
+        "id": table["id"],
+        "ancestor_list": ["[NONE]" if p == 0 else f"[{p}]" for p in table["parent"].tolist()],
+        "origin_time": table["origin_time"],
+        "destruction_time": np.where(table["destruction_time"] < 0, np.inf, table["destruction_time"]),
+        "region": [regions[r] for r in table["region"].tolist()],
+        "generation": table["generation"],
+    })
+
+
+def write_newick(table: dict[str, np.ndarray], out: str | os.PathLike[str], regions: list[str]) -> int:
+    """Write each tree of a (pruned) phylogeny as Newick, one per line, branch lengths
+    in ticks, through the ALife standard's own converter; returns how many trees."""
+    converter = require_converter()
+    frame = standard_frame(table, regions)
+    trees = converter.alife_dataframe_to_dendropy_trees(frame, setattrs={"id": "organism"}, setup_edge_lengths=True)
+    for tree in trees:  # nodes named by organism id
+        for node in tree:
+            if node.is_leaf():
+                node.taxon = tree.taxon_namespace.new_taxon(str(node.organism))
+            else:
+                node.label = str(node.organism)
+    _write_atomic(Path(out), "".join(tree.as_string(schema="newick") for tree in trees))
+    return len(trees)
 
 
 def _region_names(run_path) -> list[str]:

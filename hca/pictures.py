@@ -169,10 +169,51 @@ def task_names(lines: list[dict[str, Any]]) -> list[tuple[str, str]]:
     return names
 
 
+def phylogeny_regions(lines: list[dict[str, Any]]) -> list[str]:
+    """The regions whose metrics carry phylogeny measures, in first-seen order."""
+    names: dict[str, None] = {}
+    for line in lines:
+        for name, region in line.get("regions", {}).items():
+            if "phylogeny" in region:
+                names[name] = None
+    return list(names)
+
+
 def plot_size(lines: list[dict[str, Any]]) -> tuple[int, int]:
-    """Width and height in pixels of ``plot``'s picture: three panels, five with tasks."""
-    panels = 5 if task_names(lines) else 3
+    """Width and height in pixels of ``plot``'s picture: three panels, two more with
+    tasks, two more with a phylogeny."""
+    panels = 3 + 2 * bool(task_names(lines)) + 2 * bool(phylogeny_regions(lines))
     return PLOT_WIDTH, PANEL_HEIGHT * panels
+
+
+def _plot_evolution(modes_ax, diversity_ax, lines: list[dict[str, Any]], regions: list[str]) -> None:
+    """MODES change and novelty; ecology, lineage entropy and complexity."""
+    several = len(regions) > 1
+    complexity_ax = diversity_ax.twinx()
+    for region in regions:
+        prefix = f"{region}: " if several else ""
+        ticks, modes, entropy = [], [], []
+        for line in lines:
+            entry = line["regions"].get(region, {})
+            if "phylogeny" in entry:
+                ticks.append(line["tick"])
+                modes.append(entry["phylogeny"]["modes"] or {})
+                entropy.append(entry.get("life", {}).get("lineage_entropy_bits", np.nan))
+
+        def series(key):
+            return [np.nan if m.get(key) is None else m[key] for m in modes]
+
+        modes_ax.plot(ticks, series("change"), label=f"{prefix}change")
+        modes_ax.plot(ticks, series("novelty"), label=f"{prefix}novelty")
+        diversity_ax.plot(ticks, series("ecology"), label=f"{prefix}ecology (persistent types)")
+        diversity_ax.plot(ticks, entropy, label=f"{prefix}lineage entropy")
+        complexity_ax.plot(ticks, series("complexity"), ":", color="black", label=f"{prefix}complexity")
+    modes_ax.set_ylabel("types per report")
+    modes_ax.set_title("MODES: types passing the persistence filter that are new since the last report "
+                       "(change) or ever (novelty)", fontsize=9)
+    diversity_ax.set_ylabel("Shannon entropy (bits)")
+    complexity_ax.set_ylabel("most active units")
+    complexity_ax.legend(fontsize=7, loc="upper right")
 
 
 def plot(lines: list[dict[str, Any]], out: str, title: str) -> str:
@@ -203,7 +244,7 @@ def plot(lines: list[dict[str, Any]], out: str, title: str) -> str:
     balanced = all(line["ledger"]["balanced"] for line in lines)
     ledger_ax.set_title("ledger " + ("balanced at every report" if balanced else "NOT BALANCED"), fontsize=9)
     if tasks:
-        quality_ax, paid_ax = axes[3:]
+        quality_ax, paid_ax = axes[3:5]
         several = len({region for region, _ in tasks}) > 1
         for region, task in tasks:
             label = f"{region}/{task}" if several else task
@@ -222,11 +263,97 @@ def plot(lines: list[dict[str, Any]], out: str, title: str) -> str:
             fontsize=9,
         )
         paid_ax.set_ylabel("quanta paid per interval")
+    evolving = phylogeny_regions(lines)
+    if evolving:
+        _plot_evolution(axes[-2], axes[-1], lines, evolving)
     axes[-1].set_xlabel("tick")
     for ax in axes:
         if ax.get_legend_handles_labels()[0]:
             ax.legend(fontsize=7, loc="upper left")
         ax.grid(alpha=0.3)
+    figure.suptitle(title, fontsize=10)
+    figure.savefig(out, dpi=DPI)
+    plt.close(figure)
+    return out
+
+
+def tree_layout(table: dict[str, np.ndarray]) -> np.ndarray:
+    """A vertical position for every organism of a phylogeny table (``hca.phylogeny.
+    standard_table``): leaves one apart in depth-first order, each parent midway
+    between its first and last child."""
+    ids, parents = table["id"], table["parent"]
+    n = len(ids)
+    order = np.argsort(ids)
+    parent_at = np.searchsorted(ids[order], parents)
+    parent_at = np.where(
+        (parents > 0) & (parent_at < n) & (ids[order][np.minimum(parent_at, n - 1)] == parents),
+        order[np.minimum(parent_at, n - 1)],
+        -1,
+    )
+    children: list[list[int]] = [[] for _ in range(n)]
+    for child in np.argsort(table["origin_time"], kind="stable").tolist():
+        if parent_at[child] >= 0:
+            children[parent_at[child]].append(child)
+    roots = [int(k) for k in np.argsort(table["origin_time"], kind="stable") if parent_at[k] < 0]
+    y = np.zeros(n)
+    leaf = 0
+    stack: list[tuple[int, bool]] = [(root, False) for root in reversed(roots)]
+    while stack:
+        node, done = stack.pop()
+        if done:
+            y[node] = (y[children[node][0]] + y[children[node][-1]]) / 2
+        elif children[node]:
+            stack.append((node, True))
+            stack.extend((child, False) for child in reversed(children[node]))
+        else:
+            y[node] = leaf
+            leaf += 1
+    return y
+
+
+def tree(table: dict[str, np.ndarray], out: str, title: str, end: int, regions: list[str]) -> str:
+    """Draw a phylogeny against time: each organism a horizontal line from its birth to
+    its death (or the end), joined to its parent where it was born, coloured by founder."""
+    plt = _pyplot()
+    from matplotlib.collections import LineCollection
+
+    y = tree_layout(table)
+    n = len(y)
+    start = table["origin_time"].astype(float)
+    stop = np.where(table["destruction_time"] < 0, end, table["destruction_time"]).astype(float)
+    ids = table["id"]
+    order = np.argsort(ids)
+    parent_at = np.searchsorted(ids[order], table["parent"])
+    found = (table["parent"] > 0) & (parent_at < n) & (ids[order][np.minimum(parent_at, n - 1)] == table["parent"])
+    parent_at = order[np.minimum(parent_at, n - 1)]
+    # Colour by founder: follow parents up to the roots.
+    root = np.where(found, parent_at, np.arange(n))
+    for _ in range(int(table["generation"].max(initial=0)) + 1):
+        up = root[root]
+        if np.array_equal(up, root):
+            break
+        root = up
+    palette = plt.get_cmap("tab20")
+    founders, colour_index = np.unique(root, return_inverse=True)
+    colours = palette(colour_index % 20)
+    height = min(max(4.0, 0.02 * y.max(initial=1.0) + 3), 14.0)
+    figure, ax = plt.subplots(figsize=(PLOT_WIDTH / DPI, height), dpi=DPI, layout="constrained")
+    lives = np.stack([np.stack([start, y], 1), np.stack([stop, y], 1)], 1)
+    ax.add_collection(LineCollection(lives, colors=colours, linewidths=0.6))
+    joins = np.stack([np.stack([start, y[parent_at]], 1), np.stack([start, y], 1)], 1)[found]
+    ax.add_collection(LineCollection(joins, colors=colours[found], linewidths=0.3, alpha=0.6))
+    living = table["destruction_time"] < 0
+    ax.scatter(stop[living], y[living], s=2, color=colours[living], zorder=3)
+    ax.set_xlim(-0.01 * max(end, 1), end * 1.01 + 1)
+    ax.set_ylim(-1, y.max(initial=0) + 1)
+    ax.set_yticks([])
+    ax.set_xlabel("tick")
+    ax.set_title(
+        f"{n:,} organisms: the living ({int(living.sum()):,}, dots) and their ancestors; "
+        f"{len(founders)} founder lineages, by colour"
+        + (f"; regions {', '.join(regions)}" if len(regions) > 1 else ""),
+        fontsize=9,
+    )
     figure.suptitle(title, fontsize=10)
     figure.savefig(out, dpi=DPI)
     plt.close(figure)

@@ -250,12 +250,13 @@ class LifeReference:
             scores = encoded @ g["score_w"][cell][:e] + hidden @ g["score_w"][cell][e:]
             rate = np.exp(np.clip(g["log_learning_rate"][cell][0], -20, 2))
             modulator = np.tanh((energy - int(s["last_energy"][cell])) / np.float32(cfg.modulator_scale))
-            if occupied:
+            if occupied and cfg.learning:
                 s["plastic"][cell] = np.clip(
                     s["plastic"][cell] + rate * modulator * np.outer(hidden, np.tanh(out)),
                     -brain.PLASTIC_LIMIT,
                     brain.PLASTIC_LIMIT,
                 )
+            if occupied:
                 s["signal"][cell] = np.tanh(out[:c])
                 s["hidden"][cell] = hidden
             else:

@@ -165,7 +165,7 @@ def test_render_and_plot_write_pngs_of_the_expected_size(tmp_path, worlds_dir, c
     assert run("render", out, "--out", lattice) == 0
     assert png_size(lattice) == render_size((2, 2, 2, 2, 4, 8, 16))
     assert run("plot", out, "--out", history) == 0
-    assert png_size(history) == plot_size(read_metrics(out / "metrics.jsonl")) == (900, 5 * PANEL_HEIGHT)
+    assert png_size(history) == plot_size(read_metrics(out / "metrics.jsonl")) == (900, 7 * PANEL_HEIGHT)  # with tasks and a phylogeny
     sites = tmp_path / "sites.png"
     assert run("render", out, "--show", "tasks", "--out", sites) == 0  # the default world's task sites
     assert png_size(sites) == render_size((2, 2, 2, 2, 4, 8, 16))

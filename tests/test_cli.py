@@ -69,7 +69,8 @@ def test_run_accepts_an_existing_empty_dir(tmp_path, worlds_dir):
     out.mkdir()
     argv = ["run", str(worlds_dir / "mixed.yaml"), "--steps", "4", "--out", str(out), "--quiet"]
     assert main(argv) == 0
-    assert sorted(p.name for p in out.iterdir()) == ["checkpoints", "metrics.jsonl", "run.json", "world.yaml"]
+    assert sorted(p.name for p in out.iterdir()) == [
+        "checkpoints", "metrics.jsonl", "phylogeny", "phylogeny.csv", "run.json", "world.yaml"]
     assert sorted(p.name for p in (out / "checkpoints").iterdir()) == ["4"]
 
 

@@ -219,12 +219,13 @@ TASKS = [
 ]
 
 
-@pytest.mark.parametrize("tasks", [False, True], ids=["life", "tasks"])
-def test_reference_agrees_for_50_ticks(tasks):
+@pytest.mark.parametrize("tasks, learning", [(False, True), (True, True), (False, False)],
+                         ids=["life", "tasks", "learning-off"])
+def test_reference_agrees_for_50_ticks(tasks, learning):
     # Placed a and b: tiles of 2 cells, each accepting two transfers a tick, one of them
     # through each side of a placed axis; rows cross between tiles along an open and a
     # curled axis.
-    config = living_world(max_transfers=2, max_crossings=1)
+    config = living_world(max_transfers=2, max_crossings=1, learning=learning)
     config["regions"]["grid"]["placement"] = ["a", "b"]
     config["seed"] = 2  # a seed whose placed region refuses claims within 50 ticks
     if tasks:

@@ -1,0 +1,124 @@
+"""Competition assays and controlled experiments."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from hca import assay, experiment
+from hca.cli import main
+from hca.config import load_world, parse_world
+from hca.runner import Run
+from test_life import living_world
+
+pytestmark = pytest.mark.filterwarnings("ignore::pytest.PytestUnraisableExceptionWarning")
+
+
+def assay_world():
+    """The test world with a ring of 256 cells: assays compete on the ring."""
+    config = living_world()
+    config["regions"]["ring"]["axes"][0]["size"] = 256
+    return config
+
+
+@pytest.fixture(scope="module")
+def evolved(tmp_path_factory):
+    """A small world run for 60 ticks, with a checkpoint at 30 and 60."""
+    path = tmp_path_factory.mktemp("assay") / "run"
+    run = Run.start(parse_world(assay_world()), path, 60, report_every=10, checkpoint_every=30, keep=3)
+    run.advance(handle_signals=False)
+    return path
+
+
+def test_identical_sources_are_equally_fit(evolved):
+    source = assay.load_source(f"{evolved}@60", "ring")
+    result = assay.compete(source.world, source, source, ticks=40, seeds=[1, 2, 3, 4, 5], region="ring")
+    assert all(row["balanced"] for row in result["seeds"])
+    assert all(abs(row["a_start"] - row["b_start"]) <= 1 for row in result["seeds"])
+    fitness, rate = result["relative_fitness"], result["selection_rate"]
+    assert fitness["n"] == 5 and fitness["low"] < 1 < fitness["high"]
+    assert rate["low"] < 0 < rate["high"]
+
+
+def test_a_handicapped_source_loses(evolved):
+    source = assay.load_source(f"{evolved}@60", "ring")
+    result = assay.compete(source.world, source, source, ticks=40, seeds=[1, 2, 3], region="ring",
+                           energy=(0.02, 1.0))
+    assert all(row["balanced"] for row in result["seeds"])
+    assert result["relative_fitness"]["high"] < 1
+    assert result["selection_rate"]["high"] < 0
+
+
+def test_founders_are_drawn_again_and_placement_interleaves(evolved):
+    founders = assay.load_source(f"{evolved}@0", "ring")
+    later = assay.load_source(str(evolved), "ring")
+    assert founders.label.endswith("@0") and later.label.endswith("@60")
+    world = founders.world
+    from hca.world import build
+
+    simulation = build(world)
+    state, side_a = assay.place(simulation, "ring", founders, later, seed=3)
+    life = state.regions[1].life
+    import numpy as np
+
+    occupied = np.flatnonzero(np.asarray(life.occupied).reshape(-1))
+    assert list(side_a) == list(occupied[0::2])
+    # Every placed genome is one of its source's.
+    rows = np.asarray(life.genome["body_w"]).reshape(len(np.asarray(life.occupied).reshape(-1)), -1)
+    a_rows = founders.genomes["body_w"].reshape(founders.count, -1)
+    b_rows = later.genomes["body_w"].reshape(later.count, -1)
+    for cell in occupied:
+        pool = a_rows if cell in side_a else b_rows
+        assert (pool == rows[cell]).all(axis=1).any()
+    assert bool(simulation.ledger(state)["world"]["balanced"])
+
+
+def test_compete_command_prints_and_rejects(evolved, tmp_path, capsys):
+    out = tmp_path / "result.json"
+    assert main(["compete", f"{evolved}@0", str(evolved), "--ticks", "10", "--seeds", "1", "2",
+                 "--region", "ring", "--json", str(out)]) == 0
+    printed = capsys.readouterr().out
+    assert "relative fitness W" in printed and "selection rate r" in printed
+    assert len(json.loads(out.read_text())["seeds"]) == 2
+    assert main(["compete", f"{evolved}@45", str(evolved), "--ticks", "10"]) == 2
+    assert "no checkpoint at tick 45 (saved ticks: 30, 60)" in capsys.readouterr().err
+    assert main(["compete", str(tmp_path / "nothing"), str(evolved), "--ticks", "10"]) == 2
+
+
+def test_experiment_runs_both_arms_and_summarises(tmp_path, worlds_dir, capsys):
+    world_file = tmp_path / "w.yaml"
+    import yaml
+
+    world_file.write_text(yaml.safe_dump(living_world()))
+    out = tmp_path / "exp"
+    argv = ["experiment", str(world_file), "--steps", "30", "--out", str(out), "--seeds", "1", "2",
+            "--report-every", "10", "--control", "mutation-off", "learning-off"]
+    assert main(argv) == 0
+    printed = capsys.readouterr().out
+    assert "| regions.grid.life.population |" in printed
+    control = load_world(out / "control-s1" / "world.yaml")
+    assert not control.regions["grid"].organisms.mutation.enabled
+    assert not control.regions["grid"].organisms.learning
+    assert load_world(out / "treatment-s2" / "world.yaml").regions["grid"].organisms.learning
+    summary = json.loads((out / "summary.json").read_text())
+    population = summary["metrics"]["regions.grid.life.population"]
+    assert population["compared"] == 2 and population["treatment"]["n"] == 2
+    # Run again: nothing is run twice, the summary is the same.
+    before = (out / "treatment-s1" / "metrics.jsonl").read_text()
+    assert main(argv) == 0
+    assert (out / "treatment-s1" / "metrics.jsonl").read_text() == before
+    assert json.loads((out / "summary.json").read_text()) == summary
+    assert main(["experiment", str(world_file), "--steps", "30", "--out", str(tmp_path / "bad"),
+                 "--control", "gravity-off"]) == 2
+    assert "expected one of mutation-off, learning-off, tasks-off" in capsys.readouterr().err
+
+
+def test_values_at_paths_and_intervals():
+    line = {"tick": 5, "regions": {"g": {"life": {"population": 7}, "flag": True}}}
+    assert experiment.value_at(line, "regions.g.life.population") == 7.0
+    assert experiment.value_at(line, "regions.g.flag") is None
+    assert experiment.value_at(line, "regions.h.life.population") is None
+    stats = assay.interval([1.0, 2.0, 3.0])
+    assert stats["mean"] == 2.0 and stats["low"] == pytest.approx(2 - 4.303 / 3 ** 0.5)
+    assert assay.interval([4.0])["low"] is None and assay.interval([])["mean"] is None
