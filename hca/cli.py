@@ -489,10 +489,15 @@ def _experiment(args: argparse.Namespace) -> int:
         raise UsageError("--late must be in (0, 1]")
     world = load_world(args.world)
     control = experiment.control_world(world, args.control, f"{args.world} with --control")
-    summary = experiment.experiment(
-        world, control, args.out, args.steps, args.seeds, args.metric, args.report_every, args.late,
-        report=_report_line, description=", ".join(args.control),
-    )
+    try:
+        summary = experiment.experiment(
+            world, control, args.out, args.steps, args.seeds, args.metric, args.report_every, args.late,
+            report=_report_line, description=", ".join(args.control),
+        )
+    except experiment.Stopped as stop:
+        print(f"hca: {signal.Signals(stop.signal).name}: stopped with a checkpoint; run the same command "
+              f"again to continue", file=sys.stderr)
+        return 128 + stop.signal
     print((Path(args.out) / "summary.md").read_text(encoding="utf-8"), end="")
     return 0 if summary["metrics"] else 1
 

@@ -89,6 +89,14 @@ def arm_world(world: WorldConfig, control: WorldConfig, arm: str, seed: int) -> 
     return (world if arm == "treatment" else control).with_seed(seed)
 
 
+class Stopped(Exception):
+    """A run of the experiment was stopped by a signal (after saving a checkpoint)."""
+
+    def __init__(self, number: int):
+        super().__init__(f"stopped by signal {number}")
+        self.signal = number
+
+
 def run_arm(world: WorldConfig, out: Path, ticks: int, report_every: int | None,
             report: Callable[[str], None] = lambda line: None) -> list[dict]:
     """Run (or finish) one arm's run directory; its metrics lines."""
@@ -104,7 +112,7 @@ def run_arm(world: WorldConfig, out: Path, ticks: int, report_every: int | None,
     report(f"{out}: ticks {run.start_tick}..{ticks}")
     outcome = run.advance()
     if outcome.stopped_by is not None:
-        raise KeyboardInterrupt
+        raise Stopped(outcome.stopped_by)
     return read_metrics(out / "metrics.jsonl")
 
 

@@ -46,13 +46,15 @@ PHASES = ("inflow", "sense", "decide", "settle", "transfer", "decay")
 
 def must_move_bytes(state) -> int:
     """Bytes a tick must move: each genome read once; MOVED_FIELDS and free energy
-    read and written once."""
+    read and written once; one row of the death journal written."""
     total = 0
     for region in state.regions:
         total += 2 * tree_bytes(region.free_energy)
         if region.life is not None:
             total += tree_bytes(region.life.genome)
             total += 2 * sum(tree_bytes(getattr(region.life, name)) for name in MOVED_FIELDS)
+            journal = (region.life.died, region.life.died_parent, region.life.died_generation)
+            total += sum(tree_bytes(field) for field in journal) // region.life.died.shape[-2]
     return total
 
 

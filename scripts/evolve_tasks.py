@@ -23,9 +23,10 @@ from pathlib import Path
 import numpy as np
 
 import hca
+from hca import experiment
 from hca.checkpoint import RunDirectoryError
 from hca.config import load_world
-from hca.runner import Run, read_metrics
+from hca.experiment import control_world
 
 ARMS = ("evolving", "control")
 
@@ -33,33 +34,16 @@ ARMS = ("evolving", "control")
 def arm_world(world, arm: str, seed: int):
     """The world of one arm and seed: the control has mutation switched off."""
     world = world.with_seed(seed)
-    if arm == "evolving":
-        return world
-    regions = {}
-    for name, region in world.regions.items():
-        if region.organisms is not None:
-            mutation = region.organisms.mutation.model_copy(update={"enabled": False})
-            region = region.model_copy(update={"organisms": region.organisms.model_copy(update={"mutation": mutation})})
-        regions[name] = region
-    return world.model_copy(update={"regions": regions})
+    return world if arm == "evolving" else control_world(world, ["mutation-off"])
 
 
 def run_arm(world, out: Path, ticks: int, report_every: int) -> list[dict]:
     """Run (or finish) one arm's run directory; its metrics lines."""
-    if (out / "world.yaml").exists():
-        lines = read_metrics(out / "metrics.jsonl")
-        if lines and lines[-1]["tick"] >= ticks:
-            return lines
-        run = Run.resume(out)
-        run.settings["target_tick"] = ticks  # the experiment's length, even if it grew
-    else:
-        run = Run.start(world, out, ticks, report_every=report_every, checkpoint_every=max(ticks // 4, report_every),
-                        keep=1)
-    print(f"{out}: ticks {run.start_tick}..{ticks}", file=sys.stderr, flush=True)
-    outcome = run.advance()
-    if outcome.stopped_by is not None:
-        raise SystemExit(128 + outcome.stopped_by)
-    return read_metrics(out / "metrics.jsonl")
+    try:
+        return experiment.run_arm(world, out, ticks, report_every,
+                                  report=lambda line: print(line, file=sys.stderr, flush=True))
+    except experiment.Stopped as stop:
+        raise SystemExit(128 + stop.signal) from None
 
 
 POPULATION = "(population)"  # the series of the population, beside the tasks'

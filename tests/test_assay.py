@@ -5,12 +5,12 @@ from __future__ import annotations
 import json
 
 import pytest
+from test_life import living_world
 
 from hca import assay, experiment
 from hca.cli import main
 from hca.config import load_world, parse_world
 from hca.runner import Run
-from test_life import living_world
 
 pytestmark = pytest.mark.filterwarnings("ignore::pytest.PytestUnraisableExceptionWarning")
 

@@ -7,13 +7,13 @@ import shutil
 
 import numpy as np
 import pytest
+from test_life import living_world
 
 from hca import phylogeny
 from hca.config import parse_world
 from hca.phylogeny import Recorder, shannon_bits
 from hca.runner import Run, read_metrics
 from hca.world import build
-from test_life import living_world
 
 pytestmark = pytest.mark.filterwarnings("ignore::pytest.PytestUnraisableExceptionWarning")
 
@@ -220,3 +220,49 @@ def test_shannon_bits():
     assert shannon_bits([5]) == 0.0
     assert shannon_bits([1, 1, 1, 1]) == pytest.approx(2.0)
     assert shannon_bits([3, 1]) == pytest.approx(-(0.75 * np.log2(0.75) + 0.25 * np.log2(0.25)))
+
+
+def test_tree_and_inspect_commands(tmp_path, capsys):
+    from hca.cli import main
+
+    path = tmp_path / "r"
+    Run.start(phylo_world(), path, 60, report_every=10).advance(handle_signals=False)
+    assert main(["inspect", str(path)]) == 0
+    printed = capsys.readouterr().out
+    assert "phylogeny:" in printed and "MODES (persistent since tick 40:" in printed
+    living = tmp_path / "living.csv"
+    assert main(["tree", str(path), "--csv", str(living), "--prune"]) == 0
+    expected = phylogeny.write_standard(path, tmp_path / "expected.csv", prune=True)
+    assert living.read_bytes() == expected.read_bytes()
+    if pytest.importorskip("matplotlib"):
+        picture = tmp_path / "tree.png"
+        assert main(["tree", str(path), "--out", str(picture)]) == 0
+        from matplotlib.image import imread
+
+        pixels = imread(picture)
+        assert pixels.shape[1] == 900 and (pixels[..., :3] < 0.9).any()  # something drawn
+    pytest.importorskip("alifedata_phyloinformatics_convert")
+    newick = tmp_path / "living.nwk"
+    assert main(["tree", str(path), "--newick", str(newick)]) == 0
+    trees = newick.read_text().splitlines()
+    roots = (read_standard(living)["ancestor_list"] == "[NONE]").sum()
+    assert len(trees) == roots and all(tree.endswith(";") for tree in trees)
+    capsys.readouterr()
+    assert main(["tree", str(path)]) == 2
+    assert "say what to make" in capsys.readouterr().err
+    assert main(["tree", str(tmp_path / "nowhere"), "--out", str(tmp_path / "x.png")]) == 2
+
+
+def test_tree_layout_places_parents_between_children():
+    from hca.pictures import tree_layout
+
+    # 1 -> (2 -> (4, 5), 3); 6 alone.
+    table = {
+        "id": np.array([1, 2, 3, 4, 5, 6]),
+        "parent": np.array([0, 1, 1, 2, 2, 0]),
+        "origin_time": np.array([0, 1, 2, 3, 4, 0]),
+    }
+    y = tree_layout(table)
+    leaves = sorted(y[[2, 3, 4, 5]])
+    assert leaves == [0, 1, 2, 3]
+    assert y[1] == (y[3] + y[4]) / 2 and y[0] == (y[1] + y[2]) / 2
