@@ -160,6 +160,8 @@ def _parser() -> argparse.ArgumentParser:
     tree.add_argument("--csv", metavar="FILE", help="write the phylogeny in the ALife data standard")
     tree.add_argument("--newick", metavar="FILE", help="write the living's ancestry as Newick trees")
     tree.add_argument("--prune", action="store_true", help="--csv keeps only the living and their ancestors")
+    tree.add_argument("--colour", choices=("founder", "type", "complexity"), default="founder",
+                      help="colour the picture by founder lineage (default), coarse genotype or active units")
 
     compete = commands.add_parser(
         "compete",
@@ -456,7 +458,8 @@ def _tree(args: argparse.Namespace) -> int:
         count = phylogeny.write_newick(table, args.newick, list(world.regions))
         print(f"{args.newick}: {count} Newick trees (one per surviving founder lineage)")
     if args.out:
-        pictures.tree(table, args.out, f"{world.name}: {run_dir.path}, tick {end}", end, list(world.regions))
+        pictures.tree(table, args.out, f"{world.name}: {run_dir.path}, tick {end}", end, list(world.regions),
+                      args.colour)
         print(f"{args.out}: {len(table['id']):,} organisms drawn")
     return 0
 

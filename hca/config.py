@@ -273,6 +273,9 @@ class PhylogenySettings(_Model):
     # MODES persistence filter: an organism counts once it has living descendants this
     # many ticks after it was seen alive (Dolson et al. 2019).
     persistence: Annotated[int, Field(ge=1)] = 500
+    # phylogeny.csv at the end of a run keeps only the living and their ancestors (the
+    # journals keep everyone; `hca tree --csv` writes either at any time).
+    prune: bool = False
 
 
 class RunSettings(_Model):

@@ -35,7 +35,7 @@ def life_metrics(life: LifeState) -> dict[str, jax.Array]:
         "deepest_generation": jnp.where(alive, life.generation, 0).max(),
         "mean_mutation_scale": jnp.where(alive, scales, 0.0).sum() / count,
         "lineages": lineages.sum(dtype=jnp.int64),
-        "lineage_entropy_bits": lineage_entropy + 0.0,
+        "lineage_entropy_bits": jnp.where(lineage_entropy > 0, lineage_entropy, 0.0),  # never -0.0
     }
 
 

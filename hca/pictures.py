@@ -311,9 +311,11 @@ def tree_layout(table: dict[str, np.ndarray]) -> np.ndarray:
     return y
 
 
-def tree(table: dict[str, np.ndarray], out: str, title: str, end: int, regions: list[str]) -> str:
+def tree(table: dict[str, np.ndarray], out: str, title: str, end: int, regions: list[str],
+         colour: str = "founder") -> str:
     """Draw a phylogeny against time: each organism a horizontal line from its birth to
-    its death (or the end), joined to its parent where it was born, coloured by founder."""
+    its death (or the end), joined to its parent where it was born, coloured by its
+    founder, its coarse genotype (``type``) or its ``complexity`` (active units)."""
     plt = _pyplot()
     from matplotlib.collections import LineCollection
 
@@ -336,6 +338,18 @@ def tree(table: dict[str, np.ndarray], out: str, title: str, end: int, regions: 
     palette = plt.get_cmap("tab20")
     founders, colour_index = np.unique(root, return_inverse=True)
     colours = palette(colour_index % 20)
+    legend = f"{len(founders)} founder lineage{'s' * (len(founders) != 1)}, by colour"
+    if colour == "type":
+        kinds, kind_index = np.unique(table["type"], return_inverse=True)
+        colours = palette(kind_index % 20)
+        colours[table["type"] < 0] = (0.7, 0.7, 0.7, 1.0)
+        legend = f"{len(founders)} founder lineage{'s' * (len(founders) != 1)}; colour: coarse genotype"
+    elif colour == "complexity":
+        known = table["complexity"] >= 0
+        top = max(int(table["complexity"].max(initial=1)), 1)
+        colours = plt.get_cmap("viridis")(np.clip(table["complexity"], 0, None) / top)
+        colours[~known] = (0.7, 0.7, 0.7, 1.0)
+        legend = f"colour: active hidden units (dark 0 to yellow {top})"
     height = min(max(4.0, 0.02 * y.max(initial=1.0) + 3), 14.0)
     figure, ax = plt.subplots(figsize=(PLOT_WIDTH / DPI, height), dpi=DPI, layout="constrained")
     lives = np.stack([np.stack([start, y], 1), np.stack([stop, y], 1)], 1)
@@ -349,8 +363,7 @@ def tree(table: dict[str, np.ndarray], out: str, title: str, end: int, regions: 
     ax.set_yticks([])
     ax.set_xlabel("tick")
     ax.set_title(
-        f"{n:,} organisms: the living ({int(living.sum()):,}, dots) and their ancestors; "
-        f"{len(founders)} founder lineages, by colour"
+        f"{n:,} organisms: the living ({int(living.sum()):,}, dots) and their ancestors; {legend}"
         + (f"; regions {', '.join(regions)}" if len(regions) > 1 else ""),
         fontsize=9,
     )

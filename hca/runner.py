@@ -201,10 +201,10 @@ class Run:
                         on_chunk(chunk, written)
                     if stopping and tick < target:
                         saver.save(state)
-                        write_standard(self.run_dir.path)
+                        write_standard(self.run_dir.path, prune=simulation.config.run.phylogeny.prune)
                         self.state, self.start_tick, self.previous = state, tick, line
                         return Outcome(tick, line, time.perf_counter() - started, stop.signal)
-            write_standard(self.run_dir.path)
+            write_standard(self.run_dir.path, prune=simulation.config.run.phylogeny.prune)
             self.state, self.start_tick, self.previous = state, tick, line
             return Outcome(tick, line, time.perf_counter() - started)
         finally:

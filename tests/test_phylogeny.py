@@ -266,3 +266,14 @@ def test_tree_layout_places_parents_between_children():
     leaves = sorted(y[[2, 3, 4, 5]])
     assert leaves == [0, 1, 2, 3]
     assert y[1] == (y[3] + y[4]) / 2 and y[0] == (y[1] + y[2]) / 2
+
+
+def test_a_pruned_run_writes_only_the_living_and_their_ancestors(tmp_path):
+    config = living_world()
+    config["run"] = {"phylogeny": {"drain_every": 8, "prune": True}}
+    Run.start(parse_world(config), tmp_path / "r", 40, report_every=10).advance(handle_signals=False)
+    written = read_standard(tmp_path / "r" / "phylogeny.csv")
+    everyone = phylogeny.standard_table(tmp_path / "r")
+    pruned = phylogeny.standard_table(tmp_path / "r", prune=True)
+    assert len(written) == len(pruned["id"]) < len(everyone["id"])
+    assert list(written["id"]) == list(pruned["id"])
