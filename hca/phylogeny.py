@@ -4,16 +4,19 @@ Births and deaths reach the host without the history ever living on the device: 
 state keeps the deaths of the last ``drain_every`` ticks (``LifeState.died*``), and the
 run *drains* them, with the organisms born since the last drain, at least that often.
 Drains happen on the ticks that are multiples of ``drain_every`` or of the report
-interval, and at the end of a run; each appends to two journals in the run directory:
+interval, and at the end of a run; each appends to two journals in the run directory,
+binary files of fixed-size little-endian records (``BORN_RECORD``, ``DIED_RECORD``;
+``numpy.fromfile`` reads them):
 
-- ``phylogeny/born.csv``: ``id, parent, origin_time, region, cell, generation, type,
-  complexity``, one row per organism (``type`` and ``complexity`` are -1 for organisms
-  that never lived through a drain: their genomes were gone before anyone looked);
-- ``phylogeny/died.csv``: ``id, region, destruction_time, cell``.
+- ``phylogeny/born.bin``: ``id, parent, origin_time, region, cell, generation, type,
+  complexity``, one record per organism (``type`` and ``complexity`` are -1 for
+  organisms that never lived through a drain: their genomes were gone before anyone
+  looked);
+- ``phylogeny/died.bin``: ``id, region, destruction_time, cell``.
 
 ``origin_time`` is the tick during which an organism was born (0 for founders) and
 ``destruction_time`` the tick during which it died. ``cell`` is the birth cell in
-``born.csv`` and the cell of death in ``died.csv``. Ids are the state's ``organism_id``
+``born.bin`` and the cell of death in ``died.bin``. Ids are the state's ``organism_id``
 (with several living regions, ``organism_id * L + k`` for the k-th of L such regions).
 
 ``write_standard`` joins the journals into ``phylogeny.csv`` in the ALife data
@@ -52,11 +55,14 @@ from hca import brain
 from hca.config import WorldConfig
 
 DIRECTORY = "phylogeny"
-BORN = "born.csv"
-DIED = "died.csv"
+BORN = "born.bin"
+DIED = "died.bin"
 STANDARD = "phylogeny.csv"
-BORN_COLUMNS = ("id", "parent", "origin_time", "region", "cell", "generation", "type", "complexity")
-DIED_COLUMNS = ("id", "region", "destruction_time", "cell")
+BORN_RECORD = np.dtype([("id", "<i8"), ("parent", "<i8"), ("origin_time", "<i4"), ("region", "<i4"),
+                        ("cell", "<i4"), ("generation", "<i4"), ("type", "<i4"), ("complexity", "<i4")])
+DIED_RECORD = np.dtype([("id", "<i8"), ("region", "<i4"), ("destruction_time", "<i4"), ("cell", "<i4")])
+BORN_COLUMNS = BORN_RECORD.names
+DIED_COLUMNS = DIED_RECORD.names
 TYPE_BITS = 16
 # Genome tensors left out of a type: the inherited rates, which drift without meaning.
 _UNTYPED = ("log_learning_rate", "log_mutation")
@@ -173,8 +179,8 @@ class Recorder:
         """A new phylogeny: empty journals, and the founders of ``state`` (tick 0)."""
         recorder = Recorder(config, run_path)
         recorder.path.mkdir(parents=True, exist_ok=True)
-        for name, columns in ((BORN, BORN_COLUMNS), (DIED, DIED_COLUMNS)):
-            _write_atomic(recorder.path / name, ",".join(columns) + "\n")
+        for name in (BORN, DIED):
+            _write_atomic(recorder.path / name, b"")
         recorder.drain(state, 0)
         return recorder
 
@@ -193,8 +199,8 @@ class Recorder:
         keep_died = died["destruction_time"] < last
         born = {key: value[keep_born] for key, value in born.items()}
         died = {key: value[keep_died] for key, value in died.items()}
-        _rewrite(recorder.path / BORN, BORN_COLUMNS, born)
-        _rewrite(recorder.path / DIED, DIED_COLUMNS, died)
+        _write_atomic(recorder.path / BORN, _records(BORN_RECORD, born).tobytes())
+        _write_atomic(recorder.path / DIED, _records(DIED_RECORD, died).tobytes())
         recorder.started = True
         recorder._replay(born, died, [t for t in report_ticks if t <= last and t % report_every == 0])
         recorder.drained = last
@@ -214,8 +220,9 @@ class Recorder:
         empty = np.zeros(0, np.int64)
         born = {key: np.concatenate([empty] + [rows[key] for rows in born_rows]) for key in BORN_COLUMNS}
         died = {key: np.concatenate([empty] + [rows[key] for rows in died_rows]) for key in DIED_COLUMNS}
-        _append(self.path / BORN, BORN_COLUMNS, born)
-        _append(self.path / DIED, DIED_COLUMNS, died)
+        for name, record, table in ((BORN, BORN_RECORD, born), (DIED, DIED_RECORD, died)):
+            with open(self.path / name, "ab") as out:
+                out.write(_records(record, table).tobytes())
         self.started = True
         self.drained = tick
 
@@ -384,44 +391,30 @@ def shannon_bits(counts: np.ndarray) -> float:
 
 
 def read_journals(path: str | os.PathLike[str]) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray]]:
-    """The two journals as columns of int64 (a line cut short by a kill is dropped)."""
+    """The two journals as columns of int64 (a record cut short by a kill is dropped)."""
     path = Path(path)
-    return _read(path / BORN, BORN_COLUMNS), _read(path / DIED, DIED_COLUMNS)
+    return _read(path / BORN, BORN_RECORD), _read(path / DIED, DIED_RECORD)
 
 
-def _read(path: Path, columns: tuple[str, ...]) -> dict[str, np.ndarray]:
-    text = path.read_text(encoding="utf-8") if path.exists() else ""
-    lines = text.split("\n")
-    body = lines[1:-1]  # the header, and what follows the last newline (a line cut short)
-    body = [line for line in body if line.count(",") == len(columns) - 1]
-    if body:
-        table = np.array(",".join(body).split(","), dtype=np.int64).reshape(-1, len(columns))
-    else:
-        table = np.zeros((0, len(columns)), np.int64)
-    return {name: table[:, k] for k, name in enumerate(columns)}
+def _read(path: Path, record: np.dtype) -> dict[str, np.ndarray]:
+    data = path.read_bytes() if path.exists() else b""
+    rows = np.frombuffer(data, record, count=len(data) // record.itemsize)
+    return {name: rows[name].astype(np.int64) for name in record.names}
 
 
-def _lines(columns: tuple[str, ...], table: dict[str, np.ndarray]) -> str:
-    if not len(table[columns[0]]):
-        return ""
-    stacked = np.stack([table[name] for name in columns], axis=1)
-    return "".join(",".join(map(str, row)) + "\n" for row in stacked.tolist())
+def _records(record: np.dtype, table: dict[str, np.ndarray]) -> np.ndarray:
+    rows = np.zeros(len(table[record.names[0]]), record)
+    for name in record.names:
+        rows[name] = table[name]
+    return rows
 
 
-def _append(path: Path, columns: tuple[str, ...], table: dict[str, np.ndarray]) -> None:
-    text = _lines(columns, table)
-    if text:
-        with open(path, "a", encoding="utf-8") as out:
-            out.write(text)
-
-
-def _rewrite(path: Path, columns: tuple[str, ...], table: dict[str, np.ndarray]) -> None:
-    _write_atomic(path, ",".join(columns) + "\n" + _lines(columns, table))
-
-
-def _write_atomic(path: Path, text: str) -> None:
+def _write_atomic(path: Path, content: str | bytes) -> None:
     temporary = path.with_name(f".{path.name}.tmp")
-    temporary.write_text(text, encoding="utf-8")
+    if isinstance(content, bytes):
+        temporary.write_bytes(content)
+    else:
+        temporary.write_text(content, encoding="utf-8")
     os.replace(temporary, path)
 
 
