@@ -5,9 +5,10 @@ from two sources (say, a run's founders at tick 0 and their descendants at tick
 20,000) are placed in equal numbers, interleaved, in a fresh copy of a world and run
 for a number of ticks; each side is counted by lineage at the start and the end. The
 *relative fitness* of A against B is the ratio of their Malthusian parameters,
-``W = ln(A_end / A_start) / ln(B_end / B_start)`` (1: equally fit); the *selection
-rate* ``r = ln(A_end / A_start) - ln(B_end / B_start)`` (0: equally fit) stays defined
-when a side shrinks. An extinct side counts as half an organism. Repeated over seeds,
+``W = ln(A_end / A_start) / ln(B_end / B_start)`` (1: equally fit), defined in a seed
+where both sides grow; the *selection rate* ``r = ln(A_end / A_start) - ln(B_end /
+B_start)`` (0: equally fit) stays defined when a side shrinks or dies out (an extinct
+side counts as half an organism). Repeated over seeds,
 each is reported as a mean with a 95% t-interval.
 
 Organisms enter the assay as newborns of their genomes: plastic weights, hidden state
@@ -178,7 +179,8 @@ def compete(
         row = {
             "seed": seed,
             "a_start": start[0], "b_start": start[1], "a_end": end[0], "b_end": end[1],
-            "relative_fitness": growth[0] / growth[1] if growth[1] != 0 else None,
+            # W compares growth rates: defined while both sides grow.
+            "relative_fitness": growth[0] / growth[1] if min(growth) > 0 else None,
             "selection_rate": growth[0] - growth[1],
             "balanced": balanced,
         }
@@ -214,7 +216,7 @@ def describe(result: dict[str, Any]) -> str:
     for key, name, neutral in (("relative_fitness", "relative fitness W", 1), ("selection_rate", "selection rate r", 0)):
         stats = result[key]
         if stats["mean"] is None:
-            lines.append(f"{name}: undefined")
+            lines.append(f"{name}: undefined (a side shrank in every seed)")
         elif stats["low"] is None:
             lines.append(f"{name}: {stats['mean']:.3f} (one seed: no interval)")
         else:

@@ -352,6 +352,11 @@ def _run(args: argparse.Namespace) -> int:
         f"{run.run_dir.path}: ticks {first}..{outcome.tick} in {outcome.elapsed:.1f} s; ledger {verdict}: total "
         f"{ledger['total']:,} = initial + injected {ledger['injected']:,} - dissipated {ledger['dissipated']:,}"
     )
+    recorded = sum(region.get("phylogeny", {}).get("recorded_total", 0) for region in outcome.line["regions"].values())
+    if recorded:
+        pruned = " (pruned to the living and their ancestors)" if run.simulation.config.run.phylogeny.prune else ""
+        print(f"{run.run_dir.path}: {recorded:,} organisms recorded since tick 0, in phylogeny.csv{pruned}; "
+              f"hca tree {run.run_dir.path} --out tree.png draws them")
     return 0 if ledger["balanced"] else 1
 
 

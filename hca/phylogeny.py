@@ -176,7 +176,8 @@ class Recorder:
 
     @staticmethod
     def start(config: WorldConfig, run_path, state) -> Recorder:
-        """A new phylogeny: empty journals, and the founders of ``state`` (tick 0)."""
+        """A new phylogeny: empty journals, and the founders of ``state`` (at tick 0;
+        from a later state, everyone alive then enters as a root)."""
         recorder = Recorder(config, run_path)
         recorder.path.mkdir(parents=True, exist_ok=True)
         for name in (BORN, DIED):
@@ -262,8 +263,8 @@ class Recorder:
         dead_id, dead_parent, dead_generation = dead_id[order], dead_parent[order], dead_generation[order]
         # Born since the last drain: the living (types known) and those already dead.
         occupied = data["occupied"]
-        if not self.started:
-            new = occupied & (data["generation"] == 0)
+        if not self.started:  # the founders (at tick 0: everyone alive)
+            new = occupied
         else:
             new = occupied & (data["generation"] > 0) & (data["birth_tick"] >= self.drained)
         dead_birth = np.maximum((dead_id - 1) // cells - 1, 0)

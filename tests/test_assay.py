@@ -37,7 +37,7 @@ def test_identical_sources_are_equally_fit(evolved):
     assert all(row["balanced"] for row in result["seeds"])
     assert all(abs(row["a_start"] - row["b_start"]) <= 1 for row in result["seeds"])
     fitness, rate = result["relative_fitness"], result["selection_rate"]
-    assert fitness["n"] == 5 and fitness["low"] < 1 < fitness["high"]
+    assert fitness["n"] >= 3 and fitness["low"] < 1 < fitness["high"]
     assert rate["low"] < 0 < rate["high"]
 
 
@@ -46,8 +46,9 @@ def test_a_handicapped_source_loses(evolved):
     result = assay.compete(source.world, source, source, ticks=40, seeds=[1, 2, 3], region="ring",
                            energy=(0.02, 1.0))
     assert all(row["balanced"] for row in result["seeds"])
-    assert result["relative_fitness"]["high"] < 1
-    assert result["selection_rate"]["high"] < 0
+    assert result["selection_rate"]["high"] < 0  # below 0 over the whole interval
+    for row in result["seeds"]:  # W, where both sides grew, below 1
+        assert row["selection_rate"] < 0 and (row["relative_fitness"] is None or row["relative_fitness"] < 1)
 
 
 def test_founders_are_drawn_again_and_placement_interleaves(evolved):

@@ -1,0 +1,77 @@
+"""What recording the phylogeny costs a run, measured as a ratio in one process.
+
+    python scripts/bench_recording.py [WORLD.yaml] [--warm 3000] [--ticks 2000]
+
+The world is first run for --warm ticks (past the founders' boom of births), then the
+same --ticks are timed twice from that state: stepped alone, in chunks of
+``run.phylogeny.drain_every`` ticks, and stepped with a ``Recorder`` draining births
+and deaths after every chunk (device to host, journals appended, phylotrackpy fed).
+Prints births and deaths per tick and the slowdown the recording adds.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import tempfile
+import time
+from pathlib import Path
+
+import jax
+
+import hca
+from hca.config import load_world
+from hca.phylogeny import Recorder
+from hca.world import build
+
+
+def timed(simulation, state, ticks: int, every: int, recorder: Recorder | None) -> tuple[float, object]:
+    tick = int(state.tick)
+    started = time.perf_counter()
+    for _ in range(ticks // every):
+        state = simulation.run(state, every)
+        tick += every
+        if recorder is not None:
+            recorder.drain(state, tick)
+    state = jax.block_until_ready(state)
+    return time.perf_counter() - started, state
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("world", nargs="?", default=str(Path(hca.__file__).parent.parent / "worlds" / "default.yaml"))
+    parser.add_argument("--warm", type=int, default=3000, help="ticks run before timing")
+    parser.add_argument("--ticks", type=int, default=2000, help="ticks timed, each way")
+    args = parser.parse_args()
+
+    world = load_world(args.world)
+    simulation = build(world)
+    every = world.run.phylogeny.drain_every
+    ticks = max(args.ticks // every, 1) * every
+    warm = max(args.warm // every, 1) * every
+    kept = jax.device_get(simulation.run(simulation.init(), warm))
+
+    def events(state) -> int:
+        return sum(int(r.life.births.sum()) + int(r.life.deaths.sum()) for r in state.regions if r.life is not None)
+
+    jax.block_until_ready(simulation.run(jax.device_put(kept), every))  # compiled before timing
+    plain, after = timed(simulation, jax.device_put(kept), ticks, every, None)
+    with tempfile.TemporaryDirectory() as directory:
+        recorder = Recorder.start(world, directory, jax.device_put(kept))  # the warm state's living
+        recorder.drained = warm
+        recorded, _ = timed(simulation, jax.device_put(kept), ticks, every, recorder)
+    result = {
+        "world": world.name,
+        "from_tick": warm,
+        "ticks": ticks,
+        "drain_every": every,
+        "births_and_deaths_per_tick": (events(after) - events(kept)) / ticks,
+        "ticks_per_second_plain": ticks / plain,
+        "ticks_per_second_recorded": ticks / recorded,
+        "recording_slowdown": recorded / plain - 1,
+    }
+    print(json.dumps(result, indent=1))
+
+
+if __name__ == "__main__":
+    main()
