@@ -259,6 +259,19 @@ def _summary(world, path: str) -> str:
         f"super-step: {schedule.period} tick{'s' if schedule.period != 1 else ''}, "
         f"{len(schedule.ticking)} distinct sets of ticking axes"
     )
+    living = [region for region in shapes.regions if region.life is not None]
+    if living:
+        phylo = world.run.phylogeny
+        journal = sum(
+            leaf.size * leaf.dtype.itemsize
+            for region in living
+            for leaf in (region.life.died, region.life.died_parent, region.life.died_generation)
+        )
+        lines.append(
+            f"phylogeny: births and deaths drained every {phylo.drain_every} ticks and at reports "
+            f"({journal:,} bytes of state); MODES persistence {phylo.persistence} ticks"
+            + ("; phylogeny.csv pruned to the living and their ancestors" if phylo.prune else "")
+        )
     return "\n".join(lines)
 
 
