@@ -182,7 +182,8 @@ class Recorder:
         recorder.path.mkdir(parents=True, exist_ok=True)
         for name in (BORN, DIED):
             _write_atomic(recorder.path / name, b"")
-        recorder.drain(state, 0)
+        recorder.drained = int(state.tick)
+        recorder.drain(state, recorder.drained)
         return recorder
 
     @staticmethod

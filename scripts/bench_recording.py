@@ -57,8 +57,7 @@ def main() -> None:
     jax.block_until_ready(simulation.run(jax.device_put(kept), every))  # compiled before timing
     plain, after = timed(simulation, jax.device_put(kept), ticks, every, None)
     with tempfile.TemporaryDirectory() as directory:
-        recorder = Recorder.start(world, directory, jax.device_put(kept))  # the warm state's living
-        recorder.drained = warm
+        recorder = Recorder.start(world, directory, jax.device_put(kept))  # the warm state's living, as roots
         recorded, _ = timed(simulation, jax.device_put(kept), ticks, every, recorder)
     result = {
         "world": world.name,
