@@ -270,6 +270,7 @@ def _summary(world, path: str) -> str:
         lines.append(
             f"phylogeny: births and deaths drained every {phylo.drain_every} ticks and at reports "
             f"({journal:,} bytes of state); MODES persistence {phylo.persistence} ticks"
+            + ("" if phylo.track else "; trees not tracked (no phylogenetic diversity or MODES)")
             + ("; phylogeny.csv pruned to the living and their ancestors" if phylo.prune else "")
         )
     return "\n".join(lines)

@@ -273,6 +273,10 @@ class PhylogenySettings(_Model):
     # MODES persistence filter: an organism counts once it has living descendants this
     # many ticks after it was seen alive (Dolson et al. 2019).
     persistence: Annotated[int, Field(ge=1)] = 500
+    # Track each region's tree as the run goes (phylotrackpy): phylogenetic diversity and
+    # MODES in the metrics. Costs the host a few microseconds per birth; false keeps
+    # only the journals and phylogeny.csv (a few percent of a run).
+    track: bool = True
     # phylogeny.csv at the end of a run keeps only the living and their ancestors (the
     # journals keep everyone; `hca tree --csv` writes either at any time).
     prune: bool = False

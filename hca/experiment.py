@@ -208,12 +208,13 @@ def table(summary: dict[str, Any], title: str) -> str:
 
 def plot(results: dict[str, dict[int, list[dict]]], metrics: list[str], out: Path, title: str) -> Path:
     """Each metric over time: per arm, the mean over seeds and the range."""
-    from hca.pictures import DPI, PANEL_HEIGHT, PLOT_WIDTH, _pyplot
+    from hca.pictures import DPI, PANEL_HEIGHT, PLOT_WIDTH, _pyplot, clip_first_burst
 
     plt = _pyplot()
     figure, axes = plt.subplots(len(metrics), 1, figsize=(PLOT_WIDTH / DPI, PANEL_HEIGHT * len(metrics) / DPI),
                                 dpi=DPI, sharex=True, layout="constrained", squeeze=False)
     for ax, path in zip(axes[:, 0], metrics):
+        drawn = []
         for arm in ARMS:
             runs = list(results[arm].values())
             ticks = sorted({line["tick"] for lines in runs for line in lines})
@@ -228,6 +229,9 @@ def plot(results: dict[str, dict[int, list[dict]]], metrics: list[str], out: Pat
                 mean, low, high = np.nanmean(grid, 0), np.nanmin(grid, 0), np.nanmax(grid, 0)
             (curve,) = ax.plot(ticks, mean, label=f"{arm} (mean of {len(runs)})")
             ax.fill_between(ticks, low, high, color=curve.get_color(), alpha=0.2, linewidth=0)
+            drawn.append(high)
+        if drawn and len({len(values) for values in drawn}) == 1:
+            clip_first_burst(ax, drawn)
         ax.set_title(path, fontsize=9)
         ax.grid(alpha=0.3)
         if ax.get_legend_handles_labels()[0]:

@@ -171,14 +171,17 @@ def describe(report: dict[str, Any]) -> str:
                 )
         if "phylogeny" in region:
             tree = region["phylogeny"]
+            diversity = tree.get("phylogenetic_diversity")
             lines.append(
-                f"  phylogeny: {tree['recorded_total']:,} organisms recorded; phylogenetic diversity "
-                f"{tree['phylogenetic_diversity']:,}; lineage entropy {tree['lineage_entropy_bits']:.2f} bits"
+                f"  phylogeny: {tree['recorded_total']:,} organisms recorded; lineage entropy "
+                f"{tree['lineage_entropy_bits']:.2f} bits"
+                + ("; not tracked (run.phylogeny.track: false)" if diversity is None
+                   else f"; phylogenetic diversity {diversity:,}")
             )
-            modes = tree["modes"]
-            if modes is None:
+            modes = tree.get("modes")
+            if diversity is not None and modes is None:
                 lines.append("  MODES: none yet (no report old enough for the persistence filter)")
-            else:
+            elif modes is not None:
                 lines.append(
                     f"  MODES (persistent since tick {modes['from_tick']}: {modes['persistent']:,}): "
                     f"change {modes['change']}, novelty {modes['novelty']}, ecology {modes['ecology']:.2f} bits, "

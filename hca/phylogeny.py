@@ -163,6 +163,7 @@ class Recorder:
         self.path = Path(run_path) / DIRECTORY
         self.every = config.run.phylogeny.drain_every
         self.persistence = persistence or config.run.phylogeny.persistence
+        self.track = config.run.phylogeny.track
         self.living_regions = [
             (index, name, region) for index, (name, region) in enumerate(config.regions.items())
             if region.organisms is not None
@@ -189,13 +190,16 @@ class Recorder:
     @staticmethod
     def resume(config: WorldConfig, run_path, state, tick: int, report_ticks: list[int], report_every: int) -> Recorder:
         """The recorder of a run resumed at ``tick`` (with ``state``): the journals are
-        cut back to the last drain tick at or before it and replayed, with a measure at
-        every report already written; the state's journal then covers the rest."""
+        cut back to the last drain at or before it that any run reaching that tick makes
+        (on the ``drain_every`` grid, or a regular report among ``report_ticks``, the
+        metrics lines kept) and replayed, with a measure at every regular report; the
+        state's journal covers what follows."""
         if tick == 0 or not (Path(run_path) / DIRECTORY / BORN).exists():
             return Recorder.start(config, run_path, state)
         recorder = Recorder(config, run_path)
-        every = recorder.every
-        last = max(tick - tick % every, tick - tick % report_every)
+        # The last drain every run reaching `tick` made: on the drain grid, or a report.
+        regular = [t for t in report_ticks if t <= tick and t % report_every == 0]
+        last = max([tick - tick % recorder.every, *regular])
         born, died = read_journals(recorder.path)
         keep_born = (born["origin_time"] < last) | (born["generation"] == 0)
         keep_died = died["destruction_time"] < last
@@ -204,15 +208,26 @@ class Recorder:
         _write_atomic(recorder.path / BORN, _records(BORN_RECORD, born).tobytes())
         _write_atomic(recorder.path / DIED, _records(DIED_RECORD, died).tobytes())
         recorder.started = True
-        recorder._replay(born, died, [t for t in report_ticks if t <= last and t % report_every == 0])
+        recorder._replay(born, died, [t for t in regular if t <= last])
         recorder.drained = last
         return recorder
 
     def drain(self, state, tick: int) -> None:
         """Record what happened since the last drain, up to ``tick`` (the state's)."""
+        self.finish(self.collect(state, tick))
+
+    def collect(self, state, tick: int) -> tuple[int, Any]:
+        """Start reading what a drain at ``tick`` needs from the state, without waiting
+        for it: the run can go on stepping (the state may be donated) while the device
+        works, and ``finish`` records it later, before the next ``collect``."""
         if tick - self.drained > self.every:
             raise RuntimeError(f"drain at tick {tick}: the state keeps {self.every} ticks, last drain {self.drained}")
-        census = jax.device_get(self.census(state))
+        return tick, self.census(state)
+
+    def finish(self, collected: tuple[int, Any]) -> None:
+        """Record a collected drain: journals appended, trees fed."""
+        tick, census = collected
+        census = jax.device_get(census)
         born_rows, died_rows = [], []
         for k, (tree, data) in enumerate(zip(self.trees, census)):
             born, died = self._read(k, tree, data, tick)
@@ -232,6 +247,8 @@ class Recorder:
         """Each region's phylogeny metrics at a report tick (drained up to it). Only
         ``regular`` reports (on the report grid, not a run's last tick) are kept as
         MODES baselines, so that where a run stops does not change what follows."""
+        if not self.track:
+            return {tree.name: {"recorded_total": tree.recorded} for tree in self.trees}
         return {
             tree.name: {
                 "recorded_total": tree.recorded,
@@ -293,11 +310,14 @@ class Recorder:
         """Feed births and deaths to the tracker in the order they happened: by tick,
         deaths before births (an organism dies in ``decide``, is born in ``transfer``),
         founders first of all."""
+        n_born = len(born["id"])
+        tree.recorded += n_born
+        if not self.track:
+            return
         systematics, taxa, living = tree.systematics, tree.taxa, tree.living
         origin = np.where(born["generation"] == 0, -1, born["origin_time"])
         keys = np.concatenate([origin * 2 + 1, died["destruction_time"] * 2])
         order = np.argsort(keys, kind="stable").tolist()
-        n_born = len(born["id"])
         ids = born["id"].tolist() + died["id"].tolist()
         times = born["origin_time"].tolist() + died["destruction_time"].tolist()
         parents = born["parent"].tolist()
@@ -317,7 +337,6 @@ class Recorder:
                 taxon = taxa.get(organism)
                 if taxon is not None:
                     systematics.remove_org(taxon)
-        tree.recorded += n_born
 
     def _replay(self, born: dict[str, np.ndarray], died: dict[str, np.ndarray], report_ticks: list[int]) -> None:
         """Ingest the journals' events in order, measuring at each past report tick."""
@@ -341,7 +360,8 @@ class Recorder:
                 if tick is None:
                     break
                 start = tick
-                self._measure_tree(tree, tick)
+                if self.track:
+                    self._measure_tree(tree, tick)
 
     def _measure_tree(self, tree: Tree, tick: int, regular: bool = True) -> dict[str, Any] | None:
         """Snapshot the living at a report tick; MODES measured against an older one."""

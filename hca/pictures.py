@@ -186,6 +186,24 @@ def plot_size(lines: list[dict[str, Any]]) -> tuple[int, int]:
     return PLOT_WIDTH, PANEL_HEIGHT * panels
 
 
+def clip_first_burst(ax, series: list, label: str = "the first reports") -> None:
+    """Keep a panel readable when its first points dwarf the rest (e.g. MODES counts at
+    the first report, when every type is new): scale to what follows, and say so."""
+    values = np.atleast_2d(np.asarray(series, float))
+    finite = np.isfinite(values).any(axis=0)
+    if finite.sum() < 10:
+        return
+    first = np.flatnonzero(finite)[:3]  # the first three reports with values
+    rest = values.copy()
+    rest[:, first] = np.nan
+    with np.errstate(all="ignore"):
+        later, whole = np.nanmax(rest), np.nanmax(values)
+    if np.isfinite(later) and later > 0 and whole > 3 * later:
+        ax.set_ylim(top=1.2 * later)
+        ax.text(0.99, 0.95, f"{label} off scale (up to {whole:,.0f})", transform=ax.transAxes,
+                ha="right", va="top", fontsize=7)
+
+
 def _plot_evolution(modes_ax, diversity_ax, lines: list[dict[str, Any]], regions: list[str]) -> None:
     """MODES change and novelty; ecology, lineage entropy and complexity."""
     several = len(regions) > 1
@@ -197,7 +215,7 @@ def _plot_evolution(modes_ax, diversity_ax, lines: list[dict[str, Any]], regions
             entry = line["regions"].get(region, {})
             if "phylogeny" in entry:
                 ticks.append(line["tick"])
-                modes.append(entry["phylogeny"]["modes"] or {})
+                modes.append(entry["phylogeny"].get("modes") or {})
                 entropy.append(entry.get("life", {}).get("lineage_entropy_bits", np.nan))
 
         def series(key):
@@ -205,6 +223,7 @@ def _plot_evolution(modes_ax, diversity_ax, lines: list[dict[str, Any]], regions
 
         modes_ax.plot(ticks, series("change"), label=f"{prefix}change")
         modes_ax.plot(ticks, series("novelty"), label=f"{prefix}novelty")
+        clip_first_burst(modes_ax, [series("change"), series("novelty")])
         diversity_ax.plot(ticks, series("ecology"), label=f"{prefix}ecology (persistent types)")
         diversity_ax.plot(ticks, entropy, label=f"{prefix}lineage entropy")
         complexity_ax.plot(ticks, series("complexity"), ":", color="black", label=f"{prefix}complexity")

@@ -178,24 +178,34 @@ class Run:
                     line = metrics_line(simulation, state, None, recorder.measure(tick))
                     metrics.write(json.dumps(line) + "\n")
                     metrics.flush()
+                collected = None  # a drain whose host side runs while the next chunk steps
                 while tick < target:
                     until_report = report_every - tick % report_every
                     until_save = checkpoint_every - tick % checkpoint_every
                     until_drain = drain_every - tick % drain_every
                     chunk = min(until_report, until_save, until_drain, target - tick)
-                    state = simulation.run(state, chunk)
+                    state = simulation.run(state, chunk)  # dispatched; the device works on
+                    if collected is not None:
+                        recorder.finish(collected)
+                        collected = None
                     tick += chunk
                     written = None
                     stopping = stop is not None and stop.signal is not None
                     report = tick % report_every == 0 or tick == target
                     if report or tick % drain_every == 0 or stopping:
-                        recorder.drain(state, tick)
+                        collected = recorder.collect(state, tick)
+                    if report or stopping:
+                        recorder.finish(collected)
+                        collected = None
                     if report:
                         phylogeny = recorder.measure(tick, regular=tick % report_every == 0)
                         line = written = metrics_line(simulation, state, line, phylogeny)
                         metrics.write(json.dumps(line) + "\n")
                         metrics.flush()
                     if tick % checkpoint_every == 0 or tick == target:
+                        if collected is not None:  # a checkpoint finds its drains recorded
+                            recorder.finish(collected)
+                            collected = None
                         saver.save(state)
                     if on_chunk is not None:
                         on_chunk(chunk, written)
@@ -204,6 +214,8 @@ class Run:
                         write_standard(self.run_dir.path, prune=simulation.config.run.phylogeny.prune)
                         self.state, self.start_tick, self.previous = state, tick, line
                         return Outcome(tick, line, time.perf_counter() - started, stop.signal)
+                if collected is not None:
+                    recorder.finish(collected)
             write_standard(self.run_dir.path, prune=simulation.config.run.phylogeny.prune)
             self.state, self.start_tick, self.previous = state, tick, line
             return Outcome(tick, line, time.perf_counter() - started)

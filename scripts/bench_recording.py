@@ -5,7 +5,8 @@
 The world is first run for --warm ticks (past the founders' boom of births), then the
 same --ticks are timed twice from that state: stepped alone, in chunks of
 ``run.phylogeny.drain_every`` ticks, and stepped with a ``Recorder`` draining births
-and deaths after every chunk (device to host, journals appended, phylotrackpy fed).
+and deaths after every chunk as a run does (device to host, journals appended,
+phylotrackpy fed, while the next chunk steps).
 Prints births and deaths per tick and the slowdown the recording adds.
 """
 
@@ -26,13 +27,21 @@ from hca.world import build
 
 
 def timed(simulation, state, ticks: int, every: int, recorder: Recorder | None) -> tuple[float, object]:
+    """Seconds to step ``ticks`` in chunks of ``every``; with a recorder, draining after
+    each chunk as ``Run.advance`` does: the host side of a drain runs while the next
+    chunk steps."""
     tick = int(state.tick)
     started = time.perf_counter()
+    collected = None
     for _ in range(ticks // every):
         state = simulation.run(state, every)
+        if collected is not None:
+            recorder.finish(collected)
         tick += every
         if recorder is not None:
-            recorder.drain(state, tick)
+            collected = recorder.collect(state, tick)
+    if collected is not None:
+        recorder.finish(collected)
     state = jax.block_until_ready(state)
     return time.perf_counter() - started, state
 

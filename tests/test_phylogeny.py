@@ -279,3 +279,17 @@ def test_a_pruned_run_writes_only_the_living_and_their_ancestors(tmp_path):
     pruned = phylogeny.standard_table(tmp_path / "r", prune=True)
     assert len(written) == len(pruned["id"]) < len(everyone["id"])
     assert list(written["id"]) == list(pruned["id"])
+
+
+def test_untracked_runs_keep_the_same_phylogeny_without_tree_metrics(tmp_path):
+    tracked = Run.start(phylo_world(), tmp_path / "tracked", 40, report_every=10)
+    tracked.advance(handle_signals=False)
+    config = living_world()
+    config["run"] = {"phylogeny": {"drain_every": 8, "persistence": 20, "track": False}}
+    untracked = Run.start(parse_world(config), tmp_path / "untracked", 40, report_every=10)
+    untracked.advance(handle_signals=False)
+    files = [(tmp_path / name / "phylogeny.csv").read_bytes() for name in ("tracked", "untracked")]
+    assert files[0] == files[1]
+    last = read_metrics(tmp_path / "untracked" / "metrics.jsonl")[-1]["regions"]["grid"]["phylogeny"]
+    assert last == {"recorded_total": read_metrics(tmp_path / "tracked" / "metrics.jsonl")[-1]["regions"]["grid"][
+        "phylogeny"]["recorded_total"]}
