@@ -75,7 +75,7 @@ def test_founders_are_drawn_again_and_placement_interleaves(evolved):
     assert bool(simulation.ledger(state)["world"]["balanced"])
 
 
-def test_compete_command_prints_and_rejects(evolved, tmp_path, capsys):
+def test_compete_command_prints_and_rejects(evolved, tmp_path, capsys, worlds_dir):
     out = tmp_path / "result.json"
     assert main(["compete", f"{evolved}@0", str(evolved), "--ticks", "10", "--seeds", "1", "2",
                  "--region", "ring", "--json", str(out)]) == 0
@@ -85,6 +85,9 @@ def test_compete_command_prints_and_rejects(evolved, tmp_path, capsys):
     assert main(["compete", f"{evolved}@45", str(evolved), "--ticks", "10"]) == 2
     assert "no checkpoint at tick 45 (saved ticks: 30, 60)" in capsys.readouterr().err
     assert main(["compete", str(tmp_path / "nothing"), str(evolved), "--ticks", "10"]) == 2
+    capsys.readouterr()
+    assert main(["compete", str(evolved), str(evolved), "--ticks", "10", "--world", str(worlds_dir / "default.yaml")]) == 2
+    assert "brains" in capsys.readouterr().err
 
 
 def test_experiment_runs_both_arms_and_summarises(tmp_path, worlds_dir, capsys):
