@@ -29,7 +29,8 @@ the MODES measures of open-ended evolution (Dolson et al. 2019): *change* (types
 passing the persistence filter now that did not at the last report), *novelty* (types
 passing it for the first time ever), *ecology* (Shannon entropy, in bits, of the
 persistent types' abundances) and *complexity* (most active hidden units among
-persistent organisms). An organism *persists* once it still has living descendants
+persistent organisms); ``run.phylogeny.track: false`` leaves the trees out, and keeps
+the journals. An organism *persists* once it still has living descendants
 (or lives itself) ``persistence`` ticks after a report that saw it alive. A *type* is
 a coarse genotype: the signs of 16 fixed random projections of the genome's weights,
 so that close relatives share a type and a type can be lost and found again.

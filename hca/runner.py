@@ -29,9 +29,9 @@ import jax
 from hca.checkpoint import RunDirectory, RunDirectoryError, Saver
 from hca.config import WorldConfig
 from hca.metrics import COUNTERS, TASK_COUNTERS
-from hca.tasks import QUALITY_ONE
 from hca.parallel import make_mesh
 from hca.phylogeny import Recorder, write_standard
+from hca.tasks import QUALITY_ONE
 from hca.world import Simulation, build
 
 Report = Callable[[str], None]
