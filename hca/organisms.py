@@ -20,7 +20,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from hca import brain, geometry, rng
-from hca.config import Region, quantize_rate
+from hca.config import PhylogenySettings, Region, quantize_rate
 from hca.state import LifeState
 from hca.tasks import Tasks
 
@@ -36,7 +36,7 @@ def genome_entries(start: int, shape: tuple[int, ...], lead: int) -> jax.Array:
 class Life:
     """The organism physics of one region, built once from its config."""
 
-    def __init__(self, region: Region, region_index: int, journal: int = 32):
+    def __init__(self, region: Region, region_index: int, journal: int = PhylogenySettings().drain_every):
         assert region.organisms is not None
         self.journal = journal  # ticks of deaths the state keeps (PhylogenySettings.drain_every)
         self.region = region
