@@ -20,6 +20,7 @@ pytestmark = pytest.mark.filterwarnings("ignore::pytest.PytestUnraisableExceptio
 
 def phylo_world(drain_every=8, persistence=20):
     config = living_world()
+    config["regions"]["grid"]["placement"] = ["a", "b"]  # tiles: the journal is tile-major
     config["run"] = {"phylogeny": {"drain_every": drain_every, "persistence": persistence}}
     return parse_world(config)
 
@@ -28,6 +29,17 @@ def read_standard(path):
     import pandas as pd
 
     return pd.read_csv(path)
+
+
+def alive_cells(state, regions):
+    """{global id: cell} of everyone alive."""
+    out = {}
+    for k, index in enumerate(regions):
+        life = state.regions[index].life
+        occupied = np.asarray(life.occupied).reshape(-1)
+        for cell in np.flatnonzero(occupied):
+            out[int(np.asarray(life.organism_id).reshape(-1)[cell]) * len(regions) + k] = int(cell)
+    return out
 
 
 def alive_ids(state, regions):
@@ -57,12 +69,14 @@ def test_phylogeny_records_every_birth_and_death_as_the_state_saw_them(tmp_path)
     living = [index for index, region in enumerate(world.regions.values()) if region.organisms is not None]
     before = alive_ids(state, living)
     origin = {i: (p, 0, g) for i, (p, b, g) in before.items()}
-    destroyed = {}
+    destroyed, died_at = {}, {}
     for tick in range(ticks):
+        cells = alive_cells(state, living)
         state = simulation.run(state, 1)
         now = alive_ids(state, living)
         for i in before.keys() - now.keys():
             destroyed[i] = tick
+            died_at[i] = cells[i]  # organisms die in decide, before anyone moves
         for i in now.keys() - before.keys():
             origin[i] = now[i]
             assert now[i][1] == tick  # born during this tick
@@ -88,6 +102,9 @@ def test_phylogeny_records_every_birth_and_death_as_the_state_saw_them(tmp_path)
             organism = parent_of[organism]
             steps += 1
         assert origin[organism][2] == 0
+    # Each death is journaled in the cell it happened in.
+    _, died = phylogeny.read_journals(tmp_path / "r" / "phylogeny")
+    assert dict(zip(died["id"].tolist(), died["cell"].tolist())) == died_at
     # The deaths the state counted are the deaths recorded.
     counted = sum(int(state.regions[index].life.deaths.sum()) for index in living)
     assert counted == len(destroyed) == np.isfinite(table["destruction_time"]).sum()
