@@ -137,7 +137,6 @@ class Tree:
     """One region's phylogeny as tracked so far, and its MODES bookkeeping."""
 
     name: str
-    cells: int
     systematics: Any  # phylotrackpy Systematics: the living and their ancestors
     taxa: dict[int, Any] = field(default_factory=dict)  # id -> Taxon, pruned ones dropped
     living: dict[int, tuple[int, int]] = field(default_factory=dict)  # id -> (type, complexity)
@@ -147,11 +146,11 @@ class Tree:
     recorded: int = 0  # organisms recorded since tick 0
 
 
-def _new_tree(name: str, cells: int) -> Tree:
+def _new_tree(name: str) -> Tree:
     from phylotrackpy import systematics
 
     tracker = systematics.Systematics(lambda organism: organism, True, True, False, False)
-    tree = Tree(name, cells, tracker)
+    tree = Tree(name, tracker)
     tracker.on_prune(lambda taxon: tree.taxa.pop(taxon.get_info(), None))
     return tree
 
@@ -159,17 +158,17 @@ def _new_tree(name: str, cells: int) -> Tree:
 class Recorder:
     """Drains births and deaths into the run's journals and tracks each region's tree."""
 
-    def __init__(self, config: WorldConfig, run_path: str | os.PathLike[str], persistence: int | None = None):
+    def __init__(self, config: WorldConfig, run_path: str | os.PathLike[str]):
         self.config = config
         self.path = Path(run_path) / DIRECTORY
         self.every = config.run.phylogeny.drain_every
-        self.persistence = persistence or config.run.phylogeny.persistence
+        self.persistence = config.run.phylogeny.persistence
         self.track = config.run.phylogeny.track
         self.living_regions = [
             (index, name, region) for index, (name, region) in enumerate(config.regions.items())
             if region.organisms is not None
         ]
-        self.trees = [_new_tree(name, region.cells) for _, name, region in self.living_regions]
+        self.trees = [_new_tree(name) for _, name, _ in self.living_regions]
         self.census = make_census(config)
         self.drained = 0  # the journals hold everything that happened before this tick
         self.started = False  # the founders are recorded
@@ -231,7 +230,7 @@ class Recorder:
         census = jax.device_get(census)
         born_rows, died_rows = [], []
         for k, (tree, data) in enumerate(zip(self.trees, census)):
-            born, died = self._read(k, tree, data, tick)
+            born, died = self._read(k, data, tick)
             born_rows.append(born)
             died_rows.append(died)
             self._ingest(tree, born, died)
@@ -262,7 +261,8 @@ class Recorder:
 
     # -- inside ------------------------------------------------------------------------
 
-    def _read(self, k: int, tree: Tree, data: dict[str, np.ndarray], tick: int):
+    def _read(self, k: int, data: dict[str, np.ndarray], tick: int):
+        """A drain's births and deaths in the k-th living region, as journal columns."""
         index, _, region = self.living_regions[k]
         regions = len(self.living_regions)
         cells = region.cells
@@ -441,6 +441,21 @@ def _write_atomic(path: Path, content: str | bytes) -> None:
     os.replace(temporary, path)
 
 
+def rows_of(ids: np.ndarray, wanted: np.ndarray) -> np.ndarray:
+    """The row of each wanted id in ``ids`` (in any order), -1 where it is not there
+    (a founder's parent 0, an ancestor pruned away)."""
+    if not len(ids):
+        return np.full(len(wanted), -1, np.int64)
+    order = np.argsort(ids, kind="stable")
+    where = np.minimum(np.searchsorted(ids[order], wanted), len(ids) - 1)
+    return np.where(ids[order][where] == wanted, order[where], -1)
+
+
+def parent_rows(table: dict[str, np.ndarray]) -> np.ndarray:
+    """The row of each organism's parent in a phylogeny table, -1 for roots."""
+    return np.where(table["parent"] > 0, rows_of(table["id"], table["parent"]), -1)
+
+
 def standard_table(run_path: str | os.PathLike[str], prune: bool = False) -> dict[str, np.ndarray]:
     """The phylogeny as columns: every organism recorded, by id, with its destruction
     time (-1 while alive). ``prune`` keeps only the living and their ancestors."""
@@ -448,22 +463,17 @@ def standard_table(run_path: str | os.PathLike[str], prune: bool = False) -> dic
     order = np.argsort(born["id"], kind="stable")
     table = {key: value[order] for key, value in born.items()}
     destruction = np.full(len(table["id"]), -1, np.int64)
-    where = np.searchsorted(table["id"], died["id"])
-    found = (where < len(table["id"])) & (table["id"][np.minimum(where, len(table["id"]) - 1)] == died["id"])
-    destruction[where[found]] = died["destruction_time"][found]
+    where = rows_of(table["id"], died["id"])
+    destruction[where[where >= 0]] = died["destruction_time"][where >= 0]
     table["destruction_time"] = destruction
     if prune and len(table["id"]):
         keep = destruction < 0
-        parents = np.searchsorted(table["id"], table["parent"])
-        parents = np.where(
-            (parents < len(table["id"])) & (table["id"][np.minimum(parents, len(table["id"]) - 1)] == table["parent"]),
-            parents,
-            -1,
-        )
+        parents = parent_rows(table)
         frontier = keep.copy()
         while frontier.any():
             up = parents[frontier]
-            up = up[(up >= 0) & ~keep[np.maximum(up, 0)]]
+            up = up[up >= 0]
+            up = up[~keep[up]]
             frontier = np.zeros_like(keep)
             frontier[up] = True
             keep |= frontier

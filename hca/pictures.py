@@ -300,15 +300,10 @@ def tree_layout(table: dict[str, np.ndarray]) -> np.ndarray:
     """A vertical position for every organism of a phylogeny table (``hca.phylogeny.
     standard_table``): leaves one apart in depth-first order, each parent midway
     between its first and last child."""
-    ids, parents = table["id"], table["parent"]
-    n = len(ids)
-    order = np.argsort(ids)
-    parent_at = np.searchsorted(ids[order], parents)
-    parent_at = np.where(
-        (parents > 0) & (parent_at < n) & (ids[order][np.minimum(parent_at, n - 1)] == parents),
-        order[np.minimum(parent_at, n - 1)],
-        -1,
-    )
+    from hca.phylogeny import parent_rows
+
+    n = len(table["id"])
+    parent_at = parent_rows(table)
     children: list[list[int]] = [[] for _ in range(n)]
     for child in np.argsort(table["origin_time"], kind="stable").tolist():
         if parent_at[child] >= 0:
@@ -342,13 +337,13 @@ def tree(table: dict[str, np.ndarray], out: str, title: str, end: int, regions: 
     n = len(y)
     start = table["origin_time"].astype(float)
     stop = np.where(table["destruction_time"] < 0, end, table["destruction_time"]).astype(float)
-    ids = table["id"]
-    order = np.argsort(ids)
-    parent_at = np.searchsorted(ids[order], table["parent"])
-    found = (table["parent"] > 0) & (parent_at < n) & (ids[order][np.minimum(parent_at, n - 1)] == table["parent"])
-    parent_at = order[np.minimum(parent_at, n - 1)]
+    from hca.phylogeny import parent_rows
+
+    parent_at = parent_rows(table)
+    found = parent_at >= 0
     # Colour by founder: follow parents up to the roots.
     root = np.where(found, parent_at, np.arange(n))
+    parent_at = np.maximum(parent_at, 0)  # roots: joined to nothing (masked by `found`)
     for _ in range(int(table["generation"].max(initial=0)) + 1):
         up = root[root]
         if np.array_equal(up, root):
