@@ -228,11 +228,13 @@ class Saver:
         self.world = world.model_dump(mode="json")
         self.manager = run_dir.manager(keep=keep, asynchronous=True)
 
-    def save(self, state: WorldState) -> int:
+    def save(self, state: WorldState, extra: dict[str, Any] | None = None) -> int:
+        """Save ``state`` (and ``extra`` in its JSON item) unless its tick is saved already."""
         tick = int(state.tick)
         if tick in self.manager.all_steps():
             return tick
-        meta = {"format": FORMAT, "tick": tick, "world": self.world, "state_digest": state_digest(state)}
+        meta = {"format": FORMAT, "tick": tick, "world": self.world, "state_digest": state_digest(state),
+                **(extra or {})}
         self.manager.save(
             tick,
             args=ocp.args.Composite(

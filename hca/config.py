@@ -230,6 +230,18 @@ Task = Annotated[
 ]
 
 
+class People(_Model):
+    """Makes a region interactive: people on the live page (``hca.people``) post
+    questions at its cells and pay its organisms in tokens, which are energy."""
+
+    tokens: Annotated[int, Field(ge=0, le=MAX_CAPACITY)] = 10_000  # each person's balance at first
+    max_payment: Annotated[int, Field(ge=1, le=MAX_CAPACITY)] = 1_000  # most tokens one payment carries
+    max_people: Annotated[int, Field(ge=1, le=1_000)] = 64  # people who can act in the run
+    max_open: Annotated[int, Field(ge=1, le=1_000)] = 32  # questions open at once in the region
+    max_cells: Annotated[int, Field(ge=1, le=4_096)] = 64  # cells one question is posed at
+    ticks: Annotated[int, Field(ge=1, le=1_000_000)] = 400  # ticks a question stays open, unless told
+
+
 class Region(_Model):
     """One lattice: an ordered list of axes, its energy physics and its life."""
 
@@ -241,6 +253,8 @@ class Region(_Model):
     # [cluster, row, rack, server, gpu]); the others stay inside a device.
     # `hca run --devices N` splits N devices over them.
     placement: list[Identifier] = []
+    # Interactive: people meet the organisms here (a region of 1 to 3 axes with life).
+    people: People | None = None
 
     @property
     def shape(self) -> tuple[int, ...]:
@@ -492,6 +506,12 @@ def _check_relations(world: WorldConfig) -> list[tuple[str, str]]:
                             )
                         )
         problems.extend(_check_tasks(where, region, seen))
+        if region.people is not None:
+            if len(region.axes) > 3:
+                problems.append((f"{where}.people", f"expected a region of 1 to 3 axes for people, "
+                                 f"got {len(region.axes)} ({', '.join(seen)})"))
+            if region.organisms is None:
+                problems.append((f"{where}.people", "expected organisms in the region people meet"))
     return problems
 
 

@@ -48,6 +48,7 @@ class Decision:
     heat: jax.Array  # (*tiles,) int64, metabolism paid
     earned: jax.Array | None  # (*tiles,) int64, paid by tasks (None without tasks)
     task_counts: jax.Array | None  # (*tiles, T, 4) int64, see tasks.grade
+    answer: jax.Array | None  # (*S,) float32, tanh of each ANSWER (None unless people ask)
 
 
 def decide(
@@ -58,12 +59,18 @@ def decide(
     slot_ticks: jax.Array,  # (2D,) bool: whether each slot's axis ticks now
     questions: tasks.Questions | None,  # what the region's tasks pose now
     tick: jax.Array,  # () int32, the tick being stepped
+    asked: tuple[jax.Array, jax.Array] | None = None,  # people's questions: open (*S,), inputs (*S, I)
 ) -> Decision:
-    """Think, learn, answer the tasks, and act."""
+    """Think, learn, answer the tasks and people's questions, and act. Where a person's
+    question is open it is what the organism is shown, in place of a task's."""
     tiling = life.tiling
 
-    def per_tile(cells, exists, features, questions):
-        thought = think(life, cells, exists, features, phase_bits, questions)
+    def per_tile(cells, exists, features, questions, asked):
+        shown = None if questions is None else questions.inputs
+        if asked is not None:
+            open_, inputs = asked
+            shown = jnp.where(open_[:, None], inputs, 0.0 if shown is None else shown)
+        thought = think(life, cells, exists, features, phase_bits, shown)
         plastic = learn(life, cells, thought) if life.config.learning else cells["plastic"]
         pay = counts = None
         if questions is not None:
@@ -75,6 +82,8 @@ def decide(
             pay, counts = tasks.grade(questions, answer, cells["occupied"], room, life.tasks.budgets)
         out = act(life, cells, thought, plastic, exists, slot_ticks, pay)
         out["task_counts"] = counts
+        if asked is not None:
+            out["answer"] = jnp.tanh(thought.outputs[:, life.layout.signals + brain.ANSWER])
         return out
 
     for _ in range(life.placed):
@@ -85,11 +94,13 @@ def decide(
     cells["genome"] = {name: tiling.split(tensor) for name, tensor in state.genome.items()}
     cells["free"] = tiling.split(free)
     questions = jax.tree.map(tiling.split, questions)
-    out = per_tile(cells, tiling.split(exists), tiling.split(features), questions)
+    asked = jax.tree.map(tiling.split, asked)
+    out = per_tile(cells, tiling.split(exists), tiling.split(features), questions, asked)
     counts = out.pop("task_counts")
     out = jax.tree.map(tiling.join, out)
     intent = Intent(slot=out.pop("slot"), birth=out.pop("birth"), endowment=out.pop("endowment"))
     free, dead, paid, earned = out.pop("free"), out.pop("dead"), out.pop("paid"), out.pop("earned")
+    answer = out.pop("answer", None)
     journal = record_deaths(life, state, dead, tick)
     state = state.replace(**out, **journal, deaths=state.deaths + tiling.total(dead))
     return Decision(
@@ -99,6 +110,7 @@ def decide(
         heat=tiling.total(paid),
         earned=None if earned is None else tiling.total(earned),
         task_counts=counts,
+        answer=answer,
     )
 
 
@@ -120,17 +132,18 @@ def think(
     exists: jax.Array,
     features: jax.Array,
     phase_bits: jax.Array,
-    questions: tasks.Questions | None,
+    shown: jax.Array | None,
 ) -> brain.Thought:
     """Every organism of a tile runs its own brain on what it senses: its own signals,
     hidden state and energy, its cell's free energy, the task inputs, which axes tick
     now, and each direction slot (the halo, whether the slot exists, the axis' features).
 
-    ``cells`` holds the tile's fields with its N cells in front; ``exists`` is (N, 2D).
+    ``cells`` holds the tile's fields with its N cells in front; ``exists`` is (N, 2D);
+    ``shown`` (N, TASK_INPUTS) is the question each is shown (None: none anywhere).
     """
     energy, free = cells["energy"], cells["free"]
     n = energy.shape[0]
-    task_inputs = jnp.zeros((n, brain.TASK_INPUTS), jnp.float32) if questions is None else questions.inputs
+    task_inputs = jnp.zeros((n, brain.TASK_INPUTS), jnp.float32) if shown is None else shown
     self_inputs = jnp.concatenate(
         [
             cells["signal"],

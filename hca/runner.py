@@ -30,6 +30,7 @@ from hca.checkpoint import RunDirectory, RunDirectoryError, Saver
 from hca.config import WorldConfig
 from hca.metrics import COUNTERS, TASK_COUNTERS
 from hca.parallel import make_mesh
+from hca.people import Applier, Desk
 from hca.phylogeny import Recorder, write_standard
 from hca.tasks import QUALITY_ONE
 from hca.world import Simulation, build
@@ -44,7 +45,7 @@ class Outcome:
     tick: int  # the tick reached
     line: dict[str, Any]  # the last metrics line
     elapsed: float  # seconds spent advancing, compilation included
-    stopped_by: int | None = None  # the signal that stopped the run early, if any
+    stopped_by: int | None = None  # the signal that stopped the run early (0: a stop event), if any
 
     @property
     def balanced(self) -> bool:
@@ -55,9 +56,11 @@ class Run:
     """A run directory, its world's simulation and the state it has reached."""
 
     def __init__(self, run_dir: RunDirectory, simulation: Simulation, state: Any, settings: dict[str, Any],
-                 start: int, previous: dict[str, Any] | None, recorder: Recorder):
+                 start: int, previous: dict[str, Any] | None, recorder: Recorder, people: Desk | None = None):
         self.run_dir = run_dir
         self.recorder = recorder
+        self.people = people  # the people of a world with interactive regions (hca.people)
+        self._applier: Applier | None = None
         self.simulation = simulation
         self.state = state
         self.settings = settings
@@ -97,7 +100,7 @@ class Run:
         state = simulation.init()
         run_dir.create(world, settings)
         recorder = Recorder.start(world, run_dir.path, state)
-        return Run(run_dir, simulation, state, settings, 0, None, recorder)
+        return Run(run_dir, simulation, state, settings, 0, None, recorder, Desk.start(world, run_dir.path))
 
     @staticmethod
     def resume(
@@ -121,11 +124,16 @@ class Run:
         if run_dir.saved_ticks():
             checkpoint = run_dir.load(world, simulation.abstract_state(), report=report)
             start, state = checkpoint.tick, checkpoint.state
+            applied = checkpoint.meta.get("people_applied", 0)
         else:
             for partial in run_dir.interrupted_saves():
                 report(f"{partial}: incomplete save (the run was stopped while saving); ignored")
             report(f"{run_dir.path}: no checkpoint yet; starting again from tick 0")
-            start, state = 0, simulation.init()
+            start, state, applied = 0, simulation.init(), 0
+        try:
+            people = Desk.resume(world, run_dir.path, start, applied)
+        except ValueError as error:
+            raise RunDirectoryError(str(error)) from None
         for key, value in (("report_every", report_every), ("checkpoint_every", checkpoint_every), ("keep", keep)):
             if value is not None:
                 settings[key] = value
@@ -138,7 +146,7 @@ class Run:
         previous = keep_metrics_until(run_dir.metrics_file, start if start else -1)
         reports = [line["tick"] for line in read_metrics(run_dir.metrics_file)]
         recorder = Recorder.resume(world, run_dir.path, state, start, reports, settings["report_every"])
-        return Run(run_dir, simulation, state, settings, start, previous, recorder)
+        return Run(run_dir, simulation, state, settings, start, previous, recorder, people)
 
     def compile(self) -> float:
         """Compile the run's step now (a run of zero ticks); returns the seconds it took.
@@ -151,15 +159,24 @@ class Run:
         self,
         on_chunk: Callable[[int, dict[str, Any] | None], None] | None = None,
         handle_signals: bool = True,
+        observer: Callable[[Any, int, dict[str, Any]], None] | None = None,
+        stop_event: threading.Event | None = None,
     ) -> Outcome:
         """Run to the target tick, writing metrics and checkpoints as it goes.
 
         ``on_chunk(ticks, line)`` is called after each chunk with the ticks it ran and
         the metrics line written after it (None between reports). With
         ``handle_signals`` (honoured in the main thread), SIGINT and SIGTERM stop the run
-        after the current chunk with a checkpoint (``Outcome.stopped_by``).
+        after the current chunk with a checkpoint (``Outcome.stopped_by``); so does
+        ``stop_event`` once set (``stopped_by`` 0). ``observer(state, tick, line)`` sees
+        the state after every chunk (before the next is dispatched; the live page).
+        People's actions (``hca.people``) take effect between chunks, at the tick the
+        next chunk starts from; logged ones being replayed end the chunk before theirs.
         """
-        simulation, settings, recorder = self.simulation, self.settings, self.recorder
+        simulation, settings, recorder, people = self.simulation, self.settings, self.recorder, self.people
+        if people is not None:
+            self._applier = self._applier or Applier(simulation)
+            people.finished_at = None
         report_every, checkpoint_every = settings["report_every"], settings["checkpoint_every"]
         drain_every = recorder.every
         target = self.target
@@ -184,6 +201,10 @@ class Run:
                     until_save = checkpoint_every - tick % checkpoint_every
                     until_drain = drain_every - tick % drain_every
                     chunk = min(until_report, until_save, until_drain, target - tick)
+                    if people is not None:
+                        state = people.apply(self._applier, state, tick)
+                        if people.next_tick() is not None:
+                            chunk = min(chunk, people.next_tick() - tick)
                     state = simulation.run(state, chunk)  # dispatched; the device works on
                     if collected is not None:
                         recorder.finish(collected)
@@ -191,6 +212,8 @@ class Run:
                     tick += chunk
                     written = None
                     stopping = stop is not None and stop.signal is not None
+                    if stop_event is not None and stop_event.is_set():
+                        stopping = True
                     report = tick % report_every == 0 or tick == target
                     if report or tick % drain_every == 0 or stopping:
                         collected = recorder.collect(state, tick)
@@ -200,20 +223,27 @@ class Run:
                     if report:
                         phylogeny = recorder.measure(tick, regular=tick % report_every == 0)
                         line = written = metrics_line(simulation, state, line, phylogeny)
+                        if people is not None:
+                            line["people"] = people.summary()
                         metrics.write(json.dumps(line) + "\n")
                         metrics.flush()
                     if tick % checkpoint_every == 0 or tick == target:
                         if collected is not None:  # a checkpoint finds its drains recorded
                             recorder.finish(collected)
                             collected = None
-                        saver.save(state)
+                        saver.save(state, self._meta())
                     if on_chunk is not None:
                         on_chunk(chunk, written)
+                    if people is not None:
+                        people.close_questions(tick)
+                    if observer is not None:
+                        observer(state, tick, line)
                     if stopping and tick < target:
-                        saver.save(state)
+                        saver.save(state, self._meta())
                         write_standard(self.run_dir.path, prune=simulation.config.run.phylogeny.prune)
                         self.state, self.start_tick, self.previous = state, tick, line
-                        return Outcome(tick, line, time.perf_counter() - started, stop.signal)
+                        signal_number = stop.signal if stop is not None and stop.signal is not None else 0
+                        return Outcome(tick, line, time.perf_counter() - started, signal_number)
                 if collected is not None:
                     recorder.finish(collected)
             write_standard(self.run_dir.path, prune=simulation.config.run.phylogeny.prune)
@@ -223,6 +253,12 @@ class Run:
             saver.close()
             if stop is not None:
                 stop.__exit__()
+            if people is not None:
+                people.finish(tick)
+
+    def _meta(self) -> dict[str, Any]:
+        """What a checkpoint records besides the state: the people's actions it includes."""
+        return {} if self.people is None else {"people_applied": self.people.applied}
 
 
 def metrics_line(simulation: Simulation, state: Any, previous: dict[str, Any] | None,

@@ -45,6 +45,17 @@ class LifeState:
 
 
 @struct.dataclass
+class PeopleState:
+    """What people have asked and given in an interactive region (``hca.people``)."""
+
+    inputs: jax.Array  # (*S, TASK_INPUTS) float32, a person's question as the brain is shown it
+    until: jax.Array  # (*S,) int32, the question is open while tick < until
+    answer: jax.Array  # (*S,) float32, the last answer to it (tanh of ANSWER), NaN before any
+    answered_by: jax.Array  # (*S,) int64, the organism_id that gave that answer
+    paid: jax.Array  # (*tiles,) int64, quanta people paid since tick 0 (also injected)
+
+
+@struct.dataclass
 class RegionState:
     """One region's lattice and its ledger counters.
 
@@ -57,6 +68,7 @@ class RegionState:
     initial_total: jax.Array  # () int64, the region's total energy at tick 0
     life: LifeState | None  # None in a region without organisms
     tasks: TaskLedger | None  # what the region's tasks posed and paid; None without tasks
+    people: PeopleState | None = None  # interactive regions only
 
 
 @struct.dataclass

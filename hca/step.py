@@ -128,6 +128,8 @@ class Tick:
                 continue
             bits, slot_ticks = self.phase_tables[index]
             questions = None if life.tasks is None else life.tasks.pose(tick, seed, region.life.halo)
+            people = region.people
+            asked = None if people is None else (tick < people.until, people.inputs)
             decision = decide(
                 life,
                 region.life,
@@ -136,9 +138,20 @@ class Tick:
                 jnp.asarray(slot_ticks)[phase],
                 questions,
                 tick,
+                asked,
             )
+            if people is not None:
+                # The answers to people's questions, and who gave them, stay for the page.
+                answering = asked[0] & region.life.occupied
+                people = people.replace(
+                    answer=jnp.where(answering, decision.answer, people.answer),
+                    answered_by=jnp.where(answering, region.life.organism_id, people.answered_by),
+                )
             region = region.replace(
-                life=decision.state, free_energy=decision.free, dissipated=region.dissipated + decision.heat
+                life=decision.state,
+                free_energy=decision.free,
+                dissipated=region.dissipated + decision.heat,
+                people=people,
             )
             if questions is not None:
                 region = region.replace(

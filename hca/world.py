@@ -17,11 +17,11 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from hca import geometry, parallel, rng
+from hca import brain, geometry, parallel, rng
 from hca.config import Region, WorldConfig
 from hca.metrics import life_metrics, task_metrics
 from hca.organisms import Life
-from hca.state import RegionState, WorldState
+from hca.state import PeopleState, RegionState, WorldState
 from hca.step import Tick
 from hca.tasks import TaskLedger
 
@@ -64,7 +64,7 @@ class Simulation:
 
 _KEY_ORDER = (
     "tick", "world", "life", "regions", "free", "organisms", "total", "injected", "dissipated",
-    "balanced", "population", "births", "deaths", "moves", "refused",
+    "balanced", "people", "population", "births", "deaths", "moves", "refused",
 )
 
 
@@ -86,7 +86,7 @@ def _region_ledger(region: RegionState) -> dict[str, jax.Array]:
     organisms = jnp.int64(0) if region.life is None else region.life.energy.sum(dtype=jnp.int64)
     total = free + organisms
     injected, dissipated = region.injected.sum(), region.dissipated.sum()
-    return {
+    ledger = {
         "free": free,
         "organisms": organisms,
         "total": total,
@@ -94,6 +94,9 @@ def _region_ledger(region: RegionState) -> dict[str, jax.Array]:
         "dissipated": dissipated,
         "balanced": total == region.initial_total + injected - dissipated,
     }
+    if region.people is not None:
+        ledger["people"] = region.people.paid.sum()  # of injected: what people paid
+    return ledger
 
 
 def initial_region(region: Region, index: int, life: Life | None, seed: jax.Array) -> RegionState:
@@ -120,6 +123,13 @@ def initial_region(region: Region, index: int, life: Life | None, seed: jax.Arra
         initial_total=total,
         life=life_state,
         tasks=TaskLedger.zeros(tiling.tiles, len(region.tasks)) if region.tasks else None,
+        people=None if region.people is None else PeopleState(
+            inputs=jnp.zeros((*region.shape, brain.TASK_INPUTS), jnp.float32),
+            until=jnp.zeros(region.shape, jnp.int32),
+            answer=jnp.full(region.shape, jnp.nan, jnp.float32),
+            answered_by=jnp.zeros(region.shape, jnp.int64),
+            paid=tiling.counter(),
+        ),
     )
 
 
@@ -130,6 +140,9 @@ def measure_state(config: WorldConfig, state: WorldState) -> dict[str, Any]:
         key: sum(ledger[key] for ledger in per_region.values())
         for key in ("free", "organisms", "total", "injected", "dissipated")
     }
+    paid_by_people = [ledger["people"] for ledger in per_region.values() if "people" in ledger]
+    if paid_by_people:
+        world["people"] = sum(paid_by_people)
     world["balanced"] = jnp.all(jnp.stack([ledger["balanced"] for ledger in per_region.values()]))
     life = {
         name: life_metrics(region.life)
