@@ -108,6 +108,22 @@ def _parser() -> argparse.ArgumentParser:
         help="spread the world over N devices along its placed axes (default: as many as "
         "are present and can be placed)",
     )
+    run.add_argument(
+        "--serve",
+        nargs="?",
+        const=8765,
+        type=_count,
+        metavar="PORT",
+        help="serve the live page of the run on PORT (default 8765; 0: any free port): watch every "
+        "region, meet the organisms, and in interactive regions ask questions and pay tokens. "
+        "The address printed carries the secret that actions need. The page stays up after the "
+        "run ends, until Ctrl-C",
+    )
+    run.add_argument(
+        "--host",
+        default="127.0.0.1",
+        help="the address the live page listens on (default 127.0.0.1: this machine only)",
+    )
     run.add_argument("--quiet", action="store_true", help="no progress bar")
 
     inspect = commands.add_parser(
@@ -247,6 +263,13 @@ def _summary(world, path: str) -> str:
             from hca.tasks import describe
 
             lines.extend(describe(region, list(world.regions).index(name), world.seed))
+        if region.people is not None:
+            people = region.people
+            lines.append(
+                f"  people: interactive (hca run --serve); each person starts with {people.tokens:,} tokens, "
+                f"pays at most {people.max_payment:,} at once; at most {people.max_open} questions open, "
+                f"{people.ticks} ticks each by default"
+            )
         lines.append(f"  {'axis':<12}{'size':>6}{'stretch':>9}  {'curled':<8}{'diffusion':>10}  ticks")
         for axis, rate in zip(region.axes, diffusion_rates(region)):
             often = "every tick" if axis.stretch == 1 else f"every {axis.stretch} ticks"
@@ -322,6 +345,11 @@ def _run(args: argparse.Namespace) -> int:
 
     options = {"report_every": args.report_every, "checkpoint_every": args.checkpoint_every, "keep": args.keep,
                "devices": args.devices}
+    listening = None
+    if args.serve is not None:  # the port first: a taken one stops us before anything is written
+        from hca.live import bind
+
+        listening = bind(args.host, args.serve)
     if args.resume is not None:
         if args.world is not None:
             raise UsageError("give either WORLD.yaml or --resume RUN_DIR, not both")
@@ -337,6 +365,13 @@ def _run(args: argparse.Namespace) -> int:
     first = run.start_tick
     if run.simulation.mesh is not None:
         print(f"hca: running on {describe(run.simulation.mesh)}", file=sys.stderr)
+    live = None
+    if args.serve is not None:
+        from hca.live import Live
+
+        live = Live(run.simulation, run.people, listening)
+        print(f"hca: live page at {live.start()}", file=sys.stderr)
+        live.observe(run.state, run.start_tick, force=True)
     if not args.quiet:
         print("hca: compiling the step ...", end="", file=sys.stderr, flush=True)
     seconds = run.compile()
@@ -351,7 +386,12 @@ def _run(args: argparse.Namespace) -> int:
                 postfix = {"population": f"{line['life']['population']:,}"} if "life" in line else {}
                 progress.set_postfix(**postfix, total=f"{line['ledger']['total']:,}", refresh=False)
 
-        outcome = run.advance(on_chunk)
+        outcome = run.advance(on_chunk, observer=None if live is None else live.observe)
+    if live is not None:
+        live.observe(run.state, outcome.tick, force=True)
+        if outcome.stopped_by is None:
+            _serve_until_interrupted(live)
+        live.close()
     if outcome.stopped_by is not None:
         name = signal.Signals(outcome.stopped_by).name
         print(
@@ -374,6 +414,21 @@ def _run(args: argparse.Namespace) -> int:
     return 0 if ledger["balanced"] else 1
 
 
+def _serve_until_interrupted(live) -> None:
+    """Keep the live page up after the run has ended, until Ctrl-C or SIGTERM."""
+    import threading
+
+    done = threading.Event()
+    previous = {number: signal.signal(number, lambda *_: done.set()) for number in (signal.SIGINT, signal.SIGTERM)}
+    print(f"hca: the run has ended; the live page stays up at {live.url} until Ctrl-C", file=sys.stderr)
+    try:
+        while not done.wait(0.5):
+            pass
+    finally:
+        for number, handler in previous.items():
+            signal.signal(number, handler)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     from hca._xla import configure_compilation_cache
@@ -381,6 +436,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     configure_compilation_cache()
     from hca.checkpoint import RunDirectoryError
+    from hca.live import Unavailable
     from hca.parallel import PlacementError
     from hca.phylogeny import MissingExtra
     from hca.pictures import MissingViz
@@ -390,7 +446,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except BrokenPipeError:  # the reader went away (e.g. `hca inspect RUN | head`)
         sys.stdout = open(os.devnull, "w")
         return 0
-    except (RunDirectoryError, MissingViz, PlacementError, MissingExtra) as error:
+    except (RunDirectoryError, MissingViz, PlacementError, MissingExtra, Unavailable) as error:
         print(f"hca: error: {error}", file=sys.stderr)
         return EXIT_BAD_INPUT
     except WorldFileError as error:

@@ -172,7 +172,16 @@ class LifeReference:
         self.unit_q = quantize_rate(self.config.metabolism.per_active_unit)
         self.capacity = min(self.config.max_transfers or max(16, self.tile_cells // 8), self.tile_cells)
         self.tasks = TaskReference(region, index, seed, self.tile_cells) if region.tasks else None
+        self.people = None  # a person's questions, once one is asked (WorldReference.ask)
         self.crossing = min(self.config.max_crossings or max(1, self.capacity // 4), self.capacity)
+
+    def _shown(self, cell, tick, asked):
+        """The question shown at a cell: a person's while one is open there, else a task's."""
+        from hca import brain
+
+        if self.people is not None and tick < self.people["until"][cell]:
+            return self.people["inputs"][cell]
+        return np.zeros(brain.TASK_INPUTS, np.float32) if asked is None else asked[cell]["inputs"]
 
     def neighbour(self, cell, slot):
         axis, sign = divmod(slot, 2)
@@ -231,7 +240,7 @@ class LifeReference:
                     s["signal"][cell],
                     s["hidden"][cell],
                     [np.log1p(np.float32(energy)) / 8, np.log1p(np.float32(free[cell])) / 8],
-                    np.zeros(brain.TASK_INPUTS, np.float32) if asked is None else asked[cell]["inputs"],
+                    self._shown(cell, tick, asked),
                     phase_bits,
                 ]
             ).astype(np.float32)
@@ -264,6 +273,9 @@ class LifeReference:
                 s["signal"][cell] = 0
                 s["hidden"][cell] = 0
             thoughts.append((out, scores, active, exists))
+            if self.people is not None and tick < self.people["until"][cell] and occupied:
+                self.people["answer"][cell] = np.tanh(out[c + brain.ANSWER])
+                self.people["answered_by"][cell] = s["organism_id"][cell]
         # Tasks pay once every answer of the tile is known (a budget is shared).
         if asked is not None:
             # A group's later cells (position > 0) answer by what they say on signal 0.
@@ -434,6 +446,29 @@ class WorldReference(Reference):
             if region.organisms is not None:
                 life = LifeReference(region, index, self.seed, region_state.life)
             self.lives.append(life)
+
+    def ask(self, index, cells, inputs, until):
+        """A person's question at ``cells`` (flat indices), shown as ``inputs`` until ``until``."""
+        from hca import brain
+
+        life = self.lives[index]
+        if life.people is None:
+            life.people = {"inputs": np.zeros((life.n, brain.TASK_INPUTS), np.float32),
+                           "until": np.zeros(life.n, np.int64), "answer": np.full(life.n, np.nan, np.float32),
+                           "answered_by": np.zeros(life.n, np.int64)}
+        for cell, shown in zip(cells, inputs):
+            life.people["inputs"][cell] = shown
+            life.people["until"][cell] = until
+            life.people["answer"][cell] = np.nan
+            life.people["answered_by"][cell] = 0
+
+    def pay(self, index, cell, tokens):
+        """A person pays ``tokens`` to the organism in ``cell``: what its body can hold."""
+        life = self.lives[index]
+        paid = min(tokens, life.config.max_energy - int(life.s["energy"][cell])) if life.s["occupied"][cell] else 0
+        life.s["energy"][cell] += paid
+        self.injected[index].reshape(-1)[cell // life.tile_cells] += paid
+        return paid
 
     def _organisms(self, index, region, free):
         life = self.lives[index]

@@ -13,6 +13,7 @@ import pytest
 from hca import brain, rng
 from hca.config import parse_world
 from hca.organisms import Life
+from hca.people import Applier
 from hca.tasks import COUNTERS
 from hca.world import build
 from reference import WorldReference
@@ -219,9 +220,10 @@ TASKS = [
 ]
 
 
-@pytest.mark.parametrize("tasks, learning", [(False, True), (True, True), (False, False)],
-                         ids=["life", "tasks", "learning-off"])
-def test_reference_agrees_for_50_ticks(tasks, learning):
+@pytest.mark.parametrize("tasks, learning, people", [(False, True, False), (True, True, False),
+                                                     (False, False, False), (True, True, True)],
+                         ids=["life", "tasks", "learning-off", "people"])
+def test_reference_agrees_for_50_ticks(tasks, learning, people):
     # Placed a and b: tiles of 2 cells, each accepting two transfers a tick, one of them
     # through each side of a placed axis; rows cross between tiles along an open and a
     # curled axis.
@@ -230,14 +232,38 @@ def test_reference_agrees_for_50_ticks(tasks, learning):
     config["seed"] = 2  # a seed whose placed region refuses claims within 50 ticks
     if tasks:
         config["regions"]["grid"]["tasks"] = TASKS
+    if people:  # the ring is interactive: a person asks at some of its cells, and pays
+        config["regions"]["ring"]["tasks"] = [TASKS[1]]
+        config["regions"]["ring"]["people"] = {}
     world = parse_world(config)
     simulation = build(world)
     state = simulation.init()
     reference = WorldReference(world, state)
-    activity = 0
-    for _ in range(50):
+    applier = Applier(simulation)
+    activity = paid = 0
+    asked_cells = np.arange(0, 64, 3)
+    for tick in range(50):
+        if people and tick in (5, 30):  # the second question replaces part of the first
+            cells = asked_cells[tick // 30 :: 2]
+            inputs = np.random.default_rng(tick).uniform(-1, 1, (len(cells), brain.TASK_INPUTS)).astype(np.float32)
+            mask = np.zeros(64, bool)
+            mask[cells] = True
+            shown = np.zeros((64, brain.TASK_INPUTS), np.float32)
+            shown[cells] = inputs
+            state = applier.ask(state, 1, mask, shown, tick + 20)
+            reference.ask(1, cells, inputs, tick + 20)
+        if people and tick in (12, 20):
+            for cell in np.flatnonzero(np.asarray(state.regions[1].life.occupied))[:3]:
+                state, given, _ = applier.pay(state, 1, np.array([cell], np.int32), 150)
+                assert given == reference.pay(1, cell, 150)
+                paid += given
         state = simulation.run(state, 1)
         reference.step()
+        if people and tick >= 5:
+            mine, expected = state.regions[1].people, reference.lives[1].people
+            np.testing.assert_array_equal(np.asarray(mine.answered_by), expected["answered_by"])
+            np.testing.assert_allclose(np.asarray(mine.answer), expected["answer"], rtol=1e-3, atol=1e-4)
+            assert int(mine.paid.sum()) == paid
         for index, region_state in enumerate(state.regions):
             np.testing.assert_array_equal(np.asarray(region_state.free_energy), reference.free[index])
             np.testing.assert_array_equal(np.asarray(region_state.dissipated), reference.dissipated[index])
@@ -265,6 +291,9 @@ def test_reference_agrees_for_50_ticks(tasks, learning):
                 counts = np.stack([np.asarray(getattr(ledger, key)) for key in COUNTERS], -1)
                 np.testing.assert_array_equal(counts.reshape(expected.tasks.counts.shape), expected.tasks.counts)
     assert activity > 0 and int(state.regions[0].life.refused.sum()) > 0
+    if people:  # answers were given to both questions, and payments took energy in
+        answered = np.asarray(state.regions[1].people.answered_by) != 0
+        assert answered[asked_cells[::2]].any() and answered[asked_cells[1::2]].any() and paid > 0
     if tasks:  # every task posed and paid something
         counts = reference.lives[0].tasks.counts.sum(axis=0)
         assert (counts[:, 0] > 0).all() and (counts[:, 3] > 0).all(), counts
