@@ -112,6 +112,10 @@ def summary(simulation, checkpoint: Checkpoint, path: str) -> dict[str, Any]:
                 entry["phylogeny"] = dict(measures["phylogeny"])
                 entry["phylogeny"]["lineage_entropy_bits"] = measures["life"]["lineage_entropy_bits"]
         regions[name] = entry
+    people = _people(world, path, int(state.tick))
+    if people is not None:
+        for name, paid in people.pop("regions").items():
+            regions[name]["people"] = paid
     return {
         "run_dir": path,
         "world": world.name,
@@ -123,8 +127,36 @@ def summary(simulation, checkpoint: Checkpoint, path: str) -> dict[str, Any]:
         "moves": moves,
         "ledger": measured["world"],
         "regions": regions,
+        **({} if people is None else {"people": people}),
         "state_digest": state_digest(state),
     }
+
+
+def _people(world, path: str, tick: int) -> dict[str, Any] | None:
+    """What people did before ``tick`` (from the run's event log): per person tokens left,
+    paid and questions asked; per interactive region the questions, payments and quanta."""
+    from hca.people import interactive, read_events
+
+    regions = interactive(world)
+    if not regions:
+        return None
+    people: dict[str, dict[str, int]] = {}
+    per_region = {name: {"questions": 0, "payments": 0, "paid": 0} for name in regions}
+    for event in read_events(Path(path)):
+        if event["tick"] >= tick:
+            break
+        start = world.regions[event["region"]].people.tokens
+        person = people.setdefault(event["person"], {"tokens": start, "paid": 0, "asked": 0})
+        region = per_region[event["region"]]
+        if event["action"] == "pay":
+            person["tokens"] -= event["paid"]
+            person["paid"] += event["paid"]
+            region["payments"] += 1
+            region["paid"] += event["paid"]
+        else:
+            person["asked"] += 1
+            region["questions"] += 1
+    return {"paid": sum(r["paid"] for r in per_region.values()), "people": people, "regions": per_region}
 
 
 def describe(report: dict[str, Any]) -> str:
@@ -135,8 +167,9 @@ def describe(report: dict[str, Any]) -> str:
         f"population {report['population']:,}; since tick 0: {report['births']:,} births, "
         f"{report['deaths']:,} deaths, {report['moves']:,} moves",
         f"ledger: free {ledger['free']:,} + organisms {ledger['organisms']:,} = total {ledger['total']:,}; "
-        f"injected {ledger['injected']:,}, dissipated {ledger['dissipated']:,}; "
-        f"{'balanced' if ledger['balanced'] else 'NOT BALANCED'}",
+        f"injected {ledger['injected']:,}"
+        + (f" ({ledger['people']:,} paid by people)" if "people" in ledger else "")
+        + f", dissipated {ledger['dissipated']:,}; {'balanced' if ledger['balanced'] else 'NOT BALANCED'}",
     ]
     for name, region in report["regions"].items():
         shape = " x ".join(f"{axis} {size}" for axis, size in zip(region["axes"], region["shape"]))
@@ -158,6 +191,12 @@ def describe(report: dict[str, Any]) -> str:
         lines.append(
             f"  mutation scale: mean {scale['mean']:.4g}, min {scale['min']:.4g}, max {scale['max']:.4g}"
         )
+        if "people" in region:
+            given = region["people"]
+            lines.append(
+                f"  people: {given['questions']:,} questions asked, {given['payments']:,} payments, "
+                f"{given['paid']:,} quanta paid (of injected)"
+            )
         for task, stats in region.get("tasks", {}).items():
             quality = "-" if stats["mean_quality"] is None else f"{stats['mean_quality']:.3f}"
             lines.append(
@@ -190,5 +229,9 @@ def describe(report: dict[str, Any]) -> str:
         lines.append("  genome (mean +- std over the living):")
         for tensor, stats in region["genome"].items():
             lines.append(f"    {tensor:<18} {stats['mean']:+.4f} +- {stats['std']:.4f}")
+    if "people" in report:
+        for person, given in report["people"]["people"].items():
+            lines.append(f"person {person}: {given['asked']:,} questions asked, {given['paid']:,} tokens paid, "
+                         f"{given['tokens']:,} left")
     lines.append(f"state_digest {report['state_digest']}")
     return "\n".join(lines)

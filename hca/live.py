@@ -119,6 +119,7 @@ class Live:
         self.world = describe_world(self.config)
         self._view = jax.jit(functools.partial(_view, self.config))
         self._lock = threading.Lock()
+        self._publishing = threading.Lock()  # held while a frame is being made
         self._frame: dict[str, Any] | None = None
         self._arrays: dict[str, dict[str, np.ndarray]] = {}
         self._text: tuple[int, str] | None = None
@@ -143,17 +144,36 @@ class Live:
     # -- the run's side ------------------------------------------------------------
 
     def observe(self, state: Any, tick: int, line: dict[str, Any] | None = None, force: bool = False) -> None:
-        """Take a frame of ``state`` (at most every ``interval`` seconds unless ``force``)."""
+        """Take a frame of ``state`` (at most every ``interval`` seconds unless ``force``).
+
+        The run's thread only dispatches the small computations of the frame (the
+        device does them before it steps on, and they are not donated); copying them to
+        the host and making the frame is the publisher thread's, and a frame that finds
+        the publisher busy is dropped. ``force`` waits for the frame to be published."""
         now = time.perf_counter()
         self._rate.append((now, tick))
         if not force and now - self._last_seen < self.interval:
             return
+        if not force and self._publishing.locked():
+            return  # the previous frame is still being made: drop this one
         self._last_seen = now
-        arrays = jax.device_get(self._view(state))
-        ledger = self.simulation.ledger(state)
-        self._publish(int(tick), arrays, ledger)
+        work = (int(tick), self._view(state), self.simulation.measure(state))
+        if force:
+            with self._publishing:
+                self._publish(*work)
+            return
+        self._publishing.acquire()
+        threading.Thread(target=self._publish_and_release, args=work, name="hca-live-frame", daemon=True).start()
 
-    def _publish(self, tick: int, arrays: dict[str, dict[str, np.ndarray]], ledger: dict[str, Any]) -> None:
+    def _publish_and_release(self, *work: Any) -> None:
+        try:
+            self._publish(*work)
+        finally:
+            self._publishing.release()
+
+    def _publish(self, tick: int, arrays: dict[str, dict[str, Any]], measured: dict[str, Any]) -> None:
+        arrays = jax.device_get(arrays)
+        ledger = self.simulation.ledger_of(measured)
         questions = self._questions(tick, arrays)
         regions = {}
         for name, view in arrays.items():

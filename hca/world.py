@@ -55,7 +55,11 @@ class Simulation:
 
     def ledger(self, state: WorldState) -> dict[str, Any]:
         """The ledger as plain Python numbers: world totals and one entry per region."""
-        values = _to_python(jax.device_get(self.measure(state)))
+        return self.ledger_of(self.measure(state))
+
+    def ledger_of(self, measured: dict[str, Any]) -> dict[str, Any]:
+        """``ledger`` from what ``measure`` returned (perhaps still being computed)."""
+        values = _to_python(jax.device_get(measured))
         # JAX sorts dict keys; tasks go back in the world file's order.
         for name, tasks in values["tasks"].items():
             values["tasks"][name] = {task: tasks[task] for task in self.config.regions[name].task_names()}

@@ -267,7 +267,7 @@ def run_with_people(path, steps, actions):
     return run
 
 
-def test_resume_replays_the_event_log_bitwise(tmp_path):
+def test_resume_replays_the_event_log_bitwise(tmp_path, capsys):
     ask = {"person": "ada", "region": "plaza", "kind": "value", "function": "sine", "ticks": 50,
            "cells": [{"at": [1, 2], "x": 0.5}, {"at": [3, 3], "x": -0.25}]}
     pay = {"person": "ada", "region": "plaza", "at": None, "tokens": 250}
@@ -288,6 +288,13 @@ def test_resume_replays_the_event_log_bitwise(tmp_path):
         assert state_digest(run.state) == digest, kept
         for name in (EVENTS, BALANCES, "metrics.jsonl"):
             assert (copy_ / name).read_text() == (whole.run_dir.path / name).read_text(), (kept, name)
+    # hca inspect counts what people did before the checkpoint's tick.
+    assert main(["inspect", str(whole.run_dir.path), "--json"]) == 0
+    report = json.loads(capsys.readouterr().out)
+    paid = sum(e.get("paid", 0) for e in events)
+    assert report["ledger"]["people"] == report["people"]["paid"] == paid
+    assert report["regions"]["plaza"]["people"] == {"questions": 2, "payments": 2, "paid": paid}
+    assert report["people"]["people"]["bob"] == {"tokens": 1000, "paid": 0, "asked": 1}
     # A log that lost a line the checkpoint includes is refused, not guessed at.
     broken = tmp_path / "broken"
     shutil.copytree(whole.run_dir.path, broken)
