@@ -377,10 +377,9 @@ def test_page_in_a_real_browser(served, tmp_path):
             page.select_option("#ask-kind", "logic")
             page.select_option("#ask-function", "XOR")
             page.click("#ask-button")
-            page.wait_for_selector("#questions .question button", timeout=60000)
-            asked = page.text_content("#questions")
-            assert "eve asks XOR in plaza" in asked
-            page.click("#questions .question button")
+            mine = "#questions .question:has-text('eve asks XOR in plaza')"
+            page.wait_for_selector(f"{mine} button", timeout=60000)
+            page.click(f"{mine} button >> nth=0")
             page.wait_for_function("Number(document.getElementById('paid').textContent.replace(/,/g, '')) > 0",
                                    timeout=60000)
             page.wait_for_selector("#messages div:has-text('tokens paid at tick')", timeout=30000)
