@@ -393,3 +393,36 @@ def test_page_in_a_real_browser(served, tmp_path):
         finally:
             browser.close()
     assert not errors, errors
+
+
+def test_hca_run_serve_keeps_the_page_up_until_interrupted(tmp_path):
+    import signal
+    import subprocess
+    import sys
+
+    path = tmp_path / "world.yaml"
+    path.write_text(json.dumps(WORLD))
+    process = subprocess.Popen(
+        [sys.executable, "-m", "hca", "run", str(path), "--steps", "200", "--out", str(tmp_path / "run"),
+         "--serve", "0", "--quiet"],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )
+    try:
+        lines = []
+        for line in process.stderr:
+            lines.append(line)
+            if "stays up" in line:
+                break
+        address = next(line for line in lines if "live page at" in line).split("live page at ")[1].strip()
+        assert address.startswith("http://127.0.0.1:") and "?secret=" in address
+        base, secret = address.split("/?secret=")
+        frame = httpx.get(f"{base}/api/frame", timeout=30).json()
+        assert frame["tick"] == 200 and frame["finished"] == 200
+        late = httpx.post(f"{base}/api/pay", headers={"X-HCA-Secret": secret}, timeout=30,
+                          json={"person": "ada", "region": "plaza", "at": [0, 0], "tokens": 5})
+        assert late.status_code == 409 and "ended" in late.json()["error"]
+        process.send_signal(signal.SIGINT)
+        out, _ = process.communicate(timeout=60)
+    finally:
+        process.kill()
+    assert process.returncode == 0 and "ledger balanced" in out

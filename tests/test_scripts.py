@@ -116,3 +116,18 @@ def test_evolve_tasks_runs_both_arms_and_summarises(tmp_path):
     assert "| logic | evolving |" in printed and (out / "evolution.png").stat().st_size > 10_000
     # Run again: the runs are complete, so nothing is run and the summary is the same.
     assert script("evolve_tasks.py", *args) == printed
+
+
+def test_bench_live_compares_a_watched_run_with_one_alone(tmp_path):
+    from test_live import WORLD
+
+    path = tmp_path / "agora_small.yaml"
+    path.write_text(yaml.safe_dump(WORLD))
+    out = script("bench_live.py", path, "--warm", "20", "--ticks", "200", "--rounds", "2")
+    rounds = [line for line in out.splitlines() if line.startswith("round ")]
+    assert len(rounds) == 2 and "ticks 20..220" in rounds[0] and "ticks 220..420" in rounds[1]
+    for line in rounds:
+        frames = int(line.split("(")[2].split(" frames")[0])
+        assert frames >= 1  # the client got frames while the watched run stepped
+    ratio = float(out.strip().splitlines()[-1].rsplit(" ", 1)[1])
+    assert 0.1 < ratio < 10

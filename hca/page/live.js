@@ -6,6 +6,7 @@ const secret = new URLSearchParams(location.search).get("secret") || "";
 const LOGIC = ["NOT", "NAND", "AND", "ORN", "OR", "ANDN", "NOR", "XOR", "EQU"];
 const FUNCTIONS = ["identity", "negate", "square", "abs", "sine", "step"];
 const GAP = 3; // pixels between panels
+const ROWS = 8; // cells of a question listed
 const COLOURS = ["#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b"];
 
 let world = null;
@@ -280,15 +281,22 @@ function showPeople() {
   $("questions").innerHTML = questions.map((q) => {
     const what = q.kind === "logic" ? q.function : (q.function ? `${q.function}(x)` : `${q.wanted}`);
     const state = q.open ? `open until tick ${q.until}` : "closed";
-    const rows = q.cells.map((c) => {
+    // The right answers first, then the others; the first ROWS of them.
+    const rank = (c) => (c.right === true ? 0 : c.answer !== null ? 1 : 2);
+    const cells = q.cells.slice().sort((a, b) => rank(a) - rank(b)).slice(0, ROWS);
+    const answered = q.cells.filter((c) => c.answer !== null).length;
+    const rightCount = q.cells.filter((c) => c.right === true).length;
+    const more = q.cells.length > ROWS ? `<tr><td colspan="5">... and ${q.cells.length - ROWS} more cells</td></tr>` : "";
+    const rows = cells.map((c) => {
       const shown = q.kind === "logic" ? `a=${c.a} b=${c.b}` : `x=${c.x}`;
       const answer = c.answer === null ? "-" : c.answer.toFixed(3);
       const button = c.answer !== null && c.organism ?
         `<button data-q="${q.question}" data-region="${q.region}" data-at="${c.at.join(",")}" data-tokens="${q.reward}">pay ${q.reward}</button>` : "";
       return `<tr><td>(${c.at.join(",")})</td><td>${shown}</td><td>${answer}</td><td>${verdict(c.right)}</td><td>${button}</td></tr>`;
-    }).join("");
+    }).join("") + more;
     return `<div class="question"><b>#${q.question}</b> ${q.person} asks ${what} in ${q.region}, ${state}, ` +
-      `paid ${q.paid}<table><tr><th>cell</th><th>shown</th><th>answer</th><th></th><th></th></tr>${rows}</table></div>`;
+      `paid ${q.paid}; answered at ${answered} of ${q.cells.length} cells, ${rightCount} right` +
+      `<table><tr><th>cell</th><th>shown</th><th>answer</th><th></th><th></th></tr>${rows}</table></div>`;
   }).join("");
   for (const button of $("questions").querySelectorAll("button")) {
     button.onclick = () => pay(button.dataset.region, button.dataset.at.split(",").map(Number),
