@@ -250,11 +250,11 @@ def test_open_questions_and_the_queue_are_bounded(tmp_path):
     assert refused.value.status == 409 and "ended" in str(refused.value)
 
 
-def run_with_people(path, steps, actions):
+def run_with_people(path, steps, actions, world=None, devices=None):
     """A run of the small agora whose observer submits ``actions`` {tick: [(kind, body)]}."""
-    world = copy.deepcopy(WORLD)
+    world = copy.deepcopy(WORLD if world is None else world)
     world["run"] = {"report_every": 20, "checkpoint_every": 40, "keep": 10}
-    run = Run.start(parse_world(world), path, steps)
+    run = Run.start(parse_world(world), path, steps, devices=devices)
 
     def observe(state, tick, line):
         for kind, body in actions.get(tick, []):
@@ -302,6 +302,22 @@ def test_resume_replays_the_event_log_bitwise(tmp_path, capsys):
     log.write_text("".join(log.read_text().splitlines(keepends=True)[1:]))
     with pytest.raises(RunDirectoryError, match="does not belong to this checkpoint"):
         Run.resume(broken)
+
+
+def test_people_on_a_region_spread_over_8_devices_as_on_one(tmp_path):
+    world = copy.deepcopy(WORLD)
+    world["regions"]["plaza"]["axes"][0]["size"] = 8
+    world["regions"]["plaza"]["placement"] = ["y"]
+    ask = {"person": "ada", "region": "plaza", "kind": "logic", "function": "EQU",
+           "cells": [{"at": [k, k], "a": 1, "b": 1} for k in range(8)]}
+    pay = {"person": "ada", "region": "plaza", "at": None, "tokens": 250}
+    actions = {20: [("ask", ask)], 40: [("pay", pay)], 60: [("pay", {**pay, "tokens": 7})]}
+    one = run_with_people(tmp_path / "one", 100, actions, world, devices=1)
+    eight = run_with_people(tmp_path / "eight", 100, actions, world, devices=8)
+    assert eight.simulation.mesh is not None and eight.simulation.mesh.size == 8
+    assert state_digest(one.state) == state_digest(eight.state)
+    assert read_events(one.run_dir.path) == read_events(eight.run_dir.path)
+    assert sum(event.get("paid", 0) for event in read_events(one.run_dir.path)) > 0
 
 
 def test_people_only_in_small_regions_with_life(tmp_path, capsys):
