@@ -277,6 +277,22 @@ def _summary(world, path: str) -> str:
                 f"  {axis.name:<12}{axis.size:>6}{axis.stretch:>9}  {'yes' if axis.curled else 'no':<8}"
                 f"{rate / RATE_ONE:>10.4g}  {often} ({geometry.ticks_per_thousand(axis)} per 1000)"
             )
+    for name, beach in zip(world.beach_names(), world.beaches):
+        shores = []
+        for shore in beach.shores:
+            region = world.regions[shore.region]
+            block = [
+                f"{axis.name} {r.start}" if len(r) == 1 else f"{axis.name} {r.start}..{r.stop - 1}"
+                for axis, r in zip(region.axes, shore.ranges(region))
+                if axis.name in shore.at
+            ]
+            shores.append(f"{shore.region} ({', '.join(block) or 'all'})")
+        cells = len(beach.shores[0].cells(world.regions[beach.shores[0].region]))
+        often = "every tick" if beach.stretch == 1 else f"every {beach.stretch} ticks"
+        lines.append(
+            f"beach {name}: {shores[0]} <-> {shores[1]}, {cells:,} cells; {often} "
+            f"({-(-1000 // beach.stretch)} per 1000), diffusion {beach.diffusion:g}"
+        )
     schedule = simulation.schedule
     lines.append(
         f"super-step: {schedule.period} tick{'s' if schedule.period != 1 else ''}, "

@@ -303,13 +303,63 @@ class RunSettings(_Model):
     phylogeny: PhylogenySettings = PhylogenySettings()
 
 
+Coordinate = Annotated[int, Field(ge=0)]
+
+
+class Shore(_Model):
+    """One side of a beach: a block of cells of a region. ``at`` gives, per axis, a
+    coordinate or a range [start, stop); axes it leaves out are taken whole."""
+
+    region: Identifier
+    at: dict[Identifier, Union[Coordinate, Annotated[list[Coordinate], Field(min_length=2, max_length=2)]]] = {}
+
+    def ranges(self, region: Region) -> list[range]:
+        """The block's range along each of the region's axes (assumes it is valid)."""
+        out = []
+        for axis in region.axes:
+            given = self.at.get(axis.name)
+            if given is None:
+                out.append(range(axis.size))
+            elif isinstance(given, int):
+                out.append(range(given, given + 1))
+            else:
+                out.append(range(given[0], given[1]))
+        return out
+
+    def cells(self, region: Region) -> list[int]:
+        """The block's cells (row-major indices into the region), in row-major order."""
+        block = self.ranges(region)
+        grid = [list(r) for r in block]
+        strides = [math.prod(region.shape[k + 1 :]) for k in range(len(region.shape))]
+        cells = [0]
+        for axis, values in enumerate(grid):
+            cells = [cell + value * strides[axis] for cell in cells for value in values]
+        return cells
+
+
+class Beach(_Model):
+    """Joins a block of cells of one region to an equal block of another, cell to cell
+    in row-major order. On its ticks (every ``stretch``) free energy diffuses across:
+    each joined cell sends ``floor(free * diffusion)`` to its partner."""
+
+    name: Identifier | None = None  # default: beach_<number>
+    shores: Annotated[list[Shore], Field(min_length=2, max_length=2)]
+    stretch: Annotated[int, Field(ge=1, le=1 << 16)] = 1
+    diffusion: Rate = 0.05
+
+
 class WorldConfig(_Model):
     """A whole world: named regions, the seed, and run settings."""
 
     name: Identifier = "world"
     seed: Annotated[int, Field(ge=0, lt=1 << 32)] = 0
     regions: Annotated[dict[Identifier, Region], Field(min_length=1)]
+    # Beaches join regions (DESIGN section 6): energy crosses them on their ticks.
+    beaches: list[Beach] = []
     run: RunSettings = RunSettings()
+
+    def beach_names(self) -> list[str]:
+        return [beach.name or f"beach_{number}" for number, beach in enumerate(self.beaches)]
 
     def with_seed(self, seed: int) -> WorldConfig:
         return self.model_copy(update={"seed": seed})
@@ -512,6 +562,69 @@ def _check_relations(world: WorldConfig) -> list[tuple[str, str]]:
                                  f"got {len(region.axes)} ({', '.join(seen)})"))
             if region.organisms is None:
                 problems.append((f"{where}.people", "expected organisms in the region people meet"))
+    problems.extend(_check_beaches(world))
+    return problems
+
+
+def _check_beaches(world: WorldConfig) -> list[tuple[str, str]]:
+    problems: list[tuple[str, str]] = []
+    taken: dict[tuple[str, int], str] = {}  # (region, cell) -> the beach holding it
+    names = world.beach_names()
+    for number, beach in enumerate(world.beaches):
+        where = f"beaches[{number}]"
+        sizes = []
+        for side, shore in enumerate(beach.shores):
+            path = f"{where}.shores[{side}]"
+            region = world.regions.get(shore.region)
+            if region is None:
+                problems.append((f"{path}.region", f"expected one of the regions {list(world.regions)}, "
+                                 f"got {shore.region!r}"))
+                sizes.append(None)
+                continue
+            axes = {axis.name: axis for axis in region.axes}
+            good = True
+            for name, given in shore.at.items():
+                if name not in axes:
+                    problems.append((f"{path}.at.{name}", f"expected one of the axes of {shore.region!r} "
+                                     f"{list(axes)}"))
+                    good = False
+                    continue
+                size = axes[name].size
+                if isinstance(given, int) and given >= size:
+                    problems.append((f"{path}.at.{name}", f"expected a coordinate below {size} (the size of "
+                                     f"axis {name!r}), got {given}"))
+                    good = False
+                elif isinstance(given, list) and not given[0] < given[1] <= size:
+                    problems.append((f"{path}.at.{name}", f"expected a range [start, stop) with start < stop <= "
+                                     f"{size} (the size of axis {name!r}), got {given}"))
+                    good = False
+            sizes.append(math.prod(len(r) for r in shore.ranges(region)) if good else None)
+            same = beach.shores[0].region == beach.shores[1].region
+            if good and not (same and side == 1):
+                for cell in shore.cells(region):
+                    other = taken.setdefault((shore.region, cell), names[number])
+                    if other != names[number]:
+                        problems.append((path, f"cell {cell} of {shore.region!r} is on two beaches "
+                                         f"({other} and {names[number]}); a cell joins at most one"))
+                        break
+        if beach.shores[0].region == beach.shores[1].region:
+            problems.append((f"{where}.shores", f"expected two different regions, got {beach.shores[0].region!r} "
+                             f"twice (a beach joins two regions)"))
+        elif None not in sizes and sizes[0] != sizes[1]:
+            problems.append((f"{where}.shores", f"expected blocks of the same number of cells, got {sizes[0]} "
+                             f"and {sizes[1]}"))
+        for shore in beach.shores:
+            region = world.regions.get(shore.region)
+            if region is None:
+                continue
+            sent = sum(axis_degree(axis) * rate for axis, rate in zip(region.axes, diffusion_rates(region)))
+            if sent + quantize_rate(beach.diffusion) > RATE_ONE:
+                problems.append((f"{where}.diffusion", f"expected a rate that, with the axes' of {shore.region!r} "
+                                 f"({sent / RATE_ONE:.4g}), sends at most a cell's whole energy"))
+    duplicated = {name for name in names if names.count(name) > 1}
+    for number, name in enumerate(names):
+        if name in duplicated:
+            problems.append((f"beaches[{number}].name", f"duplicate beach name {name!r}"))
     return problems
 
 

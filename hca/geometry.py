@@ -172,31 +172,34 @@ class Tiling:
 class Schedule:
     """The static stretch schedule of a world.
 
-    The world repeats every ``period`` = lcm(stretches) ticks. On phase ``p`` the axes
-    with ``p % stretch == 0`` tick. Phases with the same ticking axes share one
-    compiled branch: ``branch_of_phase[p]`` indexes ``ticking``, whose entries list,
-    per region, the indices of the axes that tick.
+    The world repeats every ``period`` = lcm(stretches) ticks (of axes and beaches). On
+    phase ``p`` the axes and beaches with ``p % stretch == 0`` tick. Phases with the
+    same ticking axes and beaches share one compiled branch: ``branch_of_phase[p]``
+    indexes ``ticking``, whose entries list, per region, the indices of the axes that
+    tick, and ``beaches``, whose entries list the beaches that tick.
     """
 
     period: int
     branch_of_phase: tuple[int, ...]
     ticking: tuple[tuple[tuple[int, ...], ...], ...]
+    beaches: tuple[tuple[int, ...], ...] = ()  # per branch: the beaches that tick
 
     @staticmethod
     def of(world: WorldConfig) -> Schedule:
         stretches = [axis.stretch for region in world.regions.values() for axis in region.axes]
-        period = math.lcm(*stretches)
-        ticking: list[tuple[tuple[int, ...], ...]] = []
+        period = math.lcm(*stretches, *(beach.stretch for beach in world.beaches))
+        branches: list[tuple] = []
         branch_of_phase = []
         for phase in range(period):
             subset = tuple(
                 tuple(i for i, axis in enumerate(region.axes) if phase % axis.stretch == 0)
                 for region in world.regions.values()
             )
-            if subset not in ticking:
-                ticking.append(subset)
-            branch_of_phase.append(ticking.index(subset))
-        return Schedule(period, tuple(branch_of_phase), tuple(ticking))
+            beaches = tuple(k for k, beach in enumerate(world.beaches) if phase % beach.stretch == 0)
+            if (subset, beaches) not in branches:
+                branches.append((subset, beaches))
+            branch_of_phase.append(branches.index((subset, beaches)))
+        return Schedule(period, tuple(branch_of_phase), tuple(b[0] for b in branches), tuple(b[1] for b in branches))
 
 
 def ticks_per_thousand(axis: Axis) -> int:

@@ -112,6 +112,11 @@ def summary(simulation, checkpoint: Checkpoint, path: str) -> dict[str, Any]:
                 entry["phylogeny"] = dict(measures["phylogeny"])
                 entry["phylogeny"]["lineage_entropy_bits"] = measures["life"]["lineage_entropy_bits"]
         regions[name] = entry
+    beaches = {}
+    for name, beach in zip(world.beach_names(), world.beaches):
+        beaches[name] = {"shores": [shore.region for shore in beach.shores],
+                         "cells": len(beach.shores[0].cells(world.regions[beach.shores[0].region])),
+                         "carried": measured["beaches"][name]["carried"]}
     people = _people(world, path, int(state.tick))
     if people is not None:
         for name, paid in people.pop("regions").items():
@@ -128,6 +133,7 @@ def summary(simulation, checkpoint: Checkpoint, path: str) -> dict[str, Any]:
         "ledger": measured["world"],
         "regions": regions,
         **({} if people is None else {"people": people}),
+        **({"beaches": beaches} if beaches else {}),
         "state_digest": state_digest(state),
     }
 
@@ -174,6 +180,9 @@ def describe(report: dict[str, Any]) -> str:
     for name, region in report["regions"].items():
         shape = " x ".join(f"{axis} {size}" for axis, size in zip(region["axes"], region["shape"]))
         lines.append(f"region {name}: {shape}")
+        if "beach_in" in region["ledger"]:
+            lines.append(f"  through beaches: in {region['ledger']['beach_in']:,}, "
+                         f"out {region['ledger']['beach_out']:,} quanta since tick 0")
         if "population" not in region:
             lines.append("  no organisms")
             continue
@@ -229,6 +238,10 @@ def describe(report: dict[str, Any]) -> str:
         lines.append("  genome (mean +- std over the living):")
         for tensor, stats in region["genome"].items():
             lines.append(f"    {tensor:<18} {stats['mean']:+.4f} +- {stats['std']:.4f}")
+    for name, beach in report.get("beaches", {}).items():
+        first, second = beach["shores"]
+        lines.append(f"beach {name} ({first} <-> {second}): carried {beach['carried'][0]:,} quanta from {first} to "
+                     f"{second} and {beach['carried'][1]:,} back since tick 0, {beach['cells']:,} cells")
     if "people" in report:
         for person, given in report["people"]["people"].items():
             lines.append(f"person {person}: {given['asked']:,} questions asked, {given['paid']:,} tokens paid, "

@@ -121,7 +121,8 @@ def state_shardings(world: WorldConfig, state_shapes: Any, mesh: Mesh) -> Any:
             return split if tiles and tuple(leaf.shape[: len(tiles)]) == tiles else replicated
 
         regions.append(jax.tree.map(sharding, region_shapes))
-    return state_shapes.replace(tick=replicated, seed=replicated, regions=tuple(regions))
+    carried = None if state_shapes.carried is None else replicated
+    return state_shapes.replace(tick=replicated, seed=replicated, regions=tuple(regions), carried=carried)
 
 
 def describe(mesh: Mesh | None) -> str:

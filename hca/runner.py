@@ -285,6 +285,8 @@ def metrics_line(simulation: Simulation, state: Any, previous: dict[str, Any] | 
             before = previous["regions"][name].get("tasks", {}).get(task, {}) if previous else {}
             regions[name]["tasks"][task] = _task_line(counters, before)
     line = {"tick": measured["tick"], "ledger": measured["world"], "regions": regions}
+    if "beaches" in measured:  # what each beach carried since tick 0, from its first shore and back
+        line["beaches"] = measured["beaches"]
     lives = [region["life"] for region in regions.values() if "life" in region]
     if lives:
         line["life"] = {

@@ -69,6 +69,9 @@ class RegionState:
     life: LifeState | None  # None in a region without organisms
     tasks: TaskLedger | None  # what the region's tasks posed and paid; None without tasks
     people: PeopleState | None = None  # interactive regions only
+    # Quanta that came in and went out through beaches since tick 0 (None: on no beach).
+    beach_in: jax.Array | None = None  # (*tiles,) int64
+    beach_out: jax.Array | None = None  # (*tiles,) int64
 
 
 @struct.dataclass
@@ -78,3 +81,4 @@ class WorldState:
     tick: jax.Array  # () int32, ticks completed; the next tick is number `tick`
     seed: jax.Array  # () uint32, the world's seed; every random draw hashes it
     regions: tuple[RegionState, ...]  # in world-file order
+    carried: jax.Array | None = None  # (B, 2) int64: what each beach carried each way since tick 0

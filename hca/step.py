@@ -28,6 +28,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from hca import energy, geometry
+from hca.beaches import Beaches
 from hca.claims import settle_claims
 from hca.config import MAX_AXES, WorldConfig
 from hca.decide import decide
@@ -63,6 +64,7 @@ class Tick:
         self.diffusions = [energy.make_diffusion(region) for region in regions]
         self.decays = [energy.make_decay(region) for region in regions]
         self.phase_tables = _phase_tables(config, schedule)
+        self.beaches = Beaches(config)
         self.branch_of_phase = np.asarray(schedule.branch_of_phase, dtype=np.int32)
         self.any_life = any(life is not None for life in self.lives)
         self.any_placed_life = any(life is not None and life.placed for life in self.lives)
@@ -74,9 +76,11 @@ class Tick:
         regions = self.inflow(state.regions, tick, seed)
         regions = self.sense(regions, branch)
         regions, intents = self.decide(regions, phase, tick, seed)
-        regions, claims = self.settle(regions, intents, branch, tick, seed)
+        regions, claims, carried = self.settle(regions, intents, branch, tick, seed)
         regions = self.transfer(regions, intents, claims, branch, tick, seed)
         regions = self.decay(regions)
+        if carried is not None:
+            state = state.replace(carried=state.carried + carried)
         return state.replace(tick=tick + 1, regions=regions)
 
     # -- the phases ------------------------------------------------------------------
@@ -94,7 +98,7 @@ class Tick:
         if not self.any_life:
             return regions
 
-        def make(ticking):
+        def make(ticking, _beaches):
             def refresh(inputs):
                 return tuple(
                     None if life is None else sense(life, *operands, axes)
@@ -161,21 +165,30 @@ class Tick:
             intents.append(decision.intent)
         return tuple(out), intents
 
-    def settle(self, regions, intents, branch, tick, seed) -> tuple[tuple[RegionState, ...], list]:
-        """Claims settled and free energy diffused along the ticking axes (a branch)."""
+    def settle(self, regions, intents, branch, tick, seed) -> tuple[tuple[RegionState, ...], list, jax.Array | None]:
+        """Claims settled and free energy diffused along the ticking axes and across the
+        ticking beaches (a branch); returns what each beach carried (None: no beaches)."""
 
-        def make(ticking):
+        def make(ticking, beaches):
             def resolve(inputs, tick, seed):
                 outputs = []
                 for index, ((free, claim_inputs), axes) in enumerate(zip(inputs, ticking)):
                     life = self.lives[index]
                     claims = None if life is None else settle_claims(life, *claim_inputs, axes, tick, seed)
                     outputs.append((self.diffusions[index](free, axes), claims))
-                return tuple(outputs)
+                if not len(self.beaches):
+                    return tuple(outputs), None
+                # Across beaches, from the same snapshot as the axes' diffusion.
+                deltas, inflow, outflow, carried = self.beaches.flow([free for free, _ in inputs], beaches)
+                outputs = [
+                    (free if delta is None else free + delta, claims)
+                    for (free, claims), delta in zip(outputs, deltas)
+                ]
+                return tuple(outputs), (inflow, outflow, carried)
 
             return resolve
 
-        settled = self._by_branch(
+        settled, flows = self._by_branch(
             make,
             branch,
             tuple(
@@ -189,7 +202,16 @@ class Tick:
             seed,
         )
         regions = tuple(region.replace(free_energy=free) for region, (free, _) in zip(regions, settled))
-        return regions, [claims for _, claims in settled]
+        if flows is not None:
+            inflow, outflow, carried = flows
+            regions = tuple(
+                region if region.beach_in is None
+                else region.replace(beach_in=region.beach_in + inflow[index], beach_out=region.beach_out + outflow[index])
+                for index, region in enumerate(regions)
+            )
+        else:
+            carried = None
+        return regions, [claims for _, claims in settled], carried
 
     def transfer(self, regions, intents, claims, branch, tick, seed) -> tuple[RegionState, ...]:
         """Winners pay (heat) and their rows are written where they won; rows crossing
@@ -201,7 +223,7 @@ class Tick:
         incoming = [None] * len(regions)
         if self.any_placed_life:
 
-            def make(ticking):
+            def make(ticking, _beaches):
                 def exchange(inputs):
                     return tuple(
                         None if operands is None else send(self.lives[index], *operands, axes)
@@ -250,7 +272,7 @@ class Tick:
     def _by_branch(self, make: Callable, branch, *operands):
         """``make(ticking)(*operands)`` for the set of ticking axes of this tick's branch:
         one compiled branch per distinct set."""
-        branches = [make(ticking) for ticking in self.schedule.ticking]
+        branches = [make(ticking, beaches) for ticking, beaches in zip(self.schedule.ticking, self.schedule.beaches)]
         if len(branches) == 1:
             return branches[0](*operands)
         return jax.lax.switch(branch, branches, *operands)

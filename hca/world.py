@@ -63,12 +63,14 @@ class Simulation:
         # JAX sorts dict keys; tasks go back in the world file's order.
         for name, tasks in values["tasks"].items():
             values["tasks"][name] = {task: tasks[task] for task in self.config.regions[name].task_names()}
+        if "beaches" in values:
+            values["beaches"] = {name: values["beaches"][name] for name in self.config.beach_names()}
         return values
 
 
 _KEY_ORDER = (
     "tick", "world", "life", "regions", "free", "organisms", "total", "injected", "dissipated",
-    "balanced", "people", "population", "births", "deaths", "moves", "refused",
+    "balanced", "beach_in", "beach_out", "people", "carried", "population", "births", "deaths", "moves", "refused",
 )
 
 
@@ -78,6 +80,8 @@ def _to_python(tree: Any) -> Any:
         keys = sorted(tree, key=lambda k: _KEY_ORDER.index(k) if k in _KEY_ORDER else len(_KEY_ORDER))
         return {key: _to_python(tree[key]) for key in keys}
     value = np.asarray(tree)
+    if value.ndim:
+        return value.tolist()
     if value.dtype == bool:
         return bool(value)
     if np.issubdtype(value.dtype, np.floating):
@@ -90,20 +94,19 @@ def _region_ledger(region: RegionState) -> dict[str, jax.Array]:
     organisms = jnp.int64(0) if region.life is None else region.life.energy.sum(dtype=jnp.int64)
     total = free + organisms
     injected, dissipated = region.injected.sum(), region.dissipated.sum()
-    ledger = {
-        "free": free,
-        "organisms": organisms,
-        "total": total,
-        "injected": injected,
-        "dissipated": dissipated,
-        "balanced": total == region.initial_total + injected - dissipated,
-    }
+    expected = region.initial_total + injected - dissipated
+    ledger = {"free": free, "organisms": organisms, "total": total, "injected": injected, "dissipated": dissipated}
+    if region.beach_in is not None:
+        ledger["beach_in"], ledger["beach_out"] = region.beach_in.sum(), region.beach_out.sum()
+        expected = expected + ledger["beach_in"] - ledger["beach_out"]
+    ledger["balanced"] = total == expected
     if region.people is not None:
         ledger["people"] = region.people.paid.sum()  # of injected: what people paid
     return ledger
 
 
-def initial_region(region: Region, index: int, life: Life | None, seed: jax.Array) -> RegionState:
+def initial_region(region: Region, index: int, life: Life | None, seed: jax.Array,
+                   on_beach: bool = False) -> RegionState:
     """A region at tick 0: free energy drawn from the seed, and its founders."""
     initial = region.energy.initial
     free = rng.integers(
@@ -134,6 +137,8 @@ def initial_region(region: Region, index: int, life: Life | None, seed: jax.Arra
             answered_by=jnp.zeros(region.shape, jnp.int64),
             paid=tiling.counter(),
         ),
+        beach_in=tiling.counter() if on_beach else None,
+        beach_out=tiling.counter() if on_beach else None,
     )
 
 
@@ -147,7 +152,10 @@ def measure_state(config: WorldConfig, state: WorldState) -> dict[str, Any]:
     paid_by_people = [ledger["people"] for ledger in per_region.values() if "people" in ledger]
     if paid_by_people:
         world["people"] = sum(paid_by_people)
-    world["balanced"] = jnp.all(jnp.stack([ledger["balanced"] for ledger in per_region.values()]))
+    # The world's equation has no beach terms: what leaves one region arrives in another.
+    initial = sum(region.initial_total for region in state.regions)
+    world["balanced"] = jnp.all(jnp.stack([ledger["balanced"] for ledger in per_region.values()])) & (
+        world["total"] == initial + world["injected"] - world["dissipated"])
     life = {
         name: life_metrics(region.life)
         for name, region in zip(config.regions, state.regions)
@@ -158,7 +166,10 @@ def measure_state(config: WorldConfig, state: WorldState) -> dict[str, Any]:
         for name, region in zip(config.regions, state.regions)
         if region.tasks is not None
     }
-    return {"tick": state.tick, "world": world, "regions": per_region, "life": life, "tasks": tasks}
+    measured = {"tick": state.tick, "world": world, "regions": per_region, "life": life, "tasks": tasks}
+    if state.carried is not None:
+        measured["beaches"] = {name: {"carried": state.carried[k]} for k, name in enumerate(config.beach_names())}
+    return measured
 
 
 def build(config: WorldConfig, mesh: Any = None) -> Simulation:
@@ -179,9 +190,10 @@ def build(config: WorldConfig, mesh: Any = None) -> Simulation:
             tick=jnp.int32(0),
             seed=seed,
             regions=tuple(
-                initial_region(region, index, life, seed)
+                initial_region(region, index, life, seed, index in tick.beaches.touching)
                 for index, (region, life) in enumerate(zip(regions, lives))
             ),
+            carried=jnp.zeros((len(config.beaches), 2), jnp.int64) if config.beaches else None,
         )
 
     shardings = None

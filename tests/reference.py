@@ -59,6 +59,11 @@ class Reference:
             tiles = region.shape[: len(region.placement)]
             self.injected.append(np.zeros(tiles, np.int64))
             self.dissipated.append(np.zeros(tiles, np.int64))
+        # Beaches: what came in and went out of each region (per tile), and what each
+        # beach carried from its first shore to its second and back.
+        self.beach_in = [np.zeros(r.shape[: len(r.placement)], np.int64) for r in world.regions.values()]
+        self.beach_out = [np.zeros(r.shape[: len(r.placement)], np.int64) for r in world.regions.values()]
+        self.carried = np.zeros((len(world.beaches), 2), np.int64)
 
     def _offers(self, index, region):
         shape = region.shape
@@ -87,11 +92,51 @@ class Reference:
         return offered
 
     def step(self) -> None:
-        for index, region in enumerate(self.world.regions.values()):
+        regions = list(self.world.regions.values())
+        frees = []
+        for index, region in enumerate(regions):
             free = self._inflow(index, region, self.free[index])
-            free = self._organisms(index, region, free)
-            self.free[index] = self._diffuse_and_decay(index, region, free)
+            frees.append(self._organisms(index, region, free))
+        crossed = self._beaches(frees)
+        for index, region in enumerate(regions):
+            self.free[index] = self._diffuse_and_decay(index, region, frees[index], crossed[index])
         self.tick += 1
+
+    def _beaches(self, frees):
+        """What crosses each beach on its ticks, cell by cell from the same snapshot as
+        the axes' diffusion: per region, the change to each cell's free energy."""
+        names = list(self.world.regions)
+        crossed = [np.zeros(free.shape, np.int64) for free in frees]
+        for number, beach in enumerate(self.world.beaches):
+            if self.tick % beach.stretch:
+                continue
+            sides = []
+            for shore in beach.shores:
+                index = names.index(shore.region)
+                region = self.world.regions[shore.region]
+                ranges = []
+                for axis in region.axes:
+                    given = shore.at.get(axis.name)
+                    if given is None:
+                        ranges.append(range(axis.size))
+                    elif isinstance(given, int):
+                        ranges.append(range(given, given + 1))
+                    else:
+                        ranges.append(range(*given))
+                sides.append((index, region, list(itertools.product(*ranges))))
+            (ia, ra, cells_a), (ib, rb, cells_b) = sides
+            assert len(cells_a) == len(cells_b)
+            for ca, cb in zip(cells_a, cells_b):
+                sent_a = _floor_fraction(int(frees[ia][ca]), beach.diffusion)
+                sent_b = _floor_fraction(int(frees[ib][cb]), beach.diffusion)
+                crossed[ia][ca] += sent_b - sent_a
+                crossed[ib][cb] += sent_a - sent_b
+                for index, region, cell, given, taken in ((ia, ra, ca, sent_a, sent_b), (ib, rb, cb, sent_b, sent_a)):
+                    tile = cell[: len(region.placement)]
+                    self.beach_out[index][tile] += given
+                    self.beach_in[index][tile] += taken
+                self.carried[number] += (sent_a, sent_b)
+        return crossed
 
     def _inflow(self, index, region, free):
         capacity = region.energy.capacity
@@ -102,9 +147,9 @@ class Reference:
     def _organisms(self, index, region, free):
         return free  # the substrate has none; WorldReference adds them
 
-    def _diffuse_and_decay(self, index, region, free):
+    def _diffuse_and_decay(self, index, region, free, crossed):
         before = free.copy()
-        after = free.copy()
+        after = free.copy() + crossed
         for axis, spec in enumerate(region.axes):
             if self.tick % spec.stretch:
                 continue
@@ -483,8 +528,8 @@ class WorldReference(Reference):
         self.dissipated[index] += _per_tile(region, life.resolve(ticking, self.tick))
         return flat.reshape(region.shape)
 
-    def _diffuse_and_decay(self, index, region, free):
-        free = super()._diffuse_and_decay(index, region, free)
+    def _diffuse_and_decay(self, index, region, free, crossed):
+        free = super()._diffuse_and_decay(index, region, free, crossed)
         if self.lives[index] is not None:
             self.lives[index].finish()
         return free

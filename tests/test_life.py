@@ -220,10 +220,10 @@ TASKS = [
 ]
 
 
-@pytest.mark.parametrize("tasks, learning, people", [(False, True, False), (True, True, False),
-                                                     (False, False, False), (True, True, True)],
-                         ids=["life", "tasks", "learning-off", "people"])
-def test_reference_agrees_for_50_ticks(tasks, learning, people):
+@pytest.mark.parametrize("tasks, learning, people, beach", [(False, True, False, False), (True, True, False, False),
+                                                            (False, False, False, False), (True, True, True, True)],
+                         ids=["life", "tasks", "learning-off", "people-beach"])
+def test_reference_agrees_for_50_ticks(tasks, learning, people, beach):
     # Placed a and b: tiles of 2 cells, each accepting two transfers a tick, one of them
     # through each side of a placed axis; rows cross between tiles along an open and a
     # curled axis.
@@ -235,6 +235,9 @@ def test_reference_agrees_for_50_ticks(tasks, learning, people):
     if people:  # the ring is interactive: a person asks at some of its cells, and pays
         config["regions"]["ring"]["tasks"] = [TASKS[1]]
         config["regions"]["ring"]["people"] = {}
+    if beach:  # the placed grid's face c = 1 joined to 12 cells of the ring, every other tick
+        config["beaches"] = [{"shores": [{"region": "grid", "at": {"c": 1}}, {"region": "ring", "at": {"x": [40, 52]}}],
+                              "stretch": 2, "diffusion": 0.25}]
     world = parse_world(config)
     simulation = build(world)
     state = simulation.init()
@@ -286,11 +289,17 @@ def test_reference_agrees_for_50_ticks(tasks, learning, people):
                 np.testing.assert_allclose(actual, wanted, rtol=1e-5, atol=1e-6, err_msg=name)
             activity = int(life.births.sum()) + int(life.moves.sum())
             np.testing.assert_array_equal(np.asarray(region_state.injected), reference.injected[index])
+            if beach:
+                np.testing.assert_array_equal(np.asarray(region_state.beach_in), reference.beach_in[index])
+                np.testing.assert_array_equal(np.asarray(region_state.beach_out), reference.beach_out[index])
             if expected.tasks is not None:
                 ledger = region_state.tasks
                 counts = np.stack([np.asarray(getattr(ledger, key)) for key in COUNTERS], -1)
                 np.testing.assert_array_equal(counts.reshape(expected.tasks.counts.shape), expected.tasks.counts)
     assert activity > 0 and int(state.regions[0].life.refused.sum()) > 0
+    if beach:
+        np.testing.assert_array_equal(np.asarray(state.carried), reference.carried)
+        assert (reference.carried > 0).all()
     if people:  # answers were given to both questions, and payments took energy in
         answered = np.asarray(state.regions[1].people.answered_by) != 0
         assert answered[asked_cells[::2]].any() and answered[asked_cells[1::2]].any() and paid > 0

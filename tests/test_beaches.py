@@ -1,0 +1,181 @@
+"""Beaches between regions: energy crosses on the beach's ticks, exactly, with a
+ledger per region that counts the flows and a world ledger that needs none; the same
+on 1 and 8 devices, across a resume, and against the NumPy reference."""
+
+from __future__ import annotations
+
+import copy
+import json
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from conftest import WORLDS
+from hca.checkpoint import state_digest
+from hca.cli import main
+from hca.config import parse_world
+from hca.parallel import make_mesh
+from hca.runner import Run
+from hca.world import build, measure_state
+from reference import Reference, WorldReference
+from test_life import living_world
+
+import yaml
+
+
+def mixed_with_beaches():
+    world = yaml.safe_load((WORLDS / "mixed.yaml").read_text())
+    world["regions"]["cpu"]["placement"] = ["socket"]
+    world["beaches"] = [
+        # Two SMs' last warp of every GPU (16 cells) to the CPU's thread-0 face (16 cells).
+        {"name": "pcie", "shores": [{"region": "gpu", "at": {"sm": [2, 4], "warp": 7}},
+                                    {"region": "cpu", "at": {"thread": 0}}], "stretch": 8, "diffusion": 0.2},
+        {"shores": [{"region": "cpu", "at": {"thread": 1, "core": [0, 4]}},
+                    {"region": "plane", "at": {"y": 3, "x": [4, 12]}}], "stretch": 3},
+    ]
+    return world
+
+
+def test_energy_crosses_on_the_beach_ticks_as_the_reference_says():
+    world = parse_world(mixed_with_beaches())
+    simulation = build(world)
+    state = simulation.init()
+    reference = Reference(world)
+    before = np.zeros((2, 2), np.int64)
+    for tick in range(49):
+        state = simulation.run(state, 1)
+        reference.step()
+        for index, region in enumerate(state.regions):
+            np.testing.assert_array_equal(np.asarray(region.free_energy), reference.free[index])
+            np.testing.assert_array_equal(np.asarray(region.injected), reference.injected[index])
+            np.testing.assert_array_equal(np.asarray(region.dissipated), reference.dissipated[index])
+            np.testing.assert_array_equal(np.asarray(region.beach_in), reference.beach_in[index])
+            np.testing.assert_array_equal(np.asarray(region.beach_out), reference.beach_out[index])
+        carried = np.asarray(state.carried)
+        np.testing.assert_array_equal(carried, reference.carried)
+        # Only on its ticks does a beach carry anything (and then it does, both ways).
+        for number, stretch in enumerate((8, 3)):
+            moved = carried[number] != before[number]
+            assert moved.all() if tick % stretch == 0 else not moved.any(), (tick, number)
+        before = carried
+        ledger = simulation.ledger(state)
+        assert ledger["world"]["balanced"] and all(r["balanced"] for r in ledger["regions"].values())
+        flows = {name: (r["beach_in"], r["beach_out"]) for name, r in ledger["regions"].items()}
+        assert sum(i for i, _ in flows.values()) == sum(o for _, o in flows.values()) == carried.sum()
+    assert ledger["beaches"]["pcie"]["carried"][0] > 0 and ledger["beaches"]["beach_1"]["carried"][1] > 0
+
+
+def test_ledgers_balance_every_tick_with_life_crossing_energy():
+    config = living_world()
+    config["beaches"] = [{"shores": [{"region": "grid", "at": {"a": 0}}, {"region": "ring", "at": {"x": [0, 8]}}],
+                          "stretch": 2, "diffusion": 0.3}]
+    simulation = build(parse_world(config))
+
+    def one(state, _):
+        state = simulation.step(state)
+        measured = measure_state(simulation.config, state)
+        regions = measured["regions"]
+        return state, jnp.stack([measured["world"]["balanced"], *(r["balanced"] for r in regions.values()),
+                                 sum(r["beach_in"] for r in regions.values()) == state.carried.sum()])
+
+    state, checks = jax.jit(lambda s: jax.lax.scan(one, s, length=2000))(simulation.init())
+    assert np.asarray(checks).all()
+    assert int(state.carried.sum()) > 0 and int(state.regions[0].life.births.sum()) > 0
+
+
+def test_one_and_eight_devices_are_bitwise_equal_with_beaches():
+    from hca.parallel import collectives
+
+    config = living_world()
+    config["regions"]["grid"]["placement"] = ["a", "b", "c"]
+    config["seed"] = 2
+    config["beaches"] = [{"shores": [{"region": "grid", "at": {"c": 1}}, {"region": "ring", "at": {"x": [10, 22]}}],
+                          "stretch": 12}]
+    world = parse_world(config)
+    one, eight = build(world), build(world, make_mesh(world, 8))
+    reference, spread = one.run(one.init(), 60), eight.run(eight.init(), 60)
+    assert state_digest(reference) == state_digest(spread)
+    assert int(reference.carried.sum()) > 0
+    # Nothing crosses devices outside the schedule's branches; the beach adds messages
+    # only to the branch of its own ticks (phase 0), not to the branch with the same
+    # ticking axes without it (phase 6).
+    every_tick, per_branch = collectives(eight, eight.abstract_state())
+    assert every_tick == []
+    schedule = eight.schedule
+    with_beach, without = schedule.branch_of_phase[0], schedule.branch_of_phase[6]
+    assert schedule.ticking[with_beach] == schedule.ticking[without]
+    assert schedule.beaches[with_beach] == (0,) and schedule.beaches[without] == ()
+    assert len(per_branch.get(with_beach, [])) > len(per_branch.get(without, []))
+
+
+def test_resume_with_beaches_is_bitwise(tmp_path):
+    world = mixed_with_beaches()
+    world["run"] = {"report_every": 10, "checkpoint_every": 20}
+    whole = Run.start(parse_world(world), tmp_path / "whole", 60)
+    whole.advance(handle_signals=False)
+    cut = Run.start(parse_world(world), tmp_path / "cut", 40)
+    cut.advance(handle_signals=False)
+    resumed = Run.resume(tmp_path / "cut", steps=20)
+    resumed.advance(handle_signals=False)
+    assert state_digest(resumed.state) == state_digest(whole.state)
+    lines = [json.loads(line) for line in (tmp_path / "whole" / "metrics.jsonl").read_text().splitlines()]
+    assert lines[-1]["beaches"]["pcie"]["carried"] == [int(v) for v in np.asarray(whole.state.carried[0])]
+    assert "beach_in" in lines[-1]["regions"]["cpu"] and lines[-1]["ledger"]["balanced"]
+
+
+BAD = [
+    ({"shores": [{"region": "moon"}, {"region": "plane"}]}, "beaches[0].shores[0].region: expected one of the regions"),
+    ({"shores": [{"region": "gpu", "at": {"core": 1}}, {"region": "plane"}]},
+     "beaches[0].shores[0].at.core: expected one of the axes of 'gpu'"),
+    ({"shores": [{"region": "plane", "at": {"x": 16}}, {"region": "cpu"}]},
+     "beaches[0].shores[0].at.x: expected a coordinate below 16"),
+    ({"shores": [{"region": "plane", "at": {"x": [3, 2]}}, {"region": "cpu"}]},
+     "beaches[0].shores[0].at.x: expected a range [start, stop) with start < stop <= 16"),
+    ({"shores": [{"region": "plane", "at": {"x": 0}}, {"region": "cpu"}]},
+     "beaches[0].shores: expected blocks of the same number of cells, got 16 and 32"),
+    ({"shores": [{"region": "plane"}, {"region": "plane"}]}, "beaches[0].shores: expected two different regions"),
+    ({"shores": [{"region": "plane"}]}, "beaches[0].shores: "),
+    ({"shores": [{"region": "plane", "at": {"y": 0}}, {"region": "cpu", "at": {"thread": 0}}], "stretch": 0},
+     "beaches[0].stretch: "),
+    ({"shores": [{"region": "plane", "at": {"y": 0}}, {"region": "cpu", "at": {"thread": 0}}], "diffusion": 0.9},
+     "beaches[0].diffusion: expected a rate that"),
+]
+
+
+@pytest.mark.parametrize("beach, message", BAD, ids=range(len(BAD)))
+def test_bad_beaches_exit_2_with_key_paths(tmp_path, capsys, beach, message):
+    world = yaml.safe_load((WORLDS / "mixed.yaml").read_text())
+    world["beaches"] = [beach]
+    path = tmp_path / "bad.yaml"
+    path.write_text(yaml.safe_dump(world))
+    assert main(["run", str(path), "--steps", "5", "--out", str(tmp_path / "run")]) == 2
+    assert message in capsys.readouterr().err
+    assert not (tmp_path / "run").exists()
+
+
+def test_a_cell_on_two_beaches_is_refused(capsys, tmp_path):
+    world = mixed_with_beaches()
+    world["beaches"].append(copy.deepcopy(world["beaches"][1]))
+    world["beaches"][2]["shores"][1]["at"] = {"y": 5, "x": [4, 12]}
+    path = tmp_path / "bad.yaml"
+    path.write_text(yaml.safe_dump(world))
+    assert main(["validate", str(path)]) == 2
+    assert "beaches[2].shores[0]: cell 1 of 'cpu' is on two beaches (beach_1 and beach_2)" in capsys.readouterr().err
+
+
+def test_validate_and_inspect_describe_beaches(tmp_path, capsys):
+    path = tmp_path / "world.yaml"
+    path.write_text(yaml.safe_dump(mixed_with_beaches()))
+    assert main(["validate", str(path)]) == 0
+    out = capsys.readouterr().out
+    assert "beach pcie: gpu (sm 2..3, warp 7) <-> cpu (thread 0), 16 cells; every 8 ticks (125 per 1000), " \
+           "diffusion 0.2" in out
+    assert "beach beach_1: cpu (core 0..3, thread 1) <-> plane (y 3, x 4..11), 8 cells; every 3 ticks" in out
+    assert main(["run", str(path), "--steps", "30", "--out", str(tmp_path / "run"), "--quiet"]) == 0
+    capsys.readouterr()
+    assert main(["inspect", str(tmp_path / "run")]) == 0
+    out = capsys.readouterr().out
+    assert "beach pcie (gpu <-> cpu): carried" in out and "beach_in" not in out
+    assert "through beaches: in" in out
