@@ -145,7 +145,8 @@ def _parser() -> argparse.ArgumentParser:
     )
     render.add_argument("run_dir", metavar="RUN_DIR")
     render.add_argument("--tick", type=_count, help="the checkpoint at this tick")
-    render.add_argument("--region", help="which region (default: the first with organisms)")
+    render.add_argument("--region", help="draw only this region (default: every region, one under another; "
+                        "with --show tasks, the first region with organisms)")
     render.add_argument(
         "--show",
         choices=("energy", "tasks"),
@@ -496,6 +497,10 @@ def _render(args: argparse.Namespace) -> int:
     simulation, checkpoint = inspect.load(run_dir, args.tick, _report_line)
     if args.region is not None and args.region not in simulation.config.regions:
         raise UsageError(f"no region {args.region!r}; the world has {list(simulation.config.regions)}")
+    if args.region is None and args.show == "energy" and len(simulation.config.regions) > 1:
+        out = pictures.render_all(simulation, checkpoint, args.out)
+        print(f"{out}: tick {int(checkpoint.state.tick)}, every region")
+        return 0
     region = args.region or next(
         (n for n, r in zip(simulation.config.regions, checkpoint.state.regions) if r.life is not None),
         next(iter(simulation.config.regions)),

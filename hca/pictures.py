@@ -6,6 +6,7 @@ Drawing needs matplotlib (``pip install 'hca[viz]'``); nothing else in hca does.
 from __future__ import annotations
 
 import math
+import textwrap
 from typing import Any
 
 import numpy as np
@@ -94,10 +95,18 @@ def render(simulation, checkpoint, out: str, region_name: str | None = None, sho
         values = np.where(task_of >= 0, task_of, np.nan).astype(float)
         cmap = plt.get_cmap("tab10", max(len(names), 1)).with_extremes(bad="#eeeeee")
         vmin, label = -0.5, "task at each cell (light grey: none; dots: a group's answering cell)"
+    # Cells on a beach: outlined in red.
+    shore = np.zeros(region.cells, bool)
+    for beach in world.beaches:
+        for side in beach.shores:
+            if side.region == name:
+                shore[side.cells(region)] = True
+    shore = shore.reshape(shape)
     if len(shape) == 1:
-        values, occupied, answering = values[None, :], occupied[None, :], answering[None, :]
+        values, occupied, answering, shore = values[None, :], occupied[None, :], answering[None, :], shore[None, :]
     grid = values.reshape(-1, *values.shape[-2:])
     marks = answering.reshape(-1, *answering.shape[-2:])
+    shores = shore.reshape(-1, *shore.shape[-2:])
     down, across = panel_grid(shape)
     width, height = render_size(shape)
     figure = plt.figure(figsize=(width / DPI, height / DPI), dpi=DPI)
@@ -118,6 +127,9 @@ def render(simulation, checkpoint, out: str, region_name: str | None = None, sho
         rows, columns = np.nonzero(marks[panel])
         if rows.size:
             ax.scatter(columns, rows, s=2, c="black", marker=".", linewidths=0)
+        rows, columns = np.nonzero(shores[panel])
+        if rows.size:
+            ax.scatter(columns, rows, s=14, marker="s", facecolors="none", edgecolors="red", linewidths=0.6)
         ax.set_xticks([])
         ax.set_yticks([])
         if outer_names:
@@ -144,13 +156,33 @@ def render(simulation, checkpoint, out: str, region_name: str | None = None, sho
                               color="black" if count > middle else "white")
         down_names = " x ".join(axes_names[: keep - 1]) or "-"
         hardware.set_title(f"organisms per {axes_names[keep - 1]} (across) by {down_names} (down)", fontsize=7)
-    figure.suptitle(
-        f"{world.name} / {name}: tick {int(checkpoint.state.tick)}, "
-        f"{int(occupied.sum()):,} organisms in {region.cells:,} cells ({' x '.join(axes_names)})",
-        fontsize=9,
-    )
+    beached = " (red: cells on a beach)" if shore.any() else ""
+    title = (f"{world.name} / {name}: tick {int(checkpoint.state.tick)}, "
+             f"{int(occupied.sum()):,} organisms in {region.cells:,} cells ({' x '.join(axes_names)}){beached}")
+    figure.suptitle(textwrap.fill(title, max(40, int(width / DPI * 13))), fontsize=9)
     figure.savefig(out, dpi=DPI)
     plt.close(figure)
+    return out
+
+
+def render_all(simulation, checkpoint, out: str) -> str:
+    """Every region of the world, each drawn as ``render`` draws it, one under another."""
+    import io
+
+    plt = _pyplot()
+    images = []
+    for name in simulation.config.regions:
+        buffer = io.BytesIO()
+        render(simulation, checkpoint, buffer, name)
+        buffer.seek(0)
+        images.append(plt.imread(buffer, format="png"))
+    width = max(image.shape[1] for image in images)
+    channels = images[0].shape[2]
+    blocks = []
+    for image in images:
+        pad = np.ones((image.shape[0], width - image.shape[1], channels), image.dtype)
+        blocks.append(np.concatenate([image, pad], axis=1))
+    plt.imsave(out, np.concatenate(blocks, axis=0))
     return out
 
 

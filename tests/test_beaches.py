@@ -179,3 +179,26 @@ def test_validate_and_inspect_describe_beaches(tmp_path, capsys):
     out = capsys.readouterr().out
     assert "beach pcie (gpu <-> cpu): carried" in out and "beach_in" not in out
     assert "through beaches: in" in out
+
+
+def test_render_draws_every_region_one_under_another(tmp_path, capsys):
+    pytest.importorskip("matplotlib")
+    from hca.pictures import render_size
+
+    world = mixed_with_beaches()
+    path = tmp_path / "world.yaml"
+    path.write_text(yaml.safe_dump(world, sort_keys=False))
+    assert main(["run", str(path), "--steps", "8", "--out", str(tmp_path / "run"), "--quiet"]) == 0
+    assert main(["render", str(tmp_path / "run"), "--out", str(tmp_path / "all.png")]) == 0
+    assert "every region" in capsys.readouterr().out
+    import matplotlib.pyplot as plt
+
+    image = plt.imread(tmp_path / "all.png")
+    sizes = [render_size(region.shape) for region in parse_world(world).regions.values()]
+    assert image.shape[:2] == (sum(h for _, h in sizes), max(w for w, _ in sizes))
+    # The beach cells are outlined in red: the picture of the cpu region has red pixels.
+    red = (image[..., 0] > 0.8) & (image[..., 1] < 0.3) & (image[..., 2] < 0.3)
+    first, second = sizes[0][1], sizes[0][1] + sizes[1][1]
+    assert red[first:second].any() and red[second:].any()
+    assert main(["render", str(tmp_path / "run"), "--region", "plane", "--out", str(tmp_path / "plane.png")]) == 0
+    assert plt.imread(tmp_path / "plane.png").shape[:2] == sizes[2][::-1]
