@@ -49,10 +49,12 @@ class RunDirectoryError(Exception):
 
 def state_digest(state: WorldState) -> str:
     """sha256 over every array of the state: its path, dtype, shape and bytes."""
+    from hca.parallel import gather
+
     digest = hashlib.sha256()
-    leaves = jax.tree_util.tree_flatten_with_path(state)[0]
+    leaves = jax.tree_util.tree_flatten_with_path(gather(state))[0]
     for path, leaf in leaves:
-        value = np.asarray(jax.device_get(leaf))
+        value = np.asarray(leaf)
         digest.update(jax.tree_util.keystr(path).encode())
         digest.update(f"{value.dtype}{value.shape}".encode())
         digest.update(np.ascontiguousarray(value).tobytes())
@@ -91,14 +93,23 @@ class RunDirectory:
     # -- creating ------------------------------------------------------------------
 
     def create(self, world: WorldConfig, settings: dict[str, Any]) -> None:
-        """Make a new run directory (it must not exist or be empty)."""
-        self.path.mkdir(parents=True, exist_ok=True)
-        _write_atomic(self.world_file, world.to_yaml())
-        self.write_settings(settings)
-        self.checkpoints.mkdir(exist_ok=True)
+        """Make a new run directory (it must not exist or be empty); with several
+        processes the first writes it and the others wait for it."""
+        from hca.parallel import barrier, writer
+
+        barrier("hca-run-directory-checked")
+        if writer():
+            self.path.mkdir(parents=True, exist_ok=True)
+            _write_atomic(self.world_file, world.to_yaml())
+            self.write_settings(settings)
+            self.checkpoints.mkdir(exist_ok=True)
+        barrier("hca-run-directory-made")
 
     def write_settings(self, settings: dict[str, Any]) -> None:
-        _write_atomic(self.settings_file, json.dumps(settings, indent=2) + "\n")
+        from hca.parallel import writer
+
+        if writer():
+            _write_atomic(self.settings_file, json.dumps(settings, indent=2) + "\n")
 
     # -- reading -------------------------------------------------------------------
 

@@ -120,6 +120,15 @@ def _parser() -> argparse.ArgumentParser:
         "run ends, until Ctrl-C",
     )
     run.add_argument(
+        "--coordinator",
+        metavar="HOST:PORT",
+        help="run as one of several processes (hosts) joined by JAX's multi-controller runtime, "
+        "whose coordinator listens at HOST:PORT; every process runs the same command with its own "
+        "--process-id. The first writes the run directory and metrics; all write checkpoints",
+    )
+    run.add_argument("--processes", type=_positive_int, metavar="K", help="with --coordinator: how many processes")
+    run.add_argument("--process-id", type=_count, metavar="I", help="with --coordinator: this process, 0..K-1")
+    run.add_argument(
         "--host",
         default="127.0.0.1",
         help="the address the live page listens on (default 127.0.0.1: this machine only)",
@@ -362,6 +371,26 @@ def _run(args: argparse.Namespace) -> int:
 
     options = {"report_every": args.report_every, "checkpoint_every": args.checkpoint_every, "keep": args.keep,
                "devices": args.devices}
+    several = [args.coordinator, args.processes, args.process_id]
+    if any(value is not None for value in several):
+        if None in several:
+            raise UsageError("several processes need all of --coordinator, --processes and --process-id")
+        if args.process_id >= args.processes:
+            raise UsageError(f"--process-id: expected 0..{args.processes - 1}, got {args.process_id}")
+        if args.serve is not None and args.processes > 1:
+            raise UsageError("--serve runs in a single process (the live page acts on the world between chunks)")
+        world = load_world(args.world) if args.world is not None else None
+        if world is None and args.resume is not None:
+            from hca.checkpoint import RunDirectory
+
+            world = RunDirectory(args.resume).world()
+        if world is not None and args.processes > 1 and any(r.people for r in world.regions.values()):
+            raise UsageError("a world with people in it (an interactive region) runs in a single process")
+        from hca.parallel import initialize_hosts
+
+        initialize_hosts(args.coordinator, args.processes, args.process_id)
+        if args.process_id:
+            args.quiet = True  # the first process reports
     listening = None
     if args.serve is not None:  # the port first: a taken one stops us before anything is written
         from hca.live import bind
@@ -409,6 +438,8 @@ def _run(args: argparse.Namespace) -> int:
         if outcome.stopped_by is None:
             _serve_until_interrupted(live)
         live.close()
+    if args.process_id:  # the first process reports
+        return 128 + outcome.stopped_by if outcome.stopped_by is not None else (0 if outcome.balanced else 1)
     if outcome.stopped_by is not None:
         name = signal.Signals(outcome.stopped_by).name
         print(

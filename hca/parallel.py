@@ -74,8 +74,9 @@ def device_factors(world: WorldConfig, devices: int) -> dict[str, int]:
 def make_mesh(world: WorldConfig, devices: int | None) -> Mesh | None:
     """The mesh for ``devices`` devices, or None for a single device.
 
-    By default: on accelerators, the most devices present that can be placed; on CPU,
-    one (CPU "devices" share the same cores, so splitting buys nothing there).
+    By default: on accelerators, and over several processes, the most devices present
+    that can be placed; on one CPU process, one (CPU "devices" share the same cores, so
+    splitting buys nothing there).
     """
     available = jax.devices()
     if devices is not None:
@@ -84,7 +85,7 @@ def make_mesh(world: WorldConfig, devices: int | None) -> Mesh | None:
                 f"asked for {devices} devices, but only {len(available)} are present "
                 f"({available[0].platform})"
             )
-    elif available[0].platform == "cpu":
+    elif available[0].platform == "cpu" and jax.process_count() == 1:
         devices = 1
     else:
         devices = 1
@@ -145,12 +146,33 @@ def initialize_hosts(coordinator: str | None, processes: int | None, process_id:
 
 
 def gather(state: Any) -> Any:
-    """The state with every array whole on this host (as NumPy), across processes."""
+    """The state (any pytree of arrays) with every array whole on this host, as NumPy.
+    Across several processes this is a collective: every process must call it, with
+    the same tree, in the same order."""
     from jax.experimental import multihost_utils
 
     if jax.process_count() == 1:
         return jax.device_get(state)
-    return jax.tree.map(lambda leaf: np.asarray(multihost_utils.process_allgather(leaf, tiled=True)), state)
+
+    def whole(leaf):
+        if isinstance(leaf, jax.Array) and not leaf.is_fully_replicated:
+            return np.asarray(multihost_utils.process_allgather(leaf, tiled=True))
+        return np.asarray(leaf)
+
+    return jax.tree.map(whole, state)
+
+
+def writer() -> bool:
+    """Whether this process writes a run's files (the first; all of them on one host)."""
+    return jax.process_index() == 0
+
+
+def barrier(name: str) -> None:
+    """Wait for every process to reach this point (nothing on one process)."""
+    if jax.process_count() > 1:
+        from jax.experimental import multihost_utils
+
+        multihost_utils.sync_global_devices(name)
 
 
 # -- what crosses between devices, read from the compiled program -------------------

@@ -52,7 +52,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from hca import brain
+from hca import brain, parallel
 from hca.config import WorldConfig
 
 DIRECTORY = "phylogeny"
@@ -171,6 +171,7 @@ class Recorder:
         self.trees = [_new_tree(name) for _, name, _ in self.living_regions]
         self.census = make_census(config)
         self.drained = 0  # the journals hold everything that happened before this tick
+        self.writes = parallel.writer()  # with several processes, the first writes the files
         self.started = False  # the founders are recorded
 
     # -- the run's side ----------------------------------------------------------------
@@ -180,9 +181,10 @@ class Recorder:
         """A new phylogeny: empty journals, and the founders of ``state`` (at tick 0;
         from a later state, everyone alive then enters as a root)."""
         recorder = Recorder(config, run_path)
-        recorder.path.mkdir(parents=True, exist_ok=True)
-        for name in (BORN, DIED):
-            _write_atomic(recorder.path / name, b"")
+        if recorder.writes:
+            recorder.path.mkdir(parents=True, exist_ok=True)
+            for name in (BORN, DIED):
+                _write_atomic(recorder.path / name, b"")
         recorder.drained = int(state.tick)
         recorder.drain(state, recorder.drained)
         return recorder
@@ -205,8 +207,9 @@ class Recorder:
         keep_died = died["destruction_time"] < last
         born = {key: value[keep_born] for key, value in born.items()}
         died = {key: value[keep_died] for key, value in died.items()}
-        _write_atomic(recorder.path / BORN, _records(BORN_RECORD, born).tobytes())
-        _write_atomic(recorder.path / DIED, _records(DIED_RECORD, died).tobytes())
+        if recorder.writes:
+            _write_atomic(recorder.path / BORN, _records(BORN_RECORD, born).tobytes())
+            _write_atomic(recorder.path / DIED, _records(DIED_RECORD, died).tobytes())
         recorder.started = True
         recorder._replay(born, died, [t for t in regular if t <= last])
         recorder.drained = last
@@ -227,7 +230,7 @@ class Recorder:
     def finish(self, collected: tuple[int, Any]) -> None:
         """Record a collected drain: journals appended, trees fed."""
         tick, census = collected
-        census = jax.device_get(census)
+        census = parallel.gather(census)
         born_rows, died_rows = [], []
         for k, (tree, data) in enumerate(zip(self.trees, census)):
             born, died = self._read(k, data, tick)
@@ -238,8 +241,9 @@ class Recorder:
         born = {key: np.concatenate([empty] + [rows[key] for rows in born_rows]) for key in BORN_COLUMNS}
         died = {key: np.concatenate([empty] + [rows[key] for rows in died_rows]) for key in DIED_COLUMNS}
         for name, record, table in ((BORN, BORN_RECORD, born), (DIED, DIED_RECORD, died)):
-            with open(self.path / name, "ab") as out:
-                out.write(_records(record, table).tobytes())
+            if self.writes:
+                with open(self.path / name, "ab") as out:
+                    out.write(_records(record, table).tobytes())
         self.started = True
         self.drained = tick
 

@@ -25,11 +25,12 @@ from pathlib import Path
 from typing import Any
 
 import jax
+import numpy as np
 
 from hca.checkpoint import RunDirectory, RunDirectoryError, Saver
 from hca.config import WorldConfig
 from hca.metrics import COUNTERS, TASK_COUNTERS
-from hca.parallel import make_mesh
+from hca.parallel import make_mesh, writer
 from hca.people import Applier, Desk
 from hca.phylogeny import Recorder, write_standard
 from hca.tasks import QUALITY_ONE
@@ -190,7 +191,8 @@ class Run:
         try:
             if stop is not None:
                 stop.__enter__()
-            with open(self.run_dir.metrics_file, "a", encoding="utf-8") as metrics:
+            # With several processes the first writes the run's files; all step alike.
+            with open(self.run_dir.metrics_file if writer() else os.devnull, "a", encoding="utf-8") as metrics:
                 if line is None:
                     line = metrics_line(simulation, state, None, recorder.measure(tick))
                     metrics.write(json.dumps(line) + "\n")
@@ -214,6 +216,7 @@ class Run:
                     stopping = stop is not None and stop.signal is not None
                     if stop_event is not None and stop_event.is_set():
                         stopping = True
+                    stopping = _agreed(stopping)
                     report = tick % report_every == 0 or tick == target
                     if report or tick % drain_every == 0 or stopping:
                         collected = recorder.collect(state, tick)
@@ -240,13 +243,15 @@ class Run:
                         observer(state, tick, line)
                     if stopping and tick < target:
                         saver.save(state, self._meta())
-                        write_standard(self.run_dir.path, prune=simulation.config.run.phylogeny.prune)
+                        if writer():
+                            write_standard(self.run_dir.path, prune=simulation.config.run.phylogeny.prune)
                         self.state, self.start_tick, self.previous = state, tick, line
                         signal_number = stop.signal if stop is not None and stop.signal is not None else 0
                         return Outcome(tick, line, time.perf_counter() - started, signal_number)
                 if collected is not None:
                     recorder.finish(collected)
-            write_standard(self.run_dir.path, prune=simulation.config.run.phylogeny.prune)
+            if writer():
+                write_standard(self.run_dir.path, prune=simulation.config.run.phylogeny.prune)
             self.state, self.start_tick, self.previous = state, tick, line
             return Outcome(tick, line, time.perf_counter() - started)
         finally:
@@ -259,6 +264,15 @@ class Run:
     def _meta(self) -> dict[str, Any]:
         """What a checkpoint records besides the state: the people's actions it includes."""
         return {} if self.people is None else {"people_applied": self.people.applied}
+
+
+def _agreed(stopping: bool) -> bool:
+    """With several processes, whether the first is stopping: all stop at the same tick."""
+    if jax.process_count() == 1:
+        return stopping
+    from jax.experimental import multihost_utils
+
+    return bool(multihost_utils.broadcast_one_to_all(np.int32(stopping)))
 
 
 def metrics_line(simulation: Simulation, state: Any, previous: dict[str, Any] | None,
@@ -342,9 +356,10 @@ def keep_metrics_until(path: Path, tick: int) -> dict[str, Any] | None:
         if line.get("tick", tick + 1) <= tick:
             kept.append(text)
             last = line
-    temporary = path.with_name(f".{path.name}.tmp")
-    temporary.write_text("".join(f"{text}\n" for text in kept), encoding="utf-8")
-    os.replace(temporary, path)
+    if writer():
+        temporary = path.with_name(f".{path.name}.tmp")
+        temporary.write_text("".join(f"{text}\n" for text in kept), encoding="utf-8")
+        os.replace(temporary, path)
     return last
 
 

@@ -59,7 +59,7 @@ class Simulation:
 
     def ledger_of(self, measured: dict[str, Any]) -> dict[str, Any]:
         """``ledger`` from what ``measure`` returned (perhaps still being computed)."""
-        values = _to_python(jax.device_get(measured))
+        values = _to_python(parallel.gather(measured))
         # JAX sorts dict keys; tasks go back in the world file's order.
         for name, tasks in values["tasks"].items():
             values["tasks"][name] = {task: tasks[task] for task in self.config.regions[name].task_names()}

@@ -117,26 +117,49 @@ def test_checkpoints_move_between_layouts(tmp_path, capsys, worlds_dir):
         assert digest(capsys, out) == expected
 
 
-def test_two_hosts_of_four_devices_equal_one_device(default_world, worlds_dir):
+def test_hca_run_over_two_processes_checkpoints_is_killed_and_resumes_on_one(default_world, worlds_dir, tmp_path,
+                                                                           capsys):
+    """`hca run` as 2 processes x 4 devices (scripts/launch_local_hosts.py): the first
+    writes the run directory, all write checkpoints; killed, it resumes on 1 process
+    and 1 device, bitwise as a run on one device."""
+    import os
+    import signal
     import subprocess
     import sys
+    import time
 
     from conftest import ROOT
     from hca.checkpoint import state_digest
 
-    result = subprocess.run(
-        [sys.executable, str(ROOT / "scripts" / "launch_local_hosts.py"), str(worlds_dir / "default.yaml"),
-         "--steps", "40", "--hosts", "2", "--devices-per-host", "4", "--timeout", "400"],
-        capture_output=True, text=True, timeout=450, check=False,
+    run = tmp_path / "run"
+    launcher = subprocess.Popen(
+        [sys.executable, str(ROOT / "scripts" / "launch_local_hosts.py"), "--hosts", "2", "--devices-per-host", "4",
+         "--", "run", str(worlds_dir / "default.yaml"), "--steps", "100000", "--checkpoint-every", "20",
+         "--report-every", "20", "--out", str(run)],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True,
     )
-    assert result.returncode == 0, result.stderr[-2000:]
-    report = json.loads(result.stdout.strip().splitlines()[-1])
-    assert report["processes"] == 2 and report["devices"] == 8
-    assert report["mesh"] == {"server": 2, "gpu": 4}
+    try:
+        deadline = time.monotonic() + 500
+        while not (run / "checkpoints" / "40").is_dir():
+            assert launcher.poll() is None and time.monotonic() < deadline, launcher.communicate()[1][-3000:]
+            time.sleep(0.5)
+    finally:
+        os.killpg(launcher.pid, signal.SIGKILL)
+    err = launcher.communicate()[1]
+    assert "running on 8 devices (server 2 x gpu 4)" in err
+    resumed = subprocess.run([sys.executable, "-m", "hca", "run", "--resume", str(run), "--steps", "20", "--quiet"],
+                             capture_output=True, text=True, timeout=500, check=False)
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    start = int(resumed.stderr.split("from tick ")[1].split()[0])
+    assert start >= 40 and start % 20 == 0
+    capsys.readouterr()
+    assert main(["inspect", str(run), "--json"]) == 0
+    report = json.loads(capsys.readouterr().out)
     one = build(default_world)
-    state = one.run(one.init(), 40)
-    assert report["state_digest"] == state_digest(state)
-    assert report["ledger"] == one.ledger(state)["world"]
+    state = one.run(one.init(), start + 20)
+    assert report["tick"] == start + 20 and report["state_digest"] == state_digest(state)
+    lines = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+    assert [line["tick"] for line in lines] == list(range(0, start + 21, 20))  # one line per report
 
 
 def test_devices_exchange_only_on_the_ticks_of_the_placed_axes(default_world, capsys):
@@ -233,3 +256,23 @@ def test_two_living_regions_over_eight_devices_equal_one():
     assert {axis.axis: axis.ticks for axis in per_axis} == {
         name: -(-1000 // stretch[name]) for name in ("b", "c")
     }
+
+
+@pytest.mark.parametrize("extra, message", [
+    (["--coordinator", "127.0.0.1:1"], "need all of --coordinator, --processes and --process-id"),
+    (["--coordinator", "127.0.0.1:1", "--processes", "2", "--process-id", "2"], "--process-id: expected 0..1"),
+    (["--coordinator", "127.0.0.1:1", "--processes", "2", "--process-id", "0", "--serve", "0"],
+     "--serve runs in a single process"),
+])
+def test_several_processes_bad_arguments(tmp_path, capsys, worlds_dir, extra, message):
+    out = tmp_path / "run"
+    assert main(["run", str(worlds_dir / "default.yaml"), "--steps", "1", "--out", str(out), *extra]) == 2
+    assert message in capsys.readouterr().err and not out.exists()
+
+
+def test_a_world_with_people_runs_in_one_process(tmp_path, capsys, worlds_dir):
+    out = tmp_path / "run"
+    argv = ["run", str(worlds_dir / "agora.yaml"), "--steps", "1", "--out", str(out),
+            "--coordinator", "127.0.0.1:1", "--processes", "2", "--process-id", "0"]
+    assert main(argv) == 2
+    assert "people in it" in capsys.readouterr().err and not out.exists()
