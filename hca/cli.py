@@ -306,7 +306,7 @@ def _summary(world, path: str) -> str:
     schedule = simulation.schedule
     lines.append(
         f"super-step: {schedule.period} tick{'s' if schedule.period != 1 else ''}, "
-        f"{len(schedule.ticking)} distinct sets of ticking axes"
+        f"{len(schedule.ticking)} distinct sets of ticking axes" + (" and beaches" if world.beaches else "")
     )
     living = [region for region in shapes.regions if region.life is not None]
     if living:
