@@ -61,7 +61,11 @@ def test_run_writes_resolved_world_and_balanced_metrics(tmp_path, capsys, worlds
         assert ledger["total"] == sum(region["total"] for region in line["regions"].values())
         for region in line["regions"].values():
             assert region["balanced"]
-    assert lines[-1]["ledger"]["injected"] > 0 and lines[-1]["ledger"]["dissipated"] > 0
+    assert lines[-1]["ledger"]["injected"] > 0
+    # Energy crosses the world's beaches both ways, and each region counts it.
+    assert all(min(beach["carried"]) > 0 for beach in lines[-1]["beaches"].values())
+    assert sum(r["beach_in"] for r in lines[-1]["regions"].values()) == sum(
+        sum(beach["carried"]) for beach in lines[-1]["beaches"].values())
 
 
 def test_run_accepts_an_existing_empty_dir(tmp_path, worlds_dir):
