@@ -6,7 +6,7 @@
    (``hca.tasks``: graded answers are paid, injected energy), absorbs, pays its
    metabolism, dies or states an intent;
 4. ``settle``: claims on empty cells are settled and free energy diffuses, along the
-   axes that tick now;
+   axes that tick now, and across the beaches that tick now (``hca.beaches``);
 5. ``transfer``: winners pay, rows crossing into another tile are sent along the
    placed axes that tick now, and arriving rows are written;
 6. ``decay``: free energy decays, and organisms remember their energy for learning.
@@ -22,6 +22,7 @@ crosses between cells (signals, claims, free energy, packed rows), never the gen
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
+from typing import Any
 
 import jax
 import jax.numpy as jnp
@@ -165,7 +166,7 @@ class Tick:
             intents.append(decision.intent)
         return tuple(out), intents
 
-    def settle(self, regions, intents, branch, tick, seed) -> tuple[tuple[RegionState, ...], list, jax.Array | None]:
+    def settle(self, regions, intents, branch, tick, seed) -> tuple[tuple[RegionState, ...], list, Any]:
         """Claims settled and free energy diffused along the ticking axes and across the
         ticking beaches (a branch); returns what each beach carried (None: no beaches)."""
 
@@ -206,7 +207,9 @@ class Tick:
             inflow, outflow, carried = flows
             regions = tuple(
                 region if region.beach_in is None
-                else region.replace(beach_in=region.beach_in + inflow[index], beach_out=region.beach_out + outflow[index])
+                else region.replace(
+                    beach_in=region.beach_in + inflow[index], beach_out=region.beach_out + outflow[index]
+                )
                 for index, region in enumerate(regions)
             )
         else:
@@ -270,9 +273,10 @@ class Tick:
     # -- the schedule ----------------------------------------------------------------
 
     def _by_branch(self, make: Callable, branch, *operands):
-        """``make(ticking)(*operands)`` for the set of ticking axes of this tick's branch:
-        one compiled branch per distinct set."""
-        branches = [make(ticking, beaches) for ticking, beaches in zip(self.schedule.ticking, self.schedule.beaches)]
+        """``make(ticking, beaches)(*operands)`` for the axes and beaches that tick in this
+        tick's branch: one compiled branch per distinct set."""
+        schedule = self.schedule
+        branches = [make(ticking, beaches) for ticking, beaches in zip(schedule.ticking, schedule.beaches)]
         if len(branches) == 1:
             return branches[0](*operands)
         return jax.lax.switch(branch, branches, *operands)
