@@ -415,7 +415,10 @@ def _run(args: argparse.Namespace) -> int:
     if args.serve is not None:
         from hca.live import Live
 
+        from hca.runner import read_metrics
+
         live = Live(run.simulation, run.people, listening)
+        live.seed_history(read_metrics(run.run_dir.metrics_file))  # a resumed run's past
         print(f"hca: live page at {live.start()}", file=sys.stderr)
         live.observe(run.state, run.start_tick, force=True)
     if not args.quiet:

@@ -141,6 +141,17 @@ class Live:
         host = f"[{self.host}]" if ":" in self.host else self.host
         return f"http://{host}:{self.port}/?secret={self.secret}"
 
+    def seed_history(self, lines: list[dict[str, Any]]) -> None:
+        """Start the charts from a run's metrics lines (a resumed run's past)."""
+        with self._lock:
+            for line in lines:
+                regions = line.get("regions", {})
+                self.history.append({
+                    "tick": line["tick"], "total": line["ledger"]["total"], "injected": line["ledger"]["injected"],
+                    "dissipated": line["ledger"]["dissipated"], "people": line["ledger"].get("people", 0),
+                    "population": {name: r["life"]["population"] for name, r in regions.items() if "life" in r},
+                })
+
     # -- the run's side ------------------------------------------------------------
 
     def observe(self, state: Any, tick: int, line: dict[str, Any] | None = None, force: bool = False) -> None:

@@ -442,3 +442,26 @@ def test_hca_run_serve_keeps_the_page_up_until_interrupted(tmp_path):
     finally:
         process.kill()
     assert process.returncode == 0 and "ledger balanced" in out
+    # Resumed with the page, the charts start from the run's past (its metrics lines).
+    process = subprocess.Popen(
+        [sys.executable, "-m", "hca", "run", "--resume", str(tmp_path / "run"), "--steps", "20", "--serve", "0",
+         "--quiet"],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )
+    try:
+        lines = []
+        for line in process.stderr:
+            lines.append(line)
+            if "stays up" in line:
+                break
+        base = next(line for line in lines if "live page at" in line).split("live page at ")[1].split("/?")[0]
+        with connect(base.replace("http", "ws") + "/ws") as socket_:
+            hello = json.loads(socket_.recv(timeout=30))
+        ticks = [point["tick"] for point in hello["history"]]
+        assert ticks[:11] == list(range(0, 201, 20)) and ticks[-1] == 220
+        assert all(point["population"]["plaza"] > 0 for point in hello["history"])
+        process.send_signal(signal.SIGINT)
+        process.communicate(timeout=60)
+    finally:
+        process.kill()
+    assert process.returncode == 0
