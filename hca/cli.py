@@ -473,8 +473,8 @@ def _serve_until_interrupted(live) -> None:
     previous = {number: signal.signal(number, lambda *_: done.set()) for number in (signal.SIGINT, signal.SIGTERM)}
     print(f"hca: the run has ended; the live page stays up at {live.url} until Ctrl-C", file=sys.stderr)
     try:
-        while not done.wait(0.5):
-            pass
+        while not done.is_set():
+            done.wait(0.5)  # a timeout, so that the signal handler gets to run
     finally:
         for number, handler in previous.items():
             signal.signal(number, handler)

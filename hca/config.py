@@ -14,6 +14,7 @@ import os
 from collections.abc import Sequence
 from typing import Annotated, Any, Literal, Union
 
+import numpy as np
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
@@ -328,13 +329,8 @@ class Shore(_Model):
 
     def cells(self, region: Region) -> list[int]:
         """The block's cells (row-major indices into the region), in row-major order."""
-        block = self.ranges(region)
-        grid = [list(r) for r in block]
-        strides = [math.prod(region.shape[k + 1 :]) for k in range(len(region.shape))]
-        cells = [0]
-        for axis, values in enumerate(grid):
-            cells = [cell + value * strides[axis] for cell in cells for value in values]
-        return cells
+        block = tuple(slice(r.start, r.stop) for r in self.ranges(region))
+        return np.arange(region.cells).reshape(region.shape)[block].ravel().tolist()
 
 
 class Beach(_Model):

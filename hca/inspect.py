@@ -141,7 +141,7 @@ def summary(simulation, checkpoint: Checkpoint, path: str) -> dict[str, Any]:
 def _people(world, path: str, tick: int) -> dict[str, Any] | None:
     """What people did before ``tick`` (from the run's event log): per person tokens left,
     paid and questions asked; per interactive region the questions, payments and quanta."""
-    from hca.people import interactive, read_events
+    from hca.people import account, interactive, read_events
 
     regions = interactive(world)
     if not regions:
@@ -151,16 +151,12 @@ def _people(world, path: str, tick: int) -> dict[str, Any] | None:
     for event in read_events(Path(path)):
         if event["tick"] >= tick:
             break
-        start = world.regions[event["region"]].people.tokens
-        person = people.setdefault(event["person"], {"tokens": start, "paid": 0, "asked": 0})
+        account(people, world, event)
         region = per_region[event["region"]]
         if event["action"] == "pay":
-            person["tokens"] -= event["paid"]
-            person["paid"] += event["paid"]
             region["payments"] += 1
             region["paid"] += event["paid"]
         else:
-            person["asked"] += 1
             region["questions"] += 1
     return {"paid": sum(r["paid"] for r in per_region.values()), "people": people, "regions": per_region}
 

@@ -39,6 +39,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from hca.people import Desk, Refused, parse, right
+from hca.pictures import panel_grid
 
 PAGE = Path(__file__).parent / "page"
 MAX_BODY = 64 * 1024  # bytes of a request body
@@ -75,9 +76,7 @@ def describe_world(config) -> dict[str, Any]:
     regions = {}
     for name, region in config.regions.items():
         shape = list(region.shape)
-        outer = shape[:-2] if len(shape) > 2 else []
-        across = math.prod(outer[-2:]) if outer else 1
-        down = math.prod(outer[:-2]) if len(outer) > 2 else 1
+        down, across = panel_grid(region.shape)
         regions[name] = {
             "axes": [axis.name for axis in region.axes],
             "shape": shape,
@@ -375,7 +374,7 @@ class Live:
                     else:
                         await asyncio.sleep(0.05)
             except (WebSocketDisconnect, RuntimeError, OSError):
-                pass
+                return  # the browser went away: its stream ends
             finally:
                 self.clients -= 1
 

@@ -348,16 +348,12 @@ class Desk:
 
     def _book(self, event: dict[str, Any]) -> None:
         """Balances and questions after one applied action (called under the lock)."""
-        region = self.world.regions[event["region"]]
-        person = self.people.setdefault(event["person"], {"tokens": region.people.tokens, "paid": 0, "asked": 0})
+        account(self.people, self.world, event)
         if event["action"] == "pay":
-            person["tokens"] -= event["paid"]
-            person["paid"] += event["paid"]
             question = self.questions.get(event.get("question"))
             if question is not None:
                 question["paid"] += event["paid"]
         else:
-            person["asked"] += 1
             self.questions[event["request"]] = {
                 "question": event["request"], "person": event["person"], "region": event["region"],
                 "kind": event["kind"], "function": event.get("function"), "wanted": event.get("wanted"),
@@ -367,6 +363,11 @@ class Desk:
         self._remember(event["request"], {"status": "applied", "tick": event["tick"],
                                           **({"paid": event["paid"]} if event["action"] == "pay" else {})})
         self.applied += 1
+
+    def reopen(self) -> None:
+        """The run goes on (``Run.advance`` again): requests are taken again."""
+        with self.lock:
+            self.finished_at = None
 
     def close_questions(self, tick: int) -> None:
         """Mark questions whose time is up; keep the newest closed ones for the page."""
@@ -413,6 +414,17 @@ class Desk:
         temporary.write_text("".join(json.dumps(event, sort_keys=True) + "\n" for event in events),
                              encoding="utf-8")
         os.replace(temporary, path)
+
+
+def account(people: dict[str, dict[str, int]], world: WorldConfig, event: dict[str, Any]) -> None:
+    """Per person: tokens left, paid and questions asked, after one logged action."""
+    start = world.regions[event["region"]].people.tokens
+    person = people.setdefault(event["person"], {"tokens": start, "paid": 0, "asked": 0})
+    if event["action"] == "pay":
+        person["tokens"] -= event["paid"]
+        person["paid"] += event["paid"]
+    else:
+        person["asked"] += 1
 
 
 def read_events(run: Path) -> list[dict[str, Any]]:

@@ -177,7 +177,7 @@ class Run:
         simulation, settings, recorder, people = self.simulation, self.settings, self.recorder, self.people
         if people is not None:
             self._applier = self._applier or Applier(simulation)
-            people.finished_at = None
+            people.reopen()
         report_every, checkpoint_every = settings["report_every"], settings["checkpoint_every"]
         drain_every = recorder.every
         target = self.target

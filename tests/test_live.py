@@ -411,57 +411,58 @@ def test_page_in_a_real_browser(served, tmp_path):
     assert not errors, errors
 
 
-def test_hca_run_serve_keeps_the_page_up_until_interrupted(tmp_path):
-    import signal
+def served_by_hca_run(*argv):
+    """``hca run ... --serve 0`` in a process of its own, once its run has ended and its
+    page stays up: (the process, the page's base address, the secret)."""
     import subprocess
     import sys
 
+    process = subprocess.Popen([sys.executable, "-m", "hca", "run", *map(str, argv), "--serve", "0", "--quiet"],
+                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    lines = []
+    for line in process.stderr:
+        lines.append(line)
+        if "stays up" in line:
+            break
+    address = next(line for line in lines if "live page at" in line).split("live page at ")[1].strip()
+    assert address.startswith("http://127.0.0.1:") and "?secret=" in address
+    base, secret = address.split("/?secret=")
+    return process, base, secret
+
+
+def interrupted(process):
+    """Ctrl-C to a served run whose run has ended: (its exit status, what it printed)."""
+    import signal
+
+    try:
+        process.send_signal(signal.SIGINT)
+        out, _ = process.communicate(timeout=60)
+    finally:
+        process.kill()
+    return process.returncode, out
+
+
+def test_hca_run_serve_keeps_the_page_up_until_interrupted(tmp_path):
     path = tmp_path / "world.yaml"
     path.write_text(json.dumps(WORLD))
-    process = subprocess.Popen(
-        [sys.executable, "-m", "hca", "run", str(path), "--steps", "200", "--out", str(tmp_path / "run"),
-         "--serve", "0", "--quiet"],
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-    )
+    process, base, secret = served_by_hca_run(path, "--steps", "200", "--out", tmp_path / "run")
     try:
-        lines = []
-        for line in process.stderr:
-            lines.append(line)
-            if "stays up" in line:
-                break
-        address = next(line for line in lines if "live page at" in line).split("live page at ")[1].strip()
-        assert address.startswith("http://127.0.0.1:") and "?secret=" in address
-        base, secret = address.split("/?secret=")
         frame = httpx.get(f"{base}/api/frame", timeout=30).json()
         assert frame["tick"] == 200 and frame["finished"] == 200
         late = httpx.post(f"{base}/api/pay", headers={"X-HCA-Secret": secret}, timeout=30,
                           json={"person": "ada", "region": "plaza", "at": [0, 0], "tokens": 5})
         assert late.status_code == 409 and "ended" in late.json()["error"]
-        process.send_signal(signal.SIGINT)
-        out, _ = process.communicate(timeout=60)
     finally:
-        process.kill()
-    assert process.returncode == 0 and "ledger balanced" in out
+        code, out = interrupted(process)
+    assert code == 0 and "ledger balanced" in out
     # Resumed with the page, the charts start from the run's past (its metrics lines).
-    process = subprocess.Popen(
-        [sys.executable, "-m", "hca", "run", "--resume", str(tmp_path / "run"), "--steps", "20", "--serve", "0",
-         "--quiet"],
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-    )
+    process, base, _ = served_by_hca_run("--resume", tmp_path / "run", "--steps", "20")
     try:
-        lines = []
-        for line in process.stderr:
-            lines.append(line)
-            if "stays up" in line:
-                break
-        base = next(line for line in lines if "live page at" in line).split("live page at ")[1].split("/?")[0]
         with connect(base.replace("http", "ws") + "/ws") as socket_:
             hello = json.loads(socket_.recv(timeout=30))
         ticks = [point["tick"] for point in hello["history"]]
         assert ticks[:11] == list(range(0, 201, 20)) and ticks[-1] == 220
         assert all(point["population"]["plaza"] > 0 for point in hello["history"])
-        process.send_signal(signal.SIGINT)
-        process.communicate(timeout=60)
     finally:
-        process.kill()
-    assert process.returncode == 0
+        code, _ = interrupted(process)
+    assert code == 0
