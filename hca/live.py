@@ -225,7 +225,9 @@ class Live:
 
     def _questions(self, tick: int, arrays: dict[str, dict[str, np.ndarray]]) -> list[dict[str, Any]]:
         """People's questions with the newest answer at each of their cells; new answers
-        join each cell's recent answers."""
+        join each cell's recent answers. A cell answers the newest question posed at it
+        (a later one replaces an earlier one there): an earlier question shows no answer
+        at a cell it lost (``replaced``)."""
         if self.desk is None:
             return []
         with self.desk.lock:
@@ -238,16 +240,21 @@ class Live:
                 (by != before[1]) | ((answer != before[0]) & ~(np.isnan(answer) & np.isnan(before[0]))))
             self._last_answer[name] = (answer, by)
             shape = self.config.regions[name].shape
-            for question in questions:
-                if question["region"] != name:
-                    continue
+            mine = [question for question in questions if question["region"] == name]
+            owner = {}  # cell -> the newest question posed at it
+            for question in mine:
+                for cell in question["cells"]:
+                    owner[int(np.ravel_multi_index(tuple(cell["at"]), shape))] = question["question"]
+            for question in mine:
                 cells = []
                 for cell in question["cells"]:
                     index = int(np.ravel_multi_index(tuple(cell["at"]), shape))
-                    value = None if np.isnan(answer[index]) else float(answer[index])
+                    replaced = owner[index] != question["question"]
+                    value = None if replaced or np.isnan(answer[index]) else float(answer[index])
                     verdict = right(question, cell, value) if value is not None else None
-                    cells.append({**cell, "cell": index, "answer": value, "organism": int(by[index]),
-                                  "right": verdict})
+                    organism = 0 if value is None else int(by[index])
+                    cells.append({**cell, "cell": index, "answer": value, "organism": organism, "right": verdict,
+                                  "replaced": replaced})
                     if question["open"] and value is not None and changed[index]:
                         recent = self.answers.setdefault((name, index), deque(maxlen=ANSWERS_KEPT))
                         recent.append({"tick": tick, "question": question["question"], "organism": int(by[index]),

@@ -399,6 +399,16 @@ def test_page_in_a_real_browser(served, tmp_path):
             page.wait_for_function("Number(document.getElementById('paid').textContent.replace(/,/g, '')) > 0",
                                    timeout=60000)
             page.wait_for_selector("#messages div:has-text('tokens paid at tick')", timeout=30000)
+            # A cell answers the newest question posed at it: eve's took ada's cells.
+            questions = served.http.get("/api/people").json()["questions"]
+            answering = [c["cell"] for q in questions for c in q["cells"] if c["answer"] is not None]
+            assert len(answering) == len(set(answering))
+            ada = next(q for q in questions if q["person"] == "ada")
+            eve = {c["cell"] for q in questions if q["person"] == "eve" for c in q["cells"]}
+            assert all(c["replaced"] == (c["cell"] in eve) for c in ada["cells"])
+            assert all(c["answer"] is None for c in ada["cells"] if c["replaced"])
+            if any(c["replaced"] for c in ada["cells"]):
+                assert "asked again" in page.text_content("#questions")
             tokens = int(page.text_content("#tokens").replace(",", ""))
             paid = served.http.get("/api/people").json()["people"]["eve"]["paid"]
             assert paid > 0 and tokens in (1000, 1000 - paid)  # the frame may lag the payment by one

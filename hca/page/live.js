@@ -289,7 +289,7 @@ function showPeople() {
     const more = q.cells.length > ROWS ? `<tr><td colspan="5">... and ${q.cells.length - ROWS} more cells</td></tr>` : "";
     const rows = cells.map((c) => {
       const shown = q.kind === "logic" ? `a=${c.a} b=${c.b}` : `x=${c.x}`;
-      const answer = c.answer === null ? "-" : c.answer.toFixed(3);
+      const answer = c.replaced ? "asked again" : c.answer === null ? "-" : c.answer.toFixed(3);
       const button = c.answer !== null && c.organism ?
         `<button data-q="${q.question}" data-region="${q.region}" data-at="${c.at.join(",")}" data-tokens="${q.reward}">pay ${q.reward}</button>` : "";
       return `<tr><td>(${c.at.join(",")})</td><td>${shown}</td><td>${answer}</td><td>${verdict(c.right)}</td><td>${button}</td></tr>`;
