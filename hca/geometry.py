@@ -120,8 +120,8 @@ class Tiling:
         return x.reshape((*self.tiles, self.cells)).sum(axis=-1, dtype=jnp.int64)
 
     def first(self, mask: jax.Array, count: int) -> jax.Array:
-        """(*tiles, cells) bool -> (*tiles, count) int32: the in-tile indices of each
-        tile's first ``count`` set cells in cell order, then ``cells`` (no cell).
+        """(*tiles, ..., cells) bool -> (*tiles, ..., count) int32: the in-tile indices of
+        each tile's first ``count`` set cells in cell order, then ``cells`` (no cell).
 
         The k-th set cell is where the running count first reaches k: counted directly
         for small tiles, found by a binary search by gathers within each tile otherwise.
@@ -130,7 +130,7 @@ class Tiling:
         running = jnp.cumsum(mask, axis=-1, dtype=jnp.int32)
         if count * cells <= 1 << 16:
             # Cells before the k-th set one: those whose running count is below k.
-            wanted = jnp.arange(1, count + 1, dtype=jnp.int32).reshape((1,) * self.placed + (count, 1))
+            wanted = jnp.arange(1, count + 1, dtype=jnp.int32).reshape((1,) * (mask.ndim - 1) + (count, 1))
             below = running[..., None, :] < wanted
             return below.sum(axis=-1, dtype=jnp.int32)
         want = jnp.broadcast_to(jnp.arange(1, count + 1, dtype=jnp.int32), (*mask.shape[:-1], count))

@@ -180,7 +180,11 @@ def main() -> int:
     if not args.no_phases:
         phases, state = phase_seconds(simulation, state)
 
-    bandwidth = read_bandwidth(max(moved_bytes, 64 << 20), repeats=10)
+    # At least 64 MiB (beyond a CPU's caches) or, on an accelerator, 1 GiB (so that the
+    # launch of a reduction costs nothing against its reading): the machine's streaming
+    # rate, not the overhead of reading a small array.
+    smallest = (64 << 20) if jax.devices()[0].platform == "cpu" else (1 << 30)
+    bandwidth = read_bandwidth(max(moved_bytes, smallest), repeats=10)
     report = {
         "world": world.name,
         "devices": [str(device) for device in jax.devices()][:1] + (["..."] if jax.device_count() > 1 else []),
