@@ -31,6 +31,7 @@ import numpy as np
 
 from hca.checkpoint import RunDirectory, RunDirectoryError
 from hca.config import WorldConfig
+from hca.organisms import id_offsets
 from hca.world import build
 
 # Two-sided 95% quantiles of Student's t for 1..30 degrees of freedom.
@@ -143,12 +144,20 @@ def place(simulation: Any, region: str, a: Source, b: Source, seed: int,
     return state.replace(regions=tuple(regions)), side_a
 
 
-def _sides(state: Any, index: int, side_a: np.ndarray) -> tuple[int, int]:
-    life = state.regions[index].life
-    alive = np.asarray(life.occupied).reshape(-1)
-    founders = np.asarray(life.founder).reshape(-1)[alive]
-    from_a = np.isin(founders, side_a)
-    return int(from_a.sum()), int((~from_a).sum())
+def _sides(state: Any, index: int, side_a: np.ndarray, offset: int) -> tuple[int, int]:
+    """The living descended from each side's founders (placed in region ``index``, its
+    cells numbered from ``offset`` among the world's living cells), wherever in the world
+    they live now (organisms cross beaches)."""
+    a = b = 0
+    for region in state.regions:
+        if region.life is None:
+            continue
+        alive = np.asarray(region.life.occupied).reshape(-1)
+        lineage = np.asarray(region.life.founder).reshape(-1)[alive] - offset
+        mine = (lineage >= 0) & (lineage < state.regions[index].free_energy.size)
+        from_a = np.isin(lineage, side_a)
+        a, b = a + int((mine & from_a).sum()), b + int((mine & ~from_a).sum())
+    return a, b
 
 
 def compete(
@@ -166,14 +175,16 @@ def compete(
     region = region or (a.region if a.region in living else living[0])
     for source in (a, b):
         _check_fits(source, world, region)
+    # Lineages are numbered by the founders' cells among the world's living cells.
     index = list(world.regions).index(region)
+    offset = id_offsets(world)[0][index]
     simulation = build(world)
     rows = []
     for seed in seeds:
         state, side_a = place(simulation, region, a, b, seed, energy)
-        start = _sides(state, index, side_a)
+        start = _sides(state, index, side_a, offset)
         state = jax.block_until_ready(simulation.run(state, ticks))
-        end = _sides(state, index, side_a)
+        end = _sides(state, index, side_a, offset)
         balanced = bool(simulation.ledger(state)["world"]["balanced"])
         growth = [math.log(max(e, 0.5) / s) for s, e in zip(start, end)]
         row = {

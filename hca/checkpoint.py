@@ -35,7 +35,8 @@ from hca.state import WorldState
 # 2: the ledger's counters are kept per tile. 3: tasks (brains see task inputs and
 # answer; regions count what their tasks pay). 4: tasks count a group's partial results.
 # 5: the state keeps the deaths of the last ticks until the phylogeny drains them.
-FORMAT = 5
+# 6: organisms cross beaches: ids and lineages unique in the world, beaches count crossings.
+FORMAT = 6
 WORLD_FILE = "world.yaml"
 SETTINGS_FILE = "run.json"
 METRICS_FILE = "metrics.jsonl"

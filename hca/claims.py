@@ -28,20 +28,25 @@ class Claims:
     refused: jax.Array  # (*tiles,) int64, won claims refused for lack of capacity
 
 
+def bids(life: Life, energy: jax.Array, tick: jax.Array, seed: jax.Array) -> jax.Array:
+    """(*S,) int64: what each cell's claim bids: its energy, ties broken by a hash of
+    (seed, tick, region, cell), so bids from two regions compare too."""
+    tie = rng.hash_u32(seed, rng.TIE_BREAK, life.index, tick, geometry.cell_index(life.shape), xp=jnp)
+    return (energy.astype(jnp.int64) << 32) | tie.astype(jnp.int64)
+
+
 def settle_claims(
     life: Life,
     occupied: jax.Array,  # (*S,) bool
-    energy: jax.Array,  # (*S,) int32
+    bid: jax.Array,  # (*S,) int64, see bids
     intent: Intent,
     ticking: tuple[int, ...],
-    tick: jax.Array,
-    seed: jax.Array,
+    offer: jax.Array | None = None,  # (*S,) int64: the bid across the beach slot, -1 none
 ) -> Claims:
-    """Settle claims along the ticking axes, by neighbour gathers only."""
+    """Settle claims along the ticking axes, and across the beach slot where ``offer``
+    says a partner claims the cell, by neighbour gathers only. Claimants across a beach
+    look back in ``hca.beaches``."""
     shape, tiling = life.shape, life.tiling
-    cells = geometry.cell_index(shape)
-    tie = rng.hash_u32(seed, rng.TIE_BREAK, life.index, tick, cells, xp=jnp)
-    bid = (energy.astype(jnp.int64) << 32) | tie.astype(jnp.int64)
     slots = [(axis, sign) for axis in ticking for sign in (0, 1)]
 
     # Each empty cell picks the highest bid among the claims pointed at it.
@@ -52,18 +57,26 @@ def settle_claims(
         step = 1 if sign else -1
         back = 2 * axis + (1 - sign)  # the claimant's slot that points at this cell
         claim = geometry.shift(intent.slot == back, axis, step, wrap)
-        offer = jnp.where(claim & ~occupied, geometry.shift(bid, axis, step, wrap), -1)
-        better = offer > best_bid
-        best_bid = jnp.where(better, offer, best_bid)
+        candidate = jnp.where(claim & ~occupied, geometry.shift(bid, axis, step, wrap), -1)
+        better = candidate > best_bid
+        best_bid = jnp.where(better, candidate, best_bid)
         winner = jnp.where(better, 2 * axis + sign, winner)
+    if offer is not None:
+        better = jnp.where(~occupied, offer, -1) > best_bid
+        winner = jnp.where(better, life.beach_slot, winner)
 
     # A tile accepts the first `capacity` of the claims it won, in cell order, less
     # those beyond the first `crossing` through one side of a placed axis.
-    won = tiling.split(winner != NO_SLOT)
-    accepted = won & (jnp.cumsum(won, axis=-1, dtype=jnp.int32) <= life.capacity)
-    for face in life.faces(ticking):
-        through = tiling.split(winner == face)
-        accepted = accepted & (~through | (jnp.cumsum(through, axis=-1, dtype=jnp.int32) <= life.crossing))
+    # One running count for all of them (few large scans, not one per face: on GPU each
+    # scan is several kernels).
+    faces = life.faces(ticking)
+    split = tiling.split(winner)
+    won = split != NO_SLOT
+    counted = jnp.stack([won] + [split == face for face in faces], axis=-2)  # (*tiles, 1 + F, cells)
+    running = jnp.cumsum(counted, axis=-1, dtype=jnp.int32)
+    limits = jnp.asarray([life.capacity] + [life.crossing] * len(faces), jnp.int32)
+    limits = limits.reshape((1,) * len(tiling.tiles) + (-1, 1))
+    accepted = won & (~counted | (running <= limits)).all(axis=-2)
     refused = (won & ~accepted).sum(axis=-1, dtype=jnp.int64)
     winner = jnp.where(tiling.join(accepted), winner, NO_SLOT)
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import os
 import signal
 import sys
@@ -303,6 +304,18 @@ def _summary(world, path: str) -> str:
             f"beach {name}: {shores[0]} <-> {shores[1]}, {cells:,} cells; {often} "
             f"({-(-1000 // beach.stretch)} per 1000), diffusion {beach.diffusion:g}"
         )
+        lives = [world.regions[shore.region].organisms for shore in beach.shores]
+        if None in lives:
+            lines.append("  organisms do not cross it (a region without organisms)")
+        else:
+            from hca.organisms import Life
+
+            costs = []
+            for shore in beach.shores:
+                life = Life(world.regions[shore.region], 0)
+                move = math.ceil(life.layout.size * life.config.move_cost * beach.stretch)
+                costs.append(f"from {shore.region} {move}/{life.config.birth_cost * beach.stretch}")
+            lines.append(f"  organisms sense, move and give birth across; cost to move/give birth: {', '.join(costs)}")
     schedule = simulation.schedule
     lines.append(
         f"super-step: {schedule.period} tick{'s' if schedule.period != 1 else ''}, "
@@ -557,7 +570,9 @@ def _plot(args: argparse.Namespace) -> int:
     lines = read_metrics(run_dir.metrics_file)
     if not lines:
         raise UsageError(f"{run_dir.metrics_file}: no metrics to plot")
-    out = pictures.plot(lines, args.out, f"{world.name}: {run_dir.path}")
+    shores = {name: tuple(shore.region for shore in beach.shores)
+              for name, beach in zip(world.beach_names(), world.beaches)}
+    out = pictures.plot(lines, args.out, f"{world.name}: {run_dir.path}", shores)
     print(f"{out}: ticks {lines[0]['tick']}..{lines[-1]['tick']}")
     return 0
 

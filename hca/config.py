@@ -336,7 +336,9 @@ class Shore(_Model):
 class Beach(_Model):
     """Joins a block of cells of one region to an equal block of another, cell to cell
     in row-major order. On its ticks (every ``stretch``) free energy diffuses across:
-    each joined cell sends ``floor(free * diffusion)`` to its partner."""
+    each joined cell sends ``floor(free * diffusion)`` to its partner; where both
+    regions have organisms (with the same brain) they sense, move and give birth
+    across, paying what crossing an axis of the beach's stretch costs."""
 
     name: Identifier | None = None  # default: beach_<number>
     shores: Annotated[list[Shore], Field(min_length=2, max_length=2)]
@@ -609,6 +611,13 @@ def _check_beaches(world: WorldConfig) -> list[tuple[str, str]]:
         elif None not in sizes and sizes[0] != sizes[1]:
             problems.append((f"{where}.shores", f"expected blocks of the same number of cells, got {sizes[0]} "
                              f"and {sizes[1]}"))
+        lives = [world.regions[shore.region].organisms for shore in beach.shores if shore.region in world.regions]
+        sizes_of = [None if life is None else (life.brain.signals, life.brain.hidden, life.brain.encoder)
+                    for life in lives]
+        if len(lives) == 2 and None not in lives and sizes_of[0] != sizes_of[1]:
+            problems.append((f"{where}.shores", "expected regions whose organisms' brains have the same sizes "
+                             "(signals, hidden, encoder), so that a genome runs on both sides, got "
+                             f"{sizes_of[0]} and {sizes_of[1]}"))
         for shore in beach.shores:
             region = world.regions.get(shore.region)
             if region is None:

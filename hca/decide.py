@@ -60,12 +60,16 @@ def decide(
     questions: tasks.Questions | None,  # what the region's tasks pose now
     tick: jax.Array,  # () int32, the tick being stepped
     asked: tuple[jax.Array, jax.Array] | None = None,  # people's questions: open (*S,), inputs (*S, I)
+    beach_open: jax.Array | None = None,  # (*S,) bool: the cell's beach ticks now (with a beach slot)
 ) -> Decision:
     """Think, learn, answer the tasks and people's questions, and act. Where a person's
     question is open it is what the organism is shown, in place of a task's."""
     tiling = life.tiling
 
     def per_tile(cells, exists, features, questions, asked):
+        ticks = jnp.broadcast_to(slot_ticks, (exists.shape[0], slot_ticks.shape[0]))
+        if life.beach_slot is not None:
+            ticks = jnp.concatenate([ticks, cells["beach_open"][:, None]], axis=1)
         shown = None if questions is None else questions.inputs
         if asked is not None:
             open_, inputs = asked
@@ -80,7 +84,7 @@ def decide(
             )
             room = life.config.max_energy - cells["energy"]
             pay, counts = tasks.grade(questions, answer, cells["occupied"], room, life.tasks.budgets)
-        out = act(life, cells, thought, plastic, exists, slot_ticks, pay)
+        out = act(life, cells, thought, plastic, exists, ticks, pay)
         out["task_counts"] = counts
         if asked is not None:
             out["answer"] = jnp.tanh(thought.outputs[:, life.layout.signals + brain.ANSWER])
@@ -89,8 +93,11 @@ def decide(
     for _ in range(life.placed):
         per_tile = jax.vmap(per_tile)
     exists = jnp.asarray(np.moveaxis(life.exists, 0, -1))  # (*S, 2D)
-    features = np.broadcast_to(life.slot_features, (*life.shape, life.slots, 3))
+    features = life.features()
     cells = {name: tiling.split(getattr(state, name)) for name in _FIELDS}
+    if life.beach_slot is not None:
+        cells["beach_open"] = tiling.split(beach_open)
+        cells["beach_costs"] = jax.tree.map(tiling.split, life.beach_costs())
     cells["genome"] = {name: tiling.split(tensor) for name, tensor in state.genome.items()}
     cells["free"] = tiling.split(free)
     questions = jax.tree.map(tiling.split, questions)
@@ -173,8 +180,8 @@ def act(
     cells: dict,
     thought: brain.Thought,
     plastic: jax.Array,  # (N, H, outputs) float32, after learning
-    exists: jax.Array,  # (N, 2D) bool
-    slot_ticks: jax.Array,  # (2D,) bool
+    exists: jax.Array,  # (N, slots) bool
+    ticks: jax.Array,  # (N, slots) bool, whether each slot ticks now
     pay: jax.Array | None,  # (N,) int32, what the tasks pay each organism now
 ) -> dict[str, jax.Array]:
     """Earn from the tasks, emit signals, absorb free energy, pay the metabolism, die if
@@ -212,7 +219,7 @@ def act(
     alive = occupied & ~dead
 
     # Intent: the best direction slot on a ticking axis, unless staying scores higher.
-    valid = exists & slot_ticks[None, :]
+    valid = exists & ticks
     # The first best slot, by a pass over the few slots (cheaper than argmax on CPU).
     best_score = jnp.full((n,), -jnp.inf, jnp.float32)
     best = jnp.zeros((n,), jnp.int32)
@@ -224,7 +231,7 @@ def act(
     goes = alive & (best_score > actions[:, brain.STAY])
     birth = actions[:, brain.REPRODUCE] >= actions[:, brain.MOVE]
     eager = jnp.where(birth, actions[:, brain.REPRODUCE], actions[:, brain.MOVE]) > 0.0
-    claims = goes & eager & (energy > life.price(birth, best))
+    claims = goes & eager & (energy > life.price(birth, best, cells.get("beach_costs")))
     return {
         "occupied": alive,
         "energy": energy,

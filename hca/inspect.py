@@ -116,7 +116,8 @@ def summary(simulation, checkpoint: Checkpoint, path: str) -> dict[str, Any]:
     for name, beach in zip(world.beach_names(), world.beaches):
         beaches[name] = {"shores": [shore.region for shore in beach.shores],
                          "cells": len(beach.shores[0].cells(world.regions[beach.shores[0].region])),
-                         "carried": measured["beaches"][name]["carried"]}
+                         "carried": measured["beaches"][name]["carried"],
+                         "crossed": measured["beaches"][name]["crossed"]}
     people = _people(world, path, int(state.tick))
     if people is not None:
         for name, paid in people.pop("regions").items():
@@ -237,7 +238,9 @@ def describe(report: dict[str, Any]) -> str:
     for name, beach in report.get("beaches", {}).items():
         first, second = beach["shores"]
         lines.append(f"beach {name} ({first} <-> {second}): carried {beach['carried'][0]:,} quanta from {first} to "
-                     f"{second} and {beach['carried'][1]:,} back since tick 0, {beach['cells']:,} cells")
+                     f"{second} and {beach['carried'][1]:,} back since tick 0 (free and in bodies), "
+                     f"{beach['cells']:,} cells; organisms crossed {beach['crossed'][0]:,} from {first}, "
+                     f"{beach['crossed'][1]:,} from {second}")
     if "people" in report:
         for person, given in report["people"]["people"].items():
             lines.append(f"person {person}: {given['asked']:,} questions asked, {given['paid']:,} tokens paid, "

@@ -12,18 +12,19 @@ from hca.state import LifeState
 COUNTERS = ("births", "deaths", "moves", "refused")
 
 
-def life_metrics(life: LifeState) -> dict[str, jax.Array]:
-    """Population, energy, age, lineage and mutation statistics of one region."""
+def life_metrics(life: LifeState, world_cells: int) -> dict[str, jax.Array]:
+    """Population, energy, age, lineage and mutation statistics of one region, whose
+    lineages are numbered among the world's ``world_cells`` living cells."""
     alive = life.occupied
     population = alive.sum(dtype=jnp.int64)
     count = jnp.maximum(population, 1).astype(jnp.float32)
     energy = jnp.where(alive, life.energy, 0)
     scales = jnp.exp(life.genome["log_mutation"]).mean(axis=-1)
     founders = life.founder.reshape(-1)
-    lineages = jnp.zeros(founders.shape, bool).at[founders].max(alive.reshape(-1))
+    lineages = jnp.zeros(world_cells, bool).at[founders].max(alive.reshape(-1))
     # Shannon entropy (bits) of the lineages' shares of the living (integer counts,
     # so the same on any number of devices up to float rounding).
-    sizes = jnp.zeros(founders.shape, jnp.int32).at[founders].add(alive.reshape(-1).astype(jnp.int32))
+    sizes = jnp.zeros(world_cells, jnp.int32).at[founders].add(alive.reshape(-1).astype(jnp.int32))
     share = sizes.astype(jnp.float32) / count
     lineage_entropy = -jnp.where(sizes > 0, share * jnp.log2(jnp.where(sizes > 0, share, 1.0)), 0.0).sum()
     return {

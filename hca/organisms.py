@@ -14,14 +14,18 @@ founders at tick 0. What organisms do in a tick lives in one module per phase:
 from __future__ import annotations
 
 import math
+from typing import TYPE_CHECKING
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 
 from hca import brain, geometry, rng
-from hca.config import PhylogenySettings, Region, quantize_rate
+from hca.config import PhylogenySettings, Region, WorldConfig, quantize_rate
 from hca.state import LifeState
+
+if TYPE_CHECKING:
+    from hca.beaches import Shoreline
 from hca.tasks import Tasks
 
 
@@ -33,10 +37,35 @@ def genome_entries(start: int, shape: tuple[int, ...], lead: int) -> jax.Array:
     return entries.reshape((1,) * lead + shape)
 
 
-class Life:
-    """The organism physics of one region, built once from its config."""
+def id_offsets(config: WorldConfig) -> tuple[dict[int, int], int]:
+    """Where each living region's cells start in the world's numbering of living cells,
+    by region index, and how many living cells the world has: organism ids and
+    lineages are unique in the world, so organisms can cross beaches."""
+    offsets, start = {}, 0
+    for index, region in enumerate(config.regions.values()):
+        if region.organisms is not None:
+            offsets[index] = start
+            start += region.cells
+    return offsets, start
 
-    def __init__(self, region: Region, region_index: int, journal: int = PhylogenySettings().drain_every):
+
+class Life:
+    """The organism physics of one region, built once from its config.
+
+    ``offset`` is where the region's cells start among the world's ``world_cells``
+    living cells (``id_offsets``); ``shoreline`` the region's cells on beaches that
+    organisms cross (``hca.beaches.shorelines``), which get one more direction slot.
+    """
+
+    def __init__(
+        self,
+        region: Region,
+        region_index: int,
+        journal: int = PhylogenySettings().drain_every,
+        offset: int = 0,
+        world_cells: int | None = None,
+        shoreline: Shoreline | None = None,
+    ):
         assert region.organisms is not None
         self.journal = journal  # ticks of deaths the state keeps (PhylogenySettings.drain_every)
         self.region = region
@@ -45,8 +74,13 @@ class Life:
         self.layout = brain.GenomeLayout.of(life.brain)
         self.shape = region.shape
         self.cells = region.cells
+        self.offset = offset
+        self.world_cells = region.cells if world_cells is None else world_cells
         self.ndim = len(region.axes)
-        self.slots = 2 * self.ndim
+        self.shoreline = shoreline
+        # The beach slot, after the axes' slots, where the region has a shore to cross.
+        self.beach_slot = None if shoreline is None else 2 * self.ndim
+        self.slots = 2 * self.ndim + (shoreline is not None)
         self.tiling = geometry.Tiling.of(region)
         self.placed = self.tiling.placed
         tile_cells = self.tiling.cells
@@ -56,11 +90,13 @@ class Life:
 
         tables = [geometry.neighbour_table(axis) for axis in region.axes]
         # (S, *shape) bool: whether each slot of each cell has a neighbour.
-        exists = np.zeros((self.slots, *self.shape), dtype=bool)
+        exists = np.zeros((2 * self.ndim, *self.shape), dtype=bool)
         coordinates = np.indices(self.shape).reshape(self.ndim, -1)
         for axis, table in enumerate(tables):
             for sign in (0, 1):
                 exists[2 * axis + sign] = (table[sign][coordinates[axis]] >= 0).reshape(self.shape)
+        if shoreline is not None:
+            exists = np.concatenate([exists, shoreline.on[None]])
         self.exists = exists
         # (S, tile cells) int32: in-tile index of each slot's neighbour along the axes
         # inside a tile (own index along placed axes, and where there is none).
@@ -73,7 +109,8 @@ class Life:
                 target = tables[axis][sign][local[axis - self.placed]]
                 moved[axis - self.placed] = np.where(target >= 0, target, moved[axis - self.placed])
                 self.local_neighbour[2 * axis + sign] = np.ravel_multi_index(tuple(moved), inner)
-        # (S, 3): log2(stretch) / 8, curled, sign of each slot.
+        # (2D, 3): log2(stretch) / 8, curled, sign of each axis slot. The beach slot's are
+        # (log2(the beach's stretch) / 8, -1, 0): a brain can tell a beach from an axis.
         features = []
         for axis in region.axes:
             for sign in (-1.0, 1.0):
@@ -84,6 +121,12 @@ class Life:
         # Integer costs per slot: crossing an axis costs in proportion to its stretch.
         self.birth_cost = (life.birth_cost * stretch).astype(np.int32)
         self.move_cost = np.ceil(size * life.move_cost * stretch).astype(np.int32)
+        if shoreline is not None:
+            # Crossing a beach costs like crossing an axis of the beach's stretch, per cell.
+            self.beach_birth_cost = (life.birth_cost * shoreline.stretch).astype(np.int32)
+            self.beach_move_cost = np.ceil(size * life.move_cost * shoreline.stretch).astype(np.int32)
+            self.birth_cost = np.append(self.birth_cost, 0).astype(np.int32)
+            self.move_cost = np.append(self.move_cost, 0).astype(np.int32)
         self.upkeep = life.metabolism.base + math.floor(size * life.metabolism.per_parameter)
         self.unit_cost = quantize_rate(life.metabolism.per_active_unit)
         self.tasks = Tasks(region, region_index) if region.tasks else None
@@ -124,11 +167,11 @@ class Life:
             halo=zeros(self.slots, c + 1),
             plastic=zeros(h, layout.outputs),
             age=jnp.zeros(self.shape, jnp.int32),
-            organism_id=jnp.where(occupied, cells.astype(jnp.int64) + 1, jnp.int64(0)),
+            organism_id=jnp.where(occupied, cells.astype(jnp.int64) + self.offset + 1, jnp.int64(0)),
             parent_id=jnp.zeros(self.shape, jnp.int64),
             birth_tick=jnp.zeros(self.shape, jnp.int32),
             generation=jnp.zeros(self.shape, jnp.int32),
-            founder=cells,
+            founder=cells + self.offset,
             genome=genome,
             births=self.tiling.counter(),
             deaths=self.tiling.counter(),
@@ -140,9 +183,30 @@ class Life:
         )
         return state.replace(halo=sense(self, state.signal, occupied, state.halo, tuple(range(self.ndim))))
 
-    def price(self, birth: jax.Array, slot: jax.Array) -> jax.Array:
-        """Energy a claim toward ``slot`` costs: a birth or a move across its axis."""
-        return jnp.where(birth, jnp.asarray(self.birth_cost)[slot], jnp.asarray(self.move_cost)[slot])
+    def price(self, birth: jax.Array, slot: jax.Array, beach: tuple[jax.Array, jax.Array] | None = None) -> jax.Array:
+        """Energy a claim toward ``slot`` costs: a birth or a move across its axis, or
+        across the cell's beach (``beach``: its birth and move costs, shaped like
+        ``slot``; ``beach_costs``)."""
+        price = jnp.where(birth, jnp.asarray(self.birth_cost)[slot], jnp.asarray(self.move_cost)[slot])
+        if self.beach_slot is None:
+            return price
+        across = jnp.where(birth, beach[0], beach[1])
+        return jnp.where(slot == self.beach_slot, across, price)
+
+    def beach_costs(self) -> tuple[jax.Array, jax.Array] | None:
+        """(*S,) int32 birth and move costs across each cell's beach (None: no shore)."""
+        if self.shoreline is None:
+            return None
+        return jnp.asarray(self.beach_birth_cost), jnp.asarray(self.beach_move_cost)
+
+    def features(self) -> jax.Array:
+        """(*S, slots, 3) float32: the features of each cell's direction slots."""
+        axes = jnp.broadcast_to(jnp.asarray(self.slot_features[: 2 * self.ndim]), (*self.shape, 2 * self.ndim, 3))
+        if self.shoreline is None:
+            return axes
+        stretch = jnp.log2(jnp.asarray(self.shoreline.stretch, jnp.float32)) / 8.0
+        beach = jnp.stack([stretch, jnp.full(self.shape, -1.0, jnp.float32), jnp.zeros(self.shape, jnp.float32)], axis=-1)
+        return jnp.concatenate([axes, beach[..., None, :]], axis=-2)
 
     def faces(self, ticking: tuple[int, ...]) -> list[int]:
         """The slots of the ticking placed axes: the sides through which a tile's cells

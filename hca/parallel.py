@@ -123,7 +123,9 @@ def state_shardings(world: WorldConfig, state_shapes: Any, mesh: Mesh) -> Any:
 
         regions.append(jax.tree.map(sharding, region_shapes))
     carried = None if state_shapes.carried is None else replicated
-    return state_shapes.replace(tick=replicated, seed=replicated, regions=tuple(regions), carried=carried)
+    crossed = None if state_shapes.crossed is None else replicated
+    return state_shapes.replace(tick=replicated, seed=replicated, regions=tuple(regions), carried=carried,
+                                crossed=crossed)
 
 
 def describe(mesh: Mesh | None) -> str:

@@ -15,15 +15,17 @@ binary files of fixed-size little-endian records (``BORN_RECORD``, ``DIED_RECORD
 - ``phylogeny/died.bin``: ``id, region, destruction_time, cell``.
 
 ``origin_time`` is the tick during which an organism was born (0 for founders) and
-``destruction_time`` the tick during which it died. ``cell`` is the birth cell in
-``born.bin`` and the cell of death in ``died.bin``. Ids are the state's ``organism_id``
-(with several living regions, ``organism_id * L + k`` for the k-th of L such regions).
+``destruction_time`` the tick during which it died. ``region`` and ``cell`` are where
+it was born in ``born.bin`` and where it died in ``died.bin`` (organisms cross
+beaches). Ids are the state's ``organism_id``, unique in the world.
 
 ``write_standard`` joins the journals into ``phylogeny.csv`` in the ALife data
 standard (``id, ancestor_list, origin_time, destruction_time`` plus the columns
 above), optionally pruned to the ancestors of the living.
 
-While it drains, the ``Recorder`` keeps the tree of each region in ``phylotrackpy``
+While it drains, the ``Recorder`` keeps the tree of each region (the organisms born
+there; a child born to an immigrant is a root there, its parent in the journals) in
+``phylotrackpy``
 (pruning extinct branches) and measures, at every report: phylogenetic diversity and
 the MODES measures of open-ended evolution (Dolson et al. 2019): *change* (types
 passing the persistence filter now that did not at the last report), *novelty* (types
@@ -54,6 +56,7 @@ import numpy as np
 
 from hca import brain, parallel
 from hca.config import WorldConfig
+from hca.organisms import id_offsets
 
 DIRECTORY = "phylogeny"
 BORN = "born.bin"
@@ -170,6 +173,8 @@ class Recorder:
         ]
         self.trees = [_new_tree(name) for _, name, _ in self.living_regions]
         self.census = make_census(config)
+        offsets, self.world_cells = id_offsets(config)
+        self.starts = np.asarray([offsets[index] for index, _, _ in self.living_regions], np.int64)
         self.drained = 0  # the journals hold everything that happened before this tick
         self.writes = parallel.writer()  # with several processes, the first writes the files
         self.started = False  # the founders are recorded
@@ -232,14 +237,15 @@ class Recorder:
         tick, census = collected
         census = parallel.gather(census)
         born_rows, died_rows = [], []
-        for k, (tree, data) in enumerate(zip(self.trees, census)):
+        for k, data in enumerate(census):
             born, died = self._read(k, data, tick)
             born_rows.append(born)
             died_rows.append(died)
-            self._ingest(tree, born, died)
         empty = np.zeros(0, np.int64)
         born = {key: np.concatenate([empty] + [rows[key] for rows in born_rows]) for key in BORN_COLUMNS}
         died = {key: np.concatenate([empty] + [rows[key] for rows in died_rows]) for key in DIED_COLUMNS}
+        for k, (tree, (b, d)) in enumerate(zip(self.trees, self._by_tree(born, died))):
+            self._ingest(tree, b, d)
         for name, record, table in ((BORN, BORN_RECORD, born), (DIED, DIED_RECORD, died)):
             if self.writes:
                 with open(self.path / name, "ab") as out:
@@ -265,10 +271,15 @@ class Recorder:
 
     # -- inside ------------------------------------------------------------------------
 
+    def birthplace(self, ids: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """The k of the living region each organism was born in (0..L-1), and its cell there."""
+        place = (np.asarray(ids, np.int64) - 1) % self.world_cells
+        k = np.searchsorted(self.starts, place, side="right") - 1
+        return k, place - self.starts[k]
+
     def _read(self, k: int, data: dict[str, np.ndarray], tick: int):
         """A drain's births and deaths in the k-th living region, as journal columns."""
         index, _, region = self.living_regions[k]
-        regions = len(self.living_regions)
         cells = region.cells
         # Deaths during ticks [drained, tick): rows tick % J of the state's journal.
         died_id = np.moveaxis(data["died"], -2, 0).reshape(self.every, cells)
@@ -290,7 +301,7 @@ class Recorder:
             new = occupied
         else:
             new = occupied & (data["generation"] > 0) & (data["birth_tick"] >= self.drained)
-        dead_birth = np.maximum((dead_id - 1) // cells - 1, 0)
+        dead_birth = np.maximum((dead_id - 1) // self.world_cells - 1, 0)
         dead_new = (dead_generation > 0) & (dead_birth >= self.drained)
         born = {
             "id": np.concatenate([data["organism_id"][new], dead_id[dead_new]]),
@@ -300,16 +311,20 @@ class Recorder:
             "type": np.concatenate([data["type"][new], np.full(dead_new.sum(), -1)]),
             "complexity": np.concatenate([data["complexity"][new], np.full(dead_new.sum(), -1)]),
         }
-        born["cell"] = (born["id"] - 1) % cells
-        born["region"] = np.full(len(born["id"]), index)
+        where, born["cell"] = self.birthplace(born["id"])
+        born["region"] = np.asarray([self.living_regions[j][0] for j in range(len(self.starts))])[where]
         order = np.argsort(born["id"], kind="stable")
         born = {key: value[order].astype(np.int64) for key, value in born.items()}
         died = {"id": dead_id, "region": np.full(len(dead_id), index), "destruction_time": when_tick, "cell": cell}
         died = {key: value.astype(np.int64) for key, value in died.items()}
-        if regions > 1:
-            for table, key in ((born, "id"), (born, "parent"), (died, "id")):
-                table[key] = np.where(table[key] > 0, table[key] * regions + k, 0)
         return born, died
+
+    def _by_tree(self, born: dict[str, np.ndarray], died: dict[str, np.ndarray]):
+        """Births and deaths split by the living region the organisms were born in."""
+        born_in, died_in = self.birthplace(born["id"])[0], self.birthplace(died["id"])[0]
+        for k in range(len(self.trees)):
+            yield ({key: value[born_in == k] for key, value in born.items()},
+                   {key: value[died_in == k] for key, value in died.items()})
 
     def _ingest(self, tree: Tree, born: dict[str, np.ndarray], died: dict[str, np.ndarray]) -> None:
         """Feed births and deaths to the tracker in the order they happened: by tick,
@@ -345,14 +360,8 @@ class Recorder:
 
     def _replay(self, born: dict[str, np.ndarray], died: dict[str, np.ndarray], report_ticks: list[int]) -> None:
         """Ingest the journals' events in order, measuring at each past report tick."""
-        origin = np.where(born["generation"] == 0, -1, born["origin_time"])
-        for k, tree in enumerate(self.trees):
-            index = self.living_regions[k][0]
-            mine = born["region"] == index
-            gone = died["region"] == index
-            b = {key: value[mine] for key, value in born.items()}
-            d = {key: value[gone] for key, value in died.items()}
-            o = origin[mine]
+        for tree, (b, d) in zip(self.trees, self._by_tree(born, died)):
+            o = np.where(b["generation"] == 0, -1, b["origin_time"])
             gone_at = d["destruction_time"]
             start = -1  # founders first
             for tick in [*report_ticks, None]:

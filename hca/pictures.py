@@ -267,9 +267,11 @@ def _plot_evolution(modes_ax, diversity_ax, lines: list[dict[str, Any]], regions
     complexity_ax.legend(fontsize=7, loc="upper right")
 
 
-def plot(lines: list[dict[str, Any]], out: str, title: str) -> str:
-    """Population, births and deaths, the ledger, and each task's answer quality and
-    payments over time, from metrics lines."""
+def plot(lines: list[dict[str, Any]], out: str, title: str,
+         shore_names: dict[str, tuple[str, str]] | None = None) -> str:
+    """Population (and each living region's), births, deaths, moves and crossings of
+    each beach, the ledger, and each task's answer quality and payments over time, from
+    metrics lines; ``shore_names`` names each beach's two regions."""
     plt = _pyplot()
     ticks = [line["tick"] for line in lines]
     tasks = task_names(lines)
@@ -285,6 +287,21 @@ def plot(lines: list[dict[str, Any]], out: str, title: str) -> str:
         turnover_ax.plot(ticks[1:], [entry.get("births", 0) for entry in life[1:]], label="births")
         turnover_ax.plot(ticks[1:], [entry.get("deaths", 0) for entry in life[1:]], label="deaths")
         turnover_ax.plot(ticks[1:], [entry.get("moves", 0) for entry in life[1:]], label="moves")
+        living = [name for name, entry in lines[0]["regions"].items() if "life" in entry]
+        if len(living) > 1:  # each region's own population
+            for name in living:
+                life_ax.plot(ticks, [line["regions"][name]["life"]["population"] for line in lines], "--",
+                             label=f"{name}: population")
+        crossing = {name: beach for name, beach in lines[0].get("beaches", {}).items() if "crossed" in beach}
+        if crossing and len(lines) > 1:  # organisms crossing each beach, each way, per interval
+            cross_ax = life_ax.twinx()
+            for name in crossing:
+                shores = (shore_names or {}).get(name, ("its first shore", "its second shore"))
+                for way in (0, 1):
+                    crossed = [line["beaches"][name]["crossed"][way] for line in lines]
+                    cross_ax.plot(ticks[1:], np.diff(crossed), ":", label=f"crossed {name} from {shores[way]}")
+            cross_ax.set_ylabel("crossings per report interval")
+            cross_ax.legend(fontsize=7, loc="upper right")
     else:
         life_ax.text(0.5, 0.5, "no organisms in this world", ha="center", va="center")
     life_ax.set_ylabel("organisms")

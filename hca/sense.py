@@ -20,14 +20,15 @@ def sense(
     occupied: jax.Array,  # (*S,) bool
     halo: jax.Array,  # (*S, 2D, C + 1) float32
     ticking: tuple[int, ...],
+    across: jax.Array | None = None,  # (*S, C + 1): what the beach slot receives now
 ) -> jax.Array:
-    """The halo with the slots of the ticking axes refreshed from the neighbours.
+    """The halo with the slots of the ticking axes refreshed from the neighbours, and
+    the beach slot (if the region has one) from ``across`` where given.
 
     Takes and returns only the small arrays involved, so that a branch of the stretch
     schedule never carries the genome.
     """
-    present = occupied[..., None].astype(jnp.float32)
-    outgoing = jnp.concatenate([signal * present, present], axis=-1)
+    outgoing = emitted(signal, occupied)
     slots = []
     for axis in range(life.ndim):
         wrap = geometry.slot_wraps(life.region.axes[axis])
@@ -36,4 +37,12 @@ def sense(
                 slots.append(geometry.shift(outgoing, axis, step, wrap))
             else:
                 slots.append(halo[..., 2 * axis + (step > 0), :])
+    if life.beach_slot is not None:
+        slots.append(halo[..., life.beach_slot, :] if across is None else across)
     return jnp.stack(slots, axis=life.ndim)
+
+
+def emitted(signal: jax.Array, occupied: jax.Array) -> jax.Array:
+    """(*S, C + 1): what each cell shows its neighbours: its signal and occupancy."""
+    present = occupied[..., None].astype(jnp.float32)
+    return jnp.concatenate([signal * present, present], axis=-1)

@@ -24,11 +24,12 @@ class LifeState:
     halo: jax.Array  # (*S, 2D, C + 1) float32, each slot's last received signal and occupancy
     plastic: jax.Array  # (*S, H, C + 5) float32, learned change to the head's weights
     age: jax.Array  # (*S,) int32, ticks lived
-    organism_id: jax.Array  # (*S,) int64, (birth tick + 1) * cells + cell + 1; founders cell + 1; 0 none
+    organism_id: jax.Array  # (*S,) int64, (birth tick + 1) * W + c + 1; founders c + 1; 0 none
+    # (c: the birth cell among the world's W living cells, organisms.id_offsets)
     parent_id: jax.Array  # (*S,) int64, the parent's organism_id (0 for founders)
     birth_tick: jax.Array  # (*S,) int32
     generation: jax.Array  # (*S,) int32, births between the founder and this organism
-    founder: jax.Array  # (*S,) int32, cell index of the founder at tick 0: the lineage
+    founder: jax.Array  # (*S,) int32, the founder's cell at tick 0 among the world's living cells: the lineage
     genome: dict[str, jax.Array]  # {tensor: (*S, *shape) float32}, heritable; brain.GenomeLayout
     # Counters since tick 0, one per tile (geometry.Tiling; shape () when nothing is
     # placed), so that counting never needs communication between devices: sum them.
@@ -81,4 +82,8 @@ class WorldState:
     tick: jax.Array  # () int32, ticks completed; the next tick is number `tick`
     seed: jax.Array  # () uint32, the world's seed; every random draw hashes it
     regions: tuple[RegionState, ...]  # in world-file order
-    carried: jax.Array | None = None  # (B, 2) int64: what each beach carried each way since tick 0
+    # Per beach, each way (from its first shore, from its second) since tick 0 (None
+    # without beaches): the energy it carried, free and in organisms' bodies, and the
+    # organisms that crossed it (moves and births).
+    carried: jax.Array | None = None  # (B, 2) int64
+    crossed: jax.Array | None = None  # (B, 2) int64

@@ -30,13 +30,13 @@ import numpy as np
 
 from hca import energy, geometry
 from hca.beaches import Beaches
-from hca.claims import settle_claims
+from hca.claims import bids, settle_claims
 from hca.config import MAX_AXES, WorldConfig
 from hca.decide import decide
 from hca.organisms import Life
-from hca.sense import sense
+from hca.sense import emitted, sense
 from hca.state import RegionState, WorldState
-from hca.transfer import arrive, depart, send
+from hca.transfer import _pack, _words, arrive, depart, send
 
 
 def _phase_tables(config: WorldConfig, schedule: geometry.Schedule):
@@ -66,6 +66,10 @@ class Tick:
         self.decays = [energy.make_decay(region) for region in regions]
         self.phase_tables = _phase_tables(config, schedule)
         self.beaches = Beaches(config)
+        # (period, beaches) bool: which beaches tick on each phase.
+        self.beach_phases = np.zeros((schedule.period, max(len(config.beaches), 1)), bool)
+        for phase, branch in enumerate(schedule.branch_of_phase):
+            self.beach_phases[phase, list(schedule.beaches[branch])] = True
         self.branch_of_phase = np.asarray(schedule.branch_of_phase, dtype=np.int32)
         self.any_life = any(life is not None for life in self.lives)
         self.any_placed_life = any(life is not None and life.placed for life in self.lives)
@@ -78,11 +82,20 @@ class Tick:
         regions = self.sense(regions, branch)
         regions, intents = self.decide(regions, phase, tick, seed)
         regions, claims, carried = self.settle(regions, intents, branch, tick, seed)
-        regions = self.transfer(regions, intents, claims, branch, tick, seed)
+        regions, crossed = self.transfer(regions, intents, claims, branch, tick, seed)
         regions = self.decay(regions)
+        return self.tally(state, carried, crossed).replace(tick=tick + 1, regions=regions)
+
+    @staticmethod
+    def tally(state: WorldState, carried, crossed) -> WorldState:
+        """The world's beach counters with a tick's flows added: free energy carried
+        (``settle``), organisms and their bodies' energy carried (``transfer``)."""
         if carried is not None:
             state = state.replace(carried=state.carried + carried)
-        return state.replace(tick=tick + 1, regions=regions)
+        if crossed is not None:
+            organisms, bodies = crossed
+            state = state.replace(carried=state.carried + bodies, crossed=state.crossed + organisms)
+        return state
 
     # -- the phases ------------------------------------------------------------------
 
@@ -99,11 +112,22 @@ class Tick:
         if not self.any_life:
             return regions
 
-        def make(ticking, _beaches):
+        def make(ticking, beaches):
             def refresh(inputs):
+                across = [None] * len(inputs)
+                if self.beaches.crossing:
+                    # The beach slot: what the partner across the ticking beaches shows.
+                    shores = [None if life is None or life.beach_slot is None else life for life in self.lives]
+                    across = self.beaches.across(
+                        [None if life is None else emitted(signal, occupied)
+                         for life, (signal, occupied, _) in zip(shores, inputs)],
+                        beaches,
+                        [None if life is None else halo[..., life.beach_slot, :]
+                         for life, (_, _, halo) in zip(shores, inputs)],
+                    )
                 return tuple(
-                    None if life is None else sense(life, *operands, axes)
-                    for operands, life, axes in zip(inputs, self.lives, ticking)
+                    None if life is None else sense(life, *operands, axes, seen)
+                    for operands, life, axes, seen in zip(inputs, self.lives, ticking, across)
                 )
 
             return refresh
@@ -135,6 +159,10 @@ class Tick:
             questions = None if life.tasks is None else life.tasks.pose(tick, seed, region.life.halo)
             people = region.people
             asked = None if people is None else (tick < people.until, people.inputs)
+            beach_open = None
+            if life.beach_slot is not None:
+                shore = life.shoreline
+                beach_open = jnp.asarray(self.beach_phases)[phase][jnp.asarray(shore.beach)] & jnp.asarray(shore.on)
             decision = decide(
                 life,
                 region.life,
@@ -144,6 +172,7 @@ class Tick:
                 questions,
                 tick,
                 asked,
+                beach_open,
             )
             if people is not None:
                 # The answers to people's questions, and who gave them, stay for the page.
@@ -172,11 +201,11 @@ class Tick:
 
         def make(ticking, beaches):
             def resolve(inputs, tick, seed):
-                outputs = []
-                for index, ((free, claim_inputs), axes) in enumerate(zip(inputs, ticking)):
-                    life = self.lives[index]
-                    claims = None if life is None else settle_claims(life, *claim_inputs, axes, tick, seed)
-                    outputs.append((self.diffusions[index](free, axes), claims))
+                claims = self._claims([claim_inputs for _, claim_inputs in inputs], ticking, beaches, tick, seed)
+                outputs = [
+                    (self.diffusions[index](free, axes), settled)
+                    for index, ((free, _), axes, settled) in enumerate(zip(inputs, ticking, claims))
+                ]
                 if not len(self.beaches):
                     return tuple(outputs), None
                 # Across beaches, from the same snapshot as the axes' diffusion.
@@ -216,44 +245,123 @@ class Tick:
             carried = None
         return regions, [claims for _, claims in settled], carried
 
-    def transfer(self, regions, intents, claims, branch, tick, seed) -> tuple[RegionState, ...]:
+    def _claims(self, inputs, ticking, beaches, tick, seed) -> list:
+        """Per region, its claims settled along its ticking axes and across the ticking
+        beaches; ``inputs`` per region (occupied, energy, intent) or None."""
+        bid = [
+            None if operands is None else bids(life, operands[1], tick, seed)
+            for life, operands in zip(self.lives, inputs)
+        ]
+        shores = [
+            None if life is None or life.beach_slot is None else life for life in self.lives
+        ]
+        crossing = any(self.beaches.joins[k].living for k in beaches)
+        offers = [None] * len(inputs)
+        if crossing:
+            # A cell's partner bids for it if it claims the beach slot.
+            offers = self.beaches.across(
+                [None if life is None else jnp.where(operands[2].slot == life.beach_slot, value, -1)
+                 for life, operands, value in zip(shores, inputs, bid)],
+                beaches,
+                [None if life is None else jnp.full(life.shape, -1, jnp.int64) for life in shores],
+            )
+        claims = [
+            None if operands is None else settle_claims(life, operands[0], value, operands[2], axes, offer)
+            for life, operands, value, axes, offer in zip(self.lives, inputs, bid, ticking, offers)
+        ]
+        if crossing:
+            # Claimants across a beach look back at their partner cell.
+            seen = self.beaches.across(
+                [None if life is None else settled.winner == life.beach_slot for life, settled in zip(shores, claims)],
+                beaches,
+                [None if life is None else jnp.zeros(life.shape, bool) for life in shores],
+            )
+            claims = [
+                settled if life is None
+                else settled.replace(succeeded=settled.succeeded | ((operands[2].slot == life.beach_slot) & won))
+                for life, settled, operands, won in zip(shores, claims, inputs, seen)
+            ]
+        return claims
+
+    def transfer(self, regions, intents, claims, branch, tick, seed) -> tuple[tuple[RegionState, ...], Any]:
         """Winners pay (heat) and their rows are written where they won; rows crossing
-        into another tile travel along the ticking placed axes (a branch)."""
+        into another tile travel along the ticking placed axes, and across the ticking
+        beaches (a branch). Returns the regions and what crossed the beaches (None: no
+        organisms cross any): (B, 2) organisms and (B, 2) body energy."""
         departures = [
             None if settled is None else depart(self.lives[index], region.life, intents[index], settled)
             for index, (region, settled) in enumerate(zip(regions, claims))
         ]
         incoming = [None] * len(regions)
-        if self.any_placed_life:
+        ashore = [None] * len(regions)
+        crossing = self.beaches.crossing
+        if self.any_placed_life or crossing:
 
-            def make(ticking, _beaches):
+            def make(ticking, beaches):
                 def exchange(inputs):
-                    return tuple(
+                    sends, rows, targets, went = inputs
+                    incoming = tuple(
                         None if operands is None else send(self.lives[index], *operands, axes)
-                        for index, (operands, axes) in enumerate(zip(inputs, ticking))
+                        for index, (operands, axes) in enumerate(zip(sends, ticking))
                     )
+                    if not crossing:
+                        return incoming, None, None
+                    ashore = self.beaches.rows_across(
+                        self.lives, rows, targets, beaches, lambda tree: _pack(tree, 0)
+                    )
+                    # Every branch returns the same shapes: nothing where no beach ticks.
+                    ashore = tuple(
+                        None if life is None or life.beach_slot is None
+                        else got if got is not None
+                        else jnp.zeros((*targets[index].shape, _words(rows[index], life.ndim)), jnp.uint32)
+                        for index, (life, got) in enumerate(zip(self.lives, ashore))
+                    )
+                    # Counted here, on the beaches' ticks only: the sums over a region
+                    # cross devices.
+                    energy = [None if tree is None else tree["energy"] for tree in rows]
+                    return incoming, ashore, self.beaches.crossings(self.lives, energy, went, beaches)
 
                 return exchange
 
-            incoming = self._by_branch(
+            went = tuple(
+                None if settled is None or life.beach_slot is None
+                else settled.succeeded & (intent.slot == life.beach_slot)
+                for life, settled, intent in zip(self.lives, claims, intents)
+            )
+            incoming, ashore, counted = self._by_branch(
                 make,
                 branch,
-                tuple(
-                    (departure, settled, intent.slot)
-                    if departure is not None and self.lives[index].placed
-                    else None
-                    for index, (departure, settled, intent) in enumerate(zip(departures, claims, intents))
+                (
+                    tuple(
+                        (departure, settled, intent.slot)
+                        if departure is not None and self.lives[index].placed
+                        else None
+                        for index, (departure, settled, intent) in enumerate(zip(departures, claims, intents))
+                    ),
+                    tuple(None if d is None else d.rows for d in departures),
+                    tuple(None if d is None else d.targets for d in departures),
+                    went,
                 ),
             )
+            ashore = [None] * len(regions) if ashore is None else ashore
+        crossed, leaving = None, [None] * len(regions)
+        if crossing:
+            leaving, organisms, bodies = counted
+            crossed = (organisms, bodies)
         out = []
         for index, (region, settled) in enumerate(zip(regions, claims)):
             if settled is not None:
-                life, heat = arrive(
-                    self.lives[index], region.life, settled, departures[index], incoming[index], tick, seed
+                life, heat, landed = arrive(
+                    self.lives[index], region.life, settled, departures[index], incoming[index], tick, seed,
+                    ashore[index],
                 )
                 region = region.replace(life=life, dissipated=region.dissipated + heat)
+                if landed is not None:
+                    region = region.replace(
+                        beach_in=region.beach_in + landed, beach_out=region.beach_out + leaving[index]
+                    )
             out.append(region)
-        return tuple(out)
+        return tuple(out), crossed
 
     def decay(self, regions: tuple[RegionState, ...]) -> tuple[RegionState, ...]:
         """Free energy decays (heat); organisms remember their energy for learning."""

@@ -43,7 +43,7 @@ class Departures:
 def depart(life: Life, state: LifeState, intent: Intent, claims: Claims) -> Departures:
     """What the winners pay, keep and carry, and where each tile receives them."""
     succeeded = claims.succeeded
-    paid = jnp.where(succeeded, life.price(intent.birth, jnp.maximum(intent.slot, 0)), 0)
+    paid = jnp.where(succeeded, life.price(intent.birth, jnp.maximum(intent.slot, 0), life.beach_costs()), 0)
     left = state.energy - paid
     # A parent sends its child the endowment; a mover takes everything with it.
     parent = succeeded & intent.birth
@@ -90,10 +90,10 @@ def send(life: Life, departures: Departures, claims: Claims, slot: jax.Array, ti
     if not faces:
         return jnp.zeros((*tiling.tiles, life.capacity, words), jnp.uint32)
     # The claimant's slot that leads out through each face is the face's opposite.
-    leaving = jnp.concatenate(
-        [tiling.first(tiling.split(claims.succeeded & (slot == _opposite(face))), crossing) for face in faces],
-        axis=-1,
-    )
+    # All faces at once (one scan, not one per face: on GPU each is several kernels).
+    out = jnp.stack([claims.succeeded & (slot == _opposite(face)) for face in faces], axis=-1)
+    leaving = tiling.first(jnp.moveaxis(tiling.split(out), -1, -2), crossing)  # (*tiles, F, crossing)
+    leaving = leaving.reshape((*tiling.tiles, len(faces) * crossing))
     packed = _pack(tiling.take(departures.rows, leaving), axis_of)
     received = []
     for index, face in enumerate(faces):
@@ -103,10 +103,12 @@ def send(life: Life, departures: Departures, claims: Claims, slot: jax.Array, ti
         step = 1 if sign else -1
         received.append(geometry.shift(part, axis, step, geometry.slot_wraps(life.region.axes[axis])))
     received = jnp.concatenate(received, axis=axis_of)
+    came = jnp.stack([claims.winner == face for face in faces], axis=-1)
+    order = jnp.cumsum(tiling.split(came), axis=-2, dtype=jnp.int32) - 1  # (*tiles, cells, F)
+    order = tiling.take(tiling.join(order), departures.targets)  # (*tiles, capacity, F)
     place = jnp.zeros_like(departures.targets)
     for index, face in enumerate(faces):
-        order = tiling.join(jnp.cumsum(tiling.split(claims.winner == face), axis=-1, dtype=jnp.int32) - 1)
-        place = jnp.where(departures.came_by == face, index * crossing + tiling.take(order, departures.targets), place)
+        place = jnp.where(departures.came_by == face, index * crossing + order[..., index], place)
     return jnp.take_along_axis(received, place[..., None], axis=axis_of)
 
 
@@ -118,10 +120,14 @@ def arrive(
     incoming,
     tick: jax.Array,
     seed: jax.Array,
-) -> tuple[LifeState, jax.Array]:
-    """Pay for won claims and write the arriving rows; returns (state, heat per tile).
+    ashore=None,
+) -> tuple[LifeState, jax.Array, jax.Array | None]:
+    """Pay for won claims and write the arriving rows; returns (state, heat per tile,
+    body energy that came across beaches per tile (None without a beach slot)).
 
-    Only the rows of target cells are written (at most ``capacity`` a tile).
+    ``incoming`` and ``ashore`` are the packed rows from other tiles (``send``) and from
+    across beaches (``Beaches.rows_across``), aligned with the targets. Only the rows
+    of target cells are written (at most ``capacity`` a tile).
     """
     tiling = life.tiling
     targets, came_by = departures.targets, departures.came_by
@@ -132,43 +138,62 @@ def arrive(
         across = came_by < 2 * life.placed
         far = _unpack(incoming, moved, life.placed)
         moved = jax.tree.map(lambda near, far: jnp.where(_lift(across, near), far, near), moved, far)
+    landed = None
+    if ashore is not None:
+        by_beach = came_by == life.beach_slot
+        far = _unpack(ashore, moved, life.placed)
+        moved = jax.tree.map(lambda near, far: jnp.where(_lift(by_beach, near), far, near), moved, far)
+        landed = jnp.where(valid & by_beach, moved["energy"], 0).sum(axis=-1, dtype=jnp.int64)
     is_birth = moved["birth"]
 
     def born(newborn, inherited):
         return jnp.where(_lift(is_birth, inherited), newborn, inherited)
 
-    # Founders are numbered 1..n; a child born on tick t at cell c is (t + 1) * n + c + 1.
+    # Founders are numbered 1..W (W the world's living cells, this region's from its
+    # offset); a child born on tick t at the world's living cell c is (t + 1) * W + c + 1.
     cell = geometry.cell_index(tiling.tiles)[..., None] * tiling.cells + targets
-    new_id = (tick.astype(jnp.int64) + 1) * life.cells + cell.astype(jnp.int64) + 1
+    new_id = (tick.astype(jnp.int64) + 1) * life.world_cells + life.offset + cell.astype(jnp.int64) + 1
     mutation = life.config.mutation
     child_genome = moved["genome"]
     if mutation.enabled:
         child_genome = mutate(life.layout, child_genome, cell, tick, seed, life.index, mutation.meta_scale)
 
+    rows = {
+        "occupied": valid,
+        "energy": moved["energy"],
+        "hidden": born(0.0, moved["hidden"]),
+        "signal": born(0.0, moved["signal"]),
+        "plastic": born(0.0, moved["plastic"]),
+        "age": born(0, moved["age"]),
+        "organism_id": born(new_id, moved["organism_id"]),
+        "parent_id": born(moved["organism_id"], moved["parent_id"]),
+        "birth_tick": born(tick, moved["birth_tick"]),
+        "generation": born(moved["generation"] + 1, moved["generation"]),
+        "founder": moved["founder"],
+        "genome": {name: born(child_genome[name], moved["genome"][name]) for name in state.genome},
+    }
+    # The rows are made before any is written: a write that computed its rows itself
+    # would read the array it writes, and could not write in place (on GPU, XLA then
+    # copies every genome tensor twice a tick).
+    rows = jax.lax.optimization_barrier(rows)
+
     def put(field: jax.Array, values: jax.Array) -> jax.Array:
         return tiling.put(field, targets, values)
 
     state = state.replace(
-        occupied=put(state.occupied & ~departures.leaves, valid),
-        energy=put(departures.kept, moved["energy"]),
-        hidden=put(state.hidden, born(0.0, moved["hidden"])),
-        signal=put(state.signal, born(0.0, moved["signal"])),
-        plastic=put(state.plastic, born(0.0, moved["plastic"])),
-        age=put(state.age, born(0, moved["age"])),
-        organism_id=put(state.organism_id, born(new_id, moved["organism_id"])),
-        parent_id=put(state.parent_id, born(moved["organism_id"], moved["parent_id"])),
-        birth_tick=put(state.birth_tick, born(tick, moved["birth_tick"])),
-        generation=put(state.generation, born(moved["generation"] + 1, moved["generation"])),
-        founder=put(state.founder, moved["founder"]),
-        genome={
-            name: put(tensor, born(child_genome[name], moved["genome"][name]))
-            for name, tensor in state.genome.items()
-        },
+        occupied=put(state.occupied & ~departures.leaves, rows["occupied"]),
+        energy=put(departures.kept, rows["energy"]),
+        genome={name: put(tensor, rows["genome"][name]) for name, tensor in state.genome.items()},
+        **{name: put(getattr(state, name), rows[name]) for name in _WRITTEN},
         births=state.births + (valid & is_birth).sum(axis=-1, dtype=jnp.int64),
         moves=state.moves + (valid & ~is_birth).sum(axis=-1, dtype=jnp.int64),
         refused=state.refused + claims.refused,
     )
-    return state, tiling.total(departures.paid)
+    return state, tiling.total(departures.paid), landed
+
+
+# LifeState fields written from the arriving rows as they are.
+_WRITTEN = ("hidden", "signal", "plastic", "age", "organism_id", "parent_id", "birth_tick", "generation", "founder")
 
 
 def _opposite(slot: int) -> int:

@@ -20,7 +20,8 @@ import numpy as np
 from hca import brain, geometry, parallel, rng
 from hca.config import Region, WorldConfig
 from hca.metrics import life_metrics, task_metrics
-from hca.organisms import Life
+from hca.beaches import shorelines
+from hca.organisms import Life, id_offsets
 from hca.state import PeopleState, RegionState, WorldState
 from hca.step import Tick
 from hca.tasks import TaskLedger
@@ -70,7 +71,7 @@ class Simulation:
 
 _KEY_ORDER = (
     "tick", "world", "life", "regions", "free", "organisms", "total", "injected", "dissipated",
-    "balanced", "beach_in", "beach_out", "people", "carried", "population", "births", "deaths", "moves", "refused",
+    "balanced", "beach_in", "beach_out", "people", "carried", "crossed", "population", "births", "deaths", "moves", "refused",
 )
 
 
@@ -157,7 +158,7 @@ def measure_state(config: WorldConfig, state: WorldState) -> dict[str, Any]:
     world["balanced"] = jnp.all(jnp.stack([ledger["balanced"] for ledger in per_region.values()])) & (
         world["total"] == initial + world["injected"] - world["dissipated"])
     life = {
-        name: life_metrics(region.life)
+        name: life_metrics(region.life, id_offsets(config)[1])
         for name, region in zip(config.regions, state.regions)
         if region.life is not None
     }
@@ -168,7 +169,10 @@ def measure_state(config: WorldConfig, state: WorldState) -> dict[str, Any]:
     }
     measured = {"tick": state.tick, "world": world, "regions": per_region, "life": life, "tasks": tasks}
     if state.carried is not None:
-        measured["beaches"] = {name: {"carried": state.carried[k]} for k, name in enumerate(config.beach_names())}
+        measured["beaches"] = {
+            name: {"carried": state.carried[k], "crossed": state.crossed[k]}
+            for k, name in enumerate(config.beach_names())
+        }
     return measured
 
 
@@ -179,9 +183,11 @@ def build(config: WorldConfig, mesh: Any = None) -> Simulation:
     devices along the placed axes.
     """
     regions = list(config.regions.values())
+    offsets, world_cells = id_offsets(config)
     lives = [
-        None if region.organisms is None else Life(region, index, config.run.phylogeny.drain_every)
-        for index, region in enumerate(regions)
+        None if region.organisms is None
+        else Life(region, index, config.run.phylogeny.drain_every, offsets[index], world_cells, shore)
+        for index, (region, shore) in enumerate(zip(regions, shorelines(config)))
     ]
     tick = Tick(config, lives)
 
@@ -194,6 +200,7 @@ def build(config: WorldConfig, mesh: Any = None) -> Simulation:
                 for index, (region, life) in enumerate(zip(regions, lives))
             ),
             carried=jnp.zeros((len(config.beaches), 2), jnp.int64) if config.beaches else None,
+            crossed=jnp.zeros((len(config.beaches), 2), jnp.int64) if config.beaches else None,
         )
 
     shardings = None

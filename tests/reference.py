@@ -93,38 +93,40 @@ class Reference:
 
     def step(self) -> None:
         regions = list(self.world.regions.values())
-        frees = []
-        for index, region in enumerate(regions):
-            free = self._inflow(index, region, self.free[index])
-            frees.append(self._organisms(index, region, free))
+        frees = [self._inflow(index, region, self.free[index]) for index, region in enumerate(regions)]
+        frees = self._organisms(frees)
         crossed = self._beaches(frees)
         for index, region in enumerate(regions):
             self.free[index] = self._diffuse_and_decay(index, region, frees[index], crossed[index])
         self.tick += 1
 
+    def _shores(self, beach):
+        """Per shore of ``beach``: (region index, region, its cells as coordinates)."""
+        names = list(self.world.regions)
+        sides = []
+        for shore in beach.shores:
+            index = names.index(shore.region)
+            region = self.world.regions[shore.region]
+            ranges = []
+            for axis in region.axes:
+                given = shore.at.get(axis.name)
+                if given is None:
+                    ranges.append(range(axis.size))
+                elif isinstance(given, int):
+                    ranges.append(range(given, given + 1))
+                else:
+                    ranges.append(range(*given))
+            sides.append((index, region, list(itertools.product(*ranges))))
+        return sides
+
     def _beaches(self, frees):
         """What crosses each beach on its ticks, cell by cell from the same snapshot as
         the axes' diffusion: per region, the change to each cell's free energy."""
-        names = list(self.world.regions)
         crossed = [np.zeros(free.shape, np.int64) for free in frees]
         for number, beach in enumerate(self.world.beaches):
             if self.tick % beach.stretch:
                 continue
-            sides = []
-            for shore in beach.shores:
-                index = names.index(shore.region)
-                region = self.world.regions[shore.region]
-                ranges = []
-                for axis in region.axes:
-                    given = shore.at.get(axis.name)
-                    if given is None:
-                        ranges.append(range(axis.size))
-                    elif isinstance(given, int):
-                        ranges.append(range(given, given + 1))
-                    else:
-                        ranges.append(range(*given))
-                sides.append((index, region, list(itertools.product(*ranges))))
-            (ia, ra, cells_a), (ib, rb, cells_b) = sides
+            (ia, ra, cells_a), (ib, rb, cells_b) = self._shores(beach)
             assert len(cells_a) == len(cells_b)
             for ca, cb in zip(cells_a, cells_b):
                 sent_a = _floor_fraction(int(frees[ia][ca]), beach.diffusion)
@@ -144,8 +146,8 @@ class Reference:
         self.injected[index] += _per_tile(region, added)
         return free + added
 
-    def _organisms(self, index, region, free):
-        return free  # the substrate has none; WorldReference adds them
+    def _organisms(self, frees):
+        return frees  # the substrate has none; WorldReference adds them
 
     def _diffuse_and_decay(self, index, region, free, crossed):
         before = free.copy()
@@ -186,7 +188,7 @@ class LifeReference:
     explicit per-organism arithmetic for brains, costs and transfers.
     """
 
-    def __init__(self, region, index, seed, life_state):
+    def __init__(self, region, index, seed, life_state, offset=0, world_cells=None):
         from hca import geometry
 
         self.region, self.index, self.seed = region, index, seed
@@ -219,6 +221,16 @@ class LifeReference:
         self.tasks = TaskReference(region, index, seed, self.tile_cells) if region.tasks else None
         self.people = None  # a person's questions, once one is asked (WorldReference.ask)
         self.crossing = min(self.config.max_crossings or max(1, self.capacity // 4), self.capacity)
+        # Ids count the world's living cells; this region's start at `offset`.
+        self.offset, self.world_cells = offset, self.n if world_cells is None else world_cells
+        # Beaches organisms cross (set by WorldReference): cell -> (other life, its
+        # cell, beach number, stretch); such a region has one more slot, the last.
+        self.partner = {}
+        self.beach_slot = None
+
+    @property
+    def slots(self):
+        return 2 * self.ndim + (self.beach_slot is not None)
 
     def _shown(self, cell, tick, asked):
         """The question shown at a cell: a person's while one is open there, else a task's."""
@@ -237,14 +249,19 @@ class LifeReference:
         other[axis] = target
         return int(np.ravel_multi_index(tuple(other), self.shape))
 
-    def stretch(self, slot):
+    def stretch(self, slot, cell):
+        if slot == self.beach_slot:
+            return self.partner[cell][3]
         return self.region.axes[slot // 2].stretch
 
-    def birth_cost(self, slot):
-        return self.config.birth_cost * self.stretch(slot)
+    def birth_cost(self, slot, cell):
+        return self.config.birth_cost * self.stretch(slot, cell)
 
-    def move_cost(self, slot):
-        return int(np.ceil(self.layout.size * self.config.move_cost * self.stretch(slot)))
+    def move_cost(self, slot, cell):
+        return int(np.ceil(self.layout.size * self.config.move_cost * self.stretch(slot, cell)))
+
+    def price(self, slot, cell):
+        return self.birth_cost(slot, cell) if self.birth[cell] else self.move_cost(slot, cell)
 
     def sense(self, ticking):
         s = self.s
@@ -260,7 +277,7 @@ class LifeReference:
                         s["halo"][cell, slot, :-1] = s["signal"][other] * occupied
                         s["halo"][cell, slot, -1] = occupied
 
-    def decide(self, free, ticking, tick):
+    def decide(self, free, ticking, tick, beaches_now=()):
         from hca import brain
 
         s, g, cfg, lay = self.s, self.genome, self.config, self.layout
@@ -289,11 +306,18 @@ class LifeReference:
                     phase_bits,
                 ]
             ).astype(np.float32)
-            exists = np.array([self.neighbour(cell, k) is not None for k in range(2 * self.ndim)])
+            exists = [self.neighbour(cell, k) is not None for k in range(2 * self.ndim)]
+            if self.beach_slot is not None:
+                exists.append(cell in self.partner)
+            exists = np.array(exists)
             slot_in = []
-            for k in range(2 * self.ndim):
-                axis = self.region.axes[k // 2]
-                features = [np.log2(axis.stretch) / 8, float(axis.curled), -1.0 if k % 2 == 0 else 1.0]
+            for k in range(self.slots):
+                if k == self.beach_slot:  # a beach: its stretch, "curled" -1, no sign
+                    stretch = self.partner[cell][3] if cell in self.partner else 1
+                    features = [np.log2(np.float32(stretch)) / 8, -1.0, 0.0]
+                else:
+                    axis = self.region.axes[k // 2]
+                    features = [np.log2(axis.stretch) / 8, float(axis.curled), -1.0 if k % 2 == 0 else 1.0]
                 slot_in.append(np.concatenate([s["halo"][cell, k], [float(exists[k])], features]))
             slot_in = np.array(slot_in, np.float32)
             encoded = np.tanh(slot_in @ g["encoder_w"][cell] + g["encoder_b"][cell])
@@ -353,11 +377,13 @@ class LifeReference:
                     s["deaths"][cell // self.tile_cells] += 1
                 else:
                     valid = [k for k in range(2 * self.ndim) if exists[k] and k // 2 in ticking]
+                    if cell in self.partner and self.partner[cell][2] in beaches_now:
+                        valid.append(self.beach_slot)
                     if valid:
                         best = max(valid, key=lambda k: (scores[k], -k))
                         wants_birth = act[brain.REPRODUCE] >= act[brain.MOVE]
                         eager = (act[brain.REPRODUCE] if wants_birth else act[brain.MOVE]) > 0
-                        price = self.birth_cost(best) if wants_birth else self.move_cost(best)
+                        price = self.birth_cost(best, cell) if wants_birth else self.move_cost(best, cell)
                         if scores[best] > act[brain.STAY] and eager and energy > price:
                             self.intent[cell] = best
                         self.birth[cell] = wants_birth
@@ -365,7 +391,13 @@ class LifeReference:
                 s["energy"][cell] = energy
         return heat
 
-    def resolve(self, ticking, tick):
+    def bid(self, claimant, tick):
+        tie = int(rng.hash_u32(self.seed, rng.TIE_BREAK, self.index, tick, claimant, xp=np))
+        return (int(self.s["energy"][claimant]) << 32) | tie
+
+    def winners(self, ticking, tick, beaches_now=()):
+        """The claims this region's empty cells accept: target -> (claimant's life,
+        claimant cell, slot the target was reached by)."""
         s, n = self.s, self.n
         winners = {}
         for target in range(n):
@@ -378,43 +410,38 @@ class LifeReference:
                     claimant = self.neighbour(target, slot)
                     if claimant is None or self.intent[claimant] != 2 * axis + (1 - sign):
                         continue
-                    tie = int(rng.hash_u32(self.seed, rng.TIE_BREAK, self.index, tick, claimant, xp=np))
-                    bid = (int(s["energy"][claimant]) << 32) | tie
+                    bid = self.bid(claimant, tick)
                     if best is None or bid > best[0]:
-                        best = (bid, claimant, slot)
+                        best = (bid, self, claimant, slot)
+            # Across a beach: the partner claims this cell through its beach slot.
+            if target in self.partner and self.partner[target][2] in beaches_now:
+                other, claimant = self.partner[target][:2]
+                if other.intent[claimant] == other.beach_slot:
+                    bid = other.bid(claimant, tick)
+                    if best is None or bid > best[0]:
+                        best = (bid, other, claimant, self.beach_slot)
             if best is not None:
                 winners[target] = best[1:]
         # Each tile takes the first `capacity` claims it won, in cell order, and of those
         # through one side of a placed axis, the first `crossing`.
         accepted, won, through = {}, {}, {}
-        for target, (claimant, slot) in sorted(winners.items()):
+        for target, (life, claimant, slot) in sorted(winners.items()):
             tile = target // self.tile_cells
             won[tile] = won.get(tile, 0) + 1
             through[tile, slot] = through.get((tile, slot), 0) + 1
             placed = slot // 2 < len(self.region.placement)
             if won[tile] <= self.capacity and (not placed or through[tile, slot] <= self.crossing):
-                accepted[target] = claimant
+                accepted[target] = (life, claimant, slot)
             else:
                 s["refused"][tile] += 1
-        heat = np.zeros(self.n, np.int64)
-        rows = {}
-        for target, claimant in accepted.items():
-            slot = int(self.intent[claimant])
-            birth = bool(self.birth[claimant])
-            price = self.birth_cost(slot) if birth else self.move_cost(slot)
-            heat[claimant] += price
-            left = int(s["energy"][claimant]) - price
-            if birth:
-                endowment = (left * int(self.endow[claimant])) >> 16
-                s["energy"][claimant] = left - endowment
-                rows[target] = (claimant, True, endowment)
-            else:
-                s["energy"][claimant] = 0
-                s["occupied"][claimant] = False
-                rows[target] = (claimant, False, left)
-        genome_before = {k: v.copy() for k, v in self.genome.items()}
-        body_before = {k: (v.copy() if isinstance(v, np.ndarray) else v) for k, v in s.items()}
-        for target, (source, birth, energy) in rows.items():
+        return accepted
+
+    def write(self, rows, before, tick):
+        """Write the arriving rows: target -> (source life, its cell, birth, energy),
+        read from ``before`` (per source life: its body and genome before any transfer)."""
+        s, n = self.s, self.n
+        for target, (source_life, source, birth, energy) in rows.items():
+            body_before, genome_before = before[id(source_life)]
             s["occupied"][target] = True
             s["energy"][target] = energy
             for key in ("hidden", "signal", "plastic", "age", "organism_id", "parent_id",
@@ -428,7 +455,7 @@ class LifeReference:
                 s["signal"][target] = 0
                 s["plastic"][target] = 0
                 s["age"][target] = 0
-                s["organism_id"][target] = (tick + 1) * n + target + 1
+                s["organism_id"][target] = (tick + 1) * self.world_cells + self.offset + target + 1
                 s["parent_id"][target] = body_before["organism_id"][source]
                 s["birth_tick"][target] = tick
                 s["generation"][target] = body_before["generation"][source] + 1
@@ -436,7 +463,10 @@ class LifeReference:
                 s["births"][target // self.tile_cells] += 1
             else:
                 s["moves"][target // self.tile_cells] += 1
-        return heat
+
+    def snapshot(self):
+        body = {k: (v.copy() if isinstance(v, np.ndarray) else v) for k, v in self.s.items()}
+        return body, {k: v.copy() for k, v in self.genome.items()}
 
     def _mutate(self, target, before, source, tick):
         from hca import brain
@@ -485,12 +515,30 @@ class WorldReference(Reference):
     def __init__(self, world, state):
         super().__init__(world, int(state.seed))
         self.lives = []
+        living = [region.cells for region in world.regions.values() if region.organisms is not None]
+        offset = 0
         for index, (region, region_state) in enumerate(zip(world.regions.values(), state.regions)):
             self.free[index] = np.array(region_state.free_energy).astype(np.int64)
             life = None
             if region.organisms is not None:
-                life = LifeReference(region, index, self.seed, region_state.life)
+                life = LifeReference(region, index, self.seed, region_state.life, offset, sum(living))
+                offset += region.cells
             self.lives.append(life)
+        self.crossed = np.zeros((len(world.beaches), 2), np.int64)
+        # Beaches between regions with organisms: each joined cell's partner.
+        for number, beach in enumerate(world.beaches):
+            sides = self._shores(beach)
+            if any(self.lives[index] is None for index, _, _ in sides):
+                continue
+            (ia, ra, cells_a), (ib, rb, cells_b) = sides
+            a, b = self.lives[ia], self.lives[ib]
+            for ca, cb in zip(cells_a, cells_b):
+                ca, cb = int(np.ravel_multi_index(ca, ra.shape)), int(np.ravel_multi_index(cb, rb.shape))
+                a.partner[ca] = (b, cb, number, beach.stretch)
+                b.partner[cb] = (a, ca, number, beach.stretch)
+        for life in self.lives:
+            if life is not None and life.partner:
+                life.beach_slot = 2 * life.ndim
 
     def ask(self, index, cells, inputs, until):
         """A person's question at ``cells`` (flat indices), shown as ``inputs`` until ``until``."""
@@ -515,18 +563,63 @@ class WorldReference(Reference):
         self.injected[index].reshape(-1)[cell // life.tile_cells] += paid
         return paid
 
-    def _organisms(self, index, region, free):
-        life = self.lives[index]
-        if life is None:
-            return free
-        ticking = [k for k, axis in enumerate(region.axes) if self.tick % axis.stretch == 0]
-        life.sense(ticking)
-        flat = free.reshape(-1).copy()
-        self.dissipated[index] += _per_tile(region, life.decide(flat, ticking, self.tick))
-        if life.tasks is not None:
-            self.injected[index] += _per_tile(region, life.earned)
-        self.dissipated[index] += _per_tile(region, life.resolve(ticking, self.tick))
-        return flat.reshape(region.shape)
+    def _organisms(self, frees):
+        regions = list(self.world.regions.values())
+        ticking = [[k for k, axis in enumerate(region.axes) if self.tick % axis.stretch == 0] for region in regions]
+        beaches_now = [number for number, beach in enumerate(self.world.beaches) if self.tick % beach.stretch == 0]
+        lives = [(index, life) for index, life in enumerate(self.lives) if life is not None]
+        # Sense, all from the signals of the last tick; the beach slot from the partner.
+        across = {}
+        for index, life in lives:
+            for cell, (other, partner, number, _) in life.partner.items():
+                if number in beaches_now:
+                    occupied = np.float32(other.s["occupied"][partner])
+                    across[index, cell] = np.append(other.s["signal"][partner] * occupied, occupied)
+        for index, life in lives:
+            life.sense(ticking[index])
+            for cell in life.partner:
+                if (index, cell) in across:
+                    life.s["halo"][cell, life.beach_slot] = across[index, cell]
+        out = list(frees)
+        for index, life in lives:
+            flat = frees[index].reshape(-1).copy()
+            self.dissipated[index] += _per_tile(regions[index], life.decide(flat, ticking[index], self.tick, beaches_now))
+            if life.tasks is not None:
+                self.injected[index] += _per_tile(regions[index], life.earned)
+            out[index] = flat
+        # Claims of every region settled before anyone pays or moves.
+        accepted = {index: life.winners(ticking[index], self.tick, beaches_now) for index, life in lives}
+        before = {id(life): life.snapshot() for _, life in lives}
+        heat = {index: np.zeros(life.n, np.int64) for index, life in lives}
+        rows = {index: {} for index, _ in lives}
+        where = {id(life): index for index, life in lives}
+        for index, life in lives:
+            for target, (source_life, claimant, slot) in accepted[index].items():
+                s = source_life.s
+                source = where[id(source_life)]
+                birth = bool(source_life.birth[claimant])
+                price = source_life.price(int(source_life.intent[claimant]), claimant)
+                heat[source][claimant] += price
+                left = int(s["energy"][claimant]) - price
+                if birth:
+                    energy = (left * int(source_life.endow[claimant])) >> 16
+                    s["energy"][claimant] = left - energy
+                else:
+                    energy = left
+                    s["energy"][claimant] = 0
+                    s["occupied"][claimant] = False
+                rows[index][target] = (source_life, claimant, birth, energy)
+                if source_life is not life:  # across a beach: the body's energy crosses too
+                    number = source_life.partner[claimant][2]
+                    side = 0 if self._shores(self.world.beaches[number])[0][0] == source else 1
+                    self.beach_out[source].reshape(-1)[claimant // source_life.tile_cells] += energy
+                    self.beach_in[index].reshape(-1)[target // life.tile_cells] += energy
+                    self.carried[number][side] += energy
+                    self.crossed[number][side] += 1
+        for index, life in lives:
+            life.write(rows[index], before, self.tick)
+            self.dissipated[index] += _per_tile(regions[index], heat[index])
+        return [value.reshape(region.shape) for value, region in zip(out, regions)]
 
     def _diffuse_and_decay(self, index, region, free, crossed):
         free = super()._diffuse_and_decay(index, region, free, crossed)

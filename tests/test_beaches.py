@@ -18,6 +18,7 @@ from hca.cli import main
 from hca.config import parse_world
 from hca.parallel import make_mesh
 from hca.runner import Run
+from hca.phylogeny import read_journals
 from hca.world import build, measure_state
 from reference import Reference, WorldReference
 from test_life import living_world
@@ -67,22 +68,67 @@ def test_energy_crosses_on_the_beach_ticks_as_the_reference_says():
     assert ledger["beaches"]["pcie"]["carried"][0] > 0 and ledger["beaches"]["beach_1"]["carried"][1] > 0
 
 
-def test_ledgers_balance_every_tick_with_life_crossing_energy():
+def crossing_world():
+    """The grid's face a = 0 (8 cells) joined to 8 cells of the ring, every other tick:
+    organisms (with the same brain on both sides) cross both ways."""
     config = living_world()
     config["beaches"] = [{"shores": [{"region": "grid", "at": {"a": 0}}, {"region": "ring", "at": {"x": [0, 8]}}],
                           "stretch": 2, "diffusion": 0.3}]
-    simulation = build(parse_world(config))
+    return config
+
+
+def test_ledgers_balance_every_tick_with_life_crossing():
+    simulation = build(parse_world(crossing_world()))
 
     def one(state, _):
+        before = state.crossed
         state = simulation.step(state)
         measured = measure_state(simulation.config, state)
         regions = measured["regions"]
-        return state, jnp.stack([measured["world"]["balanced"], *(r["balanced"] for r in regions.values()),
-                                 sum(r["beach_in"] for r in regions.values()) == state.carried.sum()])
+        checks = jnp.stack([measured["world"]["balanced"], *(r["balanced"] for r in regions.values()),
+                            sum(r["beach_in"] for r in regions.values()) == state.carried.sum(),
+                            sum(r["beach_out"] for r in regions.values()) == state.carried.sum()])
+        return state, (checks, (state.crossed - before).sum())
 
-    state, checks = jax.jit(lambda s: jax.lax.scan(one, s, length=2000))(simulation.init())
+    state, (checks, crossed) = jax.jit(lambda s: jax.lax.scan(one, s, length=2000))(simulation.init())
     assert np.asarray(checks).all()
+    crossed = np.asarray(crossed)
+    # Organisms crossed both ways, and only on the beach's ticks.
+    assert (np.asarray(state.crossed) > 10).all(), state.crossed
+    assert crossed[1::2].sum() == 0 and crossed[0::2].sum() == np.asarray(state.crossed).sum()
     assert int(state.carried.sum()) > 0 and int(state.regions[0].life.births.sum()) > 0
+
+
+def test_organisms_sense_across_and_keep_unique_ids_and_lineages(tmp_path):
+    world = parse_world(crossing_world())
+    run = Run.start(world, tmp_path / "run", 600, report_every=100, checkpoint_every=600, keep=1)
+    run.advance(handle_signals=False)
+    state, tick = run.state, run.simulation.tick
+    grid, ring = tick.lives
+    assert (grid.beach_slot, ring.beach_slot) == (8, 2)
+    # A cell on the beach senses its partner's signal and occupancy through the beach slot.
+    regions = tick.sense(state.regions, jnp.asarray(tick.branch_of_phase)[int(state.tick) % tick.schedule.period])
+    halo = np.asarray(regions[0].life.halo)[0, ..., grid.beach_slot, :].reshape(8, -1)
+    partner = state.regions[1].life
+    occupied = np.asarray(partner.occupied)[:8, None].astype(np.float32)
+    expected = np.concatenate([np.asarray(partner.signal)[:8] * occupied, occupied], axis=1)
+    assert int(state.tick) % 2 == 0 and occupied.any()
+    np.testing.assert_array_equal(halo, expected)
+    # Ids are unique in the world, and lineages cross: a region holds the other's.
+    ids = np.concatenate([np.asarray(r.life.organism_id)[np.asarray(r.life.occupied)] for r in state.regions])
+    assert len(np.unique(ids)) == len(ids)
+    founders = [np.asarray(r.life.founder)[np.asarray(r.life.occupied)] for r in state.regions]
+    assert (founders[0] >= grid.cells).any() or (founders[1] < grid.cells).any()
+    # The phylogeny holds everyone once, every parent recorded, deaths of known organisms.
+    born, died = read_journals(tmp_path / "run" / "phylogeny")
+    assert len(np.unique(born["id"])) == len(born["id"])
+    parents = born["parent"][born["generation"] > 0]
+    assert np.isin(parents, born["id"]).all() and np.isin(died["id"], born["id"]).all()
+    assert set(born["region"][np.isin(born["id"], ids)]) == {0, 1}
+    # Some of the living were born of a parent born in the other region.
+    where = dict(zip(born["id"].tolist(), born["region"].tolist()))
+    mixed = [where[p] != r for p, r in zip(born["parent"].tolist(), born["region"].tolist()) if p > 0]
+    assert any(mixed)
 
 
 def test_one_and_eight_devices_are_bitwise_equal_with_beaches():
@@ -92,12 +138,13 @@ def test_one_and_eight_devices_are_bitwise_equal_with_beaches():
     config["regions"]["grid"]["placement"] = ["a", "b", "c"]
     config["seed"] = 2
     config["beaches"] = [{"shores": [{"region": "grid", "at": {"c": 1}}, {"region": "ring", "at": {"x": [10, 22]}}],
-                          "stretch": 12}]
+                          "stretch": 4}]
     world = parse_world(config)
     one, eight = build(world), build(world, make_mesh(world, 8))
-    reference, spread = one.run(one.init(), 60), eight.run(eight.init(), 60)
+    reference, spread = one.run(one.init(), 240), eight.run(eight.init(), 240)
     assert state_digest(reference) == state_digest(spread)
-    assert int(reference.carried.sum()) > 0
+    # Energy and organisms crossed between regions placed on different devices.
+    assert int(reference.carried.sum()) > 0 and (np.asarray(reference.crossed) > 0).all(), reference.crossed
     # Nothing crosses devices outside the schedule's branches; the beach adds messages
     # only to the branch of its own ticks (phase 0), not to the branch with the same
     # ticking axes without it (phase 6).
@@ -125,6 +172,20 @@ def test_resume_with_beaches_is_bitwise(tmp_path):
     assert "beach_in" in lines[-1]["regions"]["cpu"] and lines[-1]["ledger"]["balanced"]
 
 
+def test_resume_with_organisms_crossing_is_bitwise(tmp_path):
+    world = crossing_world()
+    world["run"] = {"report_every": 50, "checkpoint_every": 100}
+    whole = Run.start(parse_world(world), tmp_path / "whole", 300)
+    whole.advance(handle_signals=False)
+    cut = Run.start(parse_world(world), tmp_path / "cut", 200)
+    cut.advance(handle_signals=False)
+    resumed = Run.resume(tmp_path / "cut", steps=100)
+    resumed.advance(handle_signals=False)
+    assert state_digest(resumed.state) == state_digest(whole.state)
+    assert (np.asarray(whole.state.crossed) > 0).all()
+    assert (tmp_path / "whole" / "phylogeny.csv").read_text() == (tmp_path / "cut" / "phylogeny.csv").read_text()
+
+
 BAD = [
     ({"shores": [{"region": "moon"}, {"region": "plane"}]}, "beaches[0].shores[0].region: expected one of the regions"),
     ({"shores": [{"region": "gpu", "at": {"core": 1}}, {"region": "plane"}]},
@@ -141,12 +202,18 @@ BAD = [
      "beaches[0].stretch: "),
     ({"shores": [{"region": "plane", "at": {"y": 0}}, {"region": "cpu", "at": {"thread": 0}}], "diffusion": 0.9},
      "beaches[0].diffusion: expected a rate that"),
+    ({"shores": [{"region": "plane", "at": {"y": 0}}, {"region": "cpu", "at": {"thread": 0}}],
+      "brains": [{"hidden": 8}, {"hidden": 16}]},
+     "beaches[0].shores: expected regions whose organisms' brains have the same sizes"),
 ]
 
 
 @pytest.mark.parametrize("beach, message", BAD, ids=range(len(BAD)))
 def test_bad_beaches_exit_2_with_key_paths(tmp_path, capsys, beach, message):
     world = yaml.safe_load((WORLDS / "mixed.yaml").read_text())
+    beach = dict(beach)
+    for shore, brain in zip(beach["shores"], beach.pop("brains", [])):  # organisms on both sides
+        world["regions"][shore["region"]]["organisms"] = {"brain": brain}
     world["beaches"] = [beach]
     path = tmp_path / "bad.yaml"
     path.write_text(yaml.safe_dump(world))

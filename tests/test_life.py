@@ -235,9 +235,9 @@ def test_reference_agrees_for_50_ticks(tasks, learning, people, beach):
     if people:  # the ring is interactive: a person asks at some of its cells, and pays
         config["regions"]["ring"]["tasks"] = [TASKS[1]]
         config["regions"]["ring"]["people"] = {}
-    if beach:  # the placed grid's face c = 1 joined to 12 cells of the ring, every other tick
+    if beach:  # the placed grid's face c = 1 joined to 12 cells of the ring; organisms cross both ways
         config["beaches"] = [{"shores": [{"region": "grid", "at": {"c": 1}}, {"region": "ring", "at": {"x": [40, 52]}}],
-                              "stretch": 2, "diffusion": 0.25}]
+                              "stretch": 1, "diffusion": 0.25}]
     world = parse_world(config)
     simulation = build(world)
     state = simulation.init()
@@ -297,9 +297,11 @@ def test_reference_agrees_for_50_ticks(tasks, learning, people, beach):
                 counts = np.stack([np.asarray(getattr(ledger, key)) for key in COUNTERS], -1)
                 np.testing.assert_array_equal(counts.reshape(expected.tasks.counts.shape), expected.tasks.counts)
     assert activity > 0 and int(state.regions[0].life.refused.sum()) > 0
-    if beach:
+    if beach:  # energy crossed both ways, free and in organisms that crossed
         np.testing.assert_array_equal(np.asarray(state.carried), reference.carried)
+        np.testing.assert_array_equal(np.asarray(state.crossed), reference.crossed)
         assert (reference.carried > 0).all()
+        assert (reference.crossed > 0).all(), reference.crossed
     if people:  # answers were given to both questions, and payments took energy in
         answered = np.asarray(state.regions[1].people.answered_by) != 0
         assert answered[asked_cells[::2]].any() and answered[asked_cells[1::2]].any() and paid > 0
