@@ -16,7 +16,8 @@ direction slot, the *beach slot* (after its axes' slots), whose partner is the p
 cell: on the beach's ticks the cell senses its partner through it, and may move or
 give birth across it. A claim across a beach competes for the empty partner cell with
 the claims along that region's axes, by the same bid (energy, then a hash of seed,
-tick, region and cell); crossing costs like crossing an axis of the beach's stretch.
+tick, region and cell); crossing costs like crossing an axis of the beach's stretch
+(or of its ``cost``).
 What an organism's body carries across counts as beach flow in both regions' ledgers
 and in what the beach carried; the beach also counts the organisms that crossed.
 
@@ -43,6 +44,7 @@ class Shoreline:
 
     on: np.ndarray  # (*S,) bool: the cell has a partner its organisms can cross to
     stretch: np.ndarray  # (*S,) int32: the stretch of the cell's beach (1 elsewhere)
+    cost: np.ndarray  # (*S,) int32: the stretch its crossing costs as (Beach.crossing_stretch)
     beach: np.ndarray  # (*S,) int32: the number of the cell's beach (0 elsewhere; see on)
 
 
@@ -53,6 +55,7 @@ def shorelines(config: WorldConfig) -> list[Shoreline | None]:
     names = list(config.regions)
     on = [np.zeros(region.shape, bool) for region in regions]
     stretch = [np.ones(region.shape, np.int32) for region in regions]
+    cost = [np.ones(region.shape, np.int32) for region in regions]
     number = [np.zeros(region.shape, np.int32) for region in regions]
     for k, beach in enumerate(config.beaches):
         if not _living(config, beach):
@@ -62,8 +65,9 @@ def shorelines(config: WorldConfig) -> list[Shoreline | None]:
             cells = np.asarray(shore.cells(regions[index]), np.int64)
             on[index].reshape(-1)[cells] = True
             stretch[index].reshape(-1)[cells] = beach.stretch
+            cost[index].reshape(-1)[cells] = beach.crossing_stretch
             number[index].reshape(-1)[cells] = k
-    return [Shoreline(*tables) if tables[0].any() else None for tables in zip(on, stretch, number)]
+    return [Shoreline(*tables) if tables[0].any() else None for tables in zip(on, stretch, cost, number)]
 
 
 def _living(config: WorldConfig, beach) -> bool:

@@ -313,8 +313,8 @@ def _summary(world, path: str) -> str:
             costs = []
             for shore in beach.shores:
                 life = Life(world.regions[shore.region], 0)
-                move = math.ceil(life.layout.size * life.config.move_cost * beach.stretch)
-                costs.append(f"from {shore.region} {move}/{life.config.birth_cost * beach.stretch}")
+                move = math.ceil(life.layout.size * life.config.move_cost * beach.crossing_stretch)
+                costs.append(f"from {shore.region} {move}/{life.config.birth_cost * beach.crossing_stretch}")
             lines.append(f"  organisms sense, move and give birth across; cost to move/give birth: {', '.join(costs)}")
     schedule = simulation.schedule
     lines.append(

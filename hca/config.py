@@ -338,12 +338,20 @@ class Beach(_Model):
     in row-major order. On its ticks (every ``stretch``) free energy diffuses across:
     each joined cell sends ``floor(free * diffusion)`` to its partner; where both
     regions have organisms (with the same brain) they sense, move and give birth
-    across, paying what crossing an axis of the beach's stretch costs."""
+    across, paying what crossing an axis of stretch ``cost`` costs (default: the
+    beach's stretch)."""
 
     name: Identifier | None = None  # default: beach_<number>
     shores: Annotated[list[Shore], Field(min_length=2, max_length=2)]
     stretch: Annotated[int, Field(ge=1, le=1 << 16)] = 1
     diffusion: Rate = 0.05
+    # Crossing costs what crossing an axis of this stretch costs (default: the beach's).
+    cost: Annotated[int, Field(ge=1, le=1 << 16)] | None = None
+
+    @property
+    def crossing_stretch(self) -> int:
+        """The stretch whose axis crossing costs the same as crossing this beach."""
+        return self.stretch if self.cost is None else self.cost
 
 
 class WorldConfig(_Model):

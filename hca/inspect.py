@@ -8,6 +8,7 @@ from typing import Any
 import numpy as np
 
 from hca.checkpoint import Checkpoint, RunDirectory, state_digest
+from hca.organisms import id_offsets
 from hca.world import build
 
 
@@ -18,7 +19,17 @@ def load(run_dir: RunDirectory, tick: int | None, report) -> tuple[Any, Checkpoi
     return simulation, run_dir.load(world, simulation.abstract_state(), tick=tick, report=report)
 
 
-def _lineages(life, top: int = 5) -> dict[str, Any]:
+def _lineages(life, world, top: int = 5) -> dict[str, Any]:
+    """The living's lineages; a lineage is named by its founder's region and cell
+    (lineages cross beaches)."""
+    offsets = id_offsets(world)[0]
+    names = list(world.regions)
+    starts = sorted((start, names[index]) for index, start in offsets.items())
+
+    def founder(number: int) -> dict[str, Any]:
+        start, name = [entry for entry in starts if entry[0] <= number][-1]
+        return {"founder_region": name, "founder_cell": number - start}
+
     occupied = np.asarray(life.occupied)
     founders = np.asarray(life.founder)[occupied]
     generation = np.asarray(life.generation)[occupied]
@@ -29,7 +40,7 @@ def _lineages(life, top: int = 5) -> dict[str, Any]:
         "deepest_generation": int(generation.max()) if generation.size else 0,
         "mean_generation": float(generation.mean()) if generation.size else 0.0,
         "most_numerous": [
-            {"founder_cell": int(f), "organisms": int(counts[f])} for f in order if counts[f] > 0
+            {**founder(int(f)), "organisms": int(counts[f])} for f in order if counts[f] > 0
         ],
     }
 
@@ -98,7 +109,7 @@ def summary(simulation, checkpoint: Checkpoint, path: str) -> dict[str, Any]:
             entry["births"] = int(np.sum(life.births))
             entry["deaths"] = int(np.sum(life.deaths))
             entry["moves"] = int(np.sum(life.moves))
-            entry["lineages"] = _lineages(life)
+            entry["lineages"] = _lineages(life, world)
             entry.update(_genome_stats(life))
             population += entry["population"]
             births += entry["births"]
@@ -184,8 +195,10 @@ def describe(report: dict[str, Any]) -> str:
             lines.append("  no organisms")
             continue
         lineages = region["lineages"]
+        several = sum("population" in r for r in report["regions"].values()) > 1
         top = ", ".join(
-            f"cell {entry['founder_cell']} ({entry['organisms']})" for entry in lineages["most_numerous"]
+            f"{entry['founder_region'] + ' ' if several else ''}cell {entry['founder_cell']} ({entry['organisms']})"
+            for entry in lineages["most_numerous"]
         )
         lines.append(
             f"  population {region['population']:,}; lineages alive {lineages['living']:,}; "

@@ -122,9 +122,10 @@ class Life:
         self.birth_cost = (life.birth_cost * stretch).astype(np.int32)
         self.move_cost = np.ceil(size * life.move_cost * stretch).astype(np.int32)
         if shoreline is not None:
-            # Crossing a beach costs like crossing an axis of the beach's stretch, per cell.
-            self.beach_birth_cost = (life.birth_cost * shoreline.stretch).astype(np.int32)
-            self.beach_move_cost = np.ceil(size * life.move_cost * shoreline.stretch).astype(np.int32)
+            # Crossing a beach costs like crossing an axis of the beach's stretch (or of
+            # its `cost`), per cell.
+            self.beach_birth_cost = (life.birth_cost * shoreline.cost).astype(np.int32)
+            self.beach_move_cost = np.ceil(size * life.move_cost * shoreline.cost).astype(np.int32)
             self.birth_cost = np.append(self.birth_cost, 0).astype(np.int32)
             self.move_cost = np.append(self.move_cost, 0).astype(np.int32)
         self.upkeep = life.metabolism.base + math.floor(size * life.metabolism.per_parameter)
@@ -199,11 +200,11 @@ class Life:
             return None
         return jnp.asarray(self.beach_birth_cost), jnp.asarray(self.beach_move_cost)
 
-    def features(self) -> jax.Array:
+    def features(self) -> jax.Array | np.ndarray:
         """(*S, slots, 3) float32: the features of each cell's direction slots."""
-        axes = jnp.broadcast_to(jnp.asarray(self.slot_features[: 2 * self.ndim]), (*self.shape, 2 * self.ndim, 3))
         if self.shoreline is None:
-            return axes
+            return np.broadcast_to(self.slot_features, (*self.shape, self.slots, 3))
+        axes = jnp.broadcast_to(jnp.asarray(self.slot_features[: 2 * self.ndim]), (*self.shape, 2 * self.ndim, 3))
         stretch = jnp.log2(jnp.asarray(self.shoreline.stretch, jnp.float32)) / 8.0
         beach = jnp.stack([stretch, jnp.full(self.shape, -1.0, jnp.float32), jnp.zeros(self.shape, jnp.float32)], axis=-1)
         return jnp.concatenate([axes, beach[..., None, :]], axis=-2)

@@ -36,7 +36,7 @@ from hca.decide import decide
 from hca.organisms import Life
 from hca.sense import emitted, sense
 from hca.state import RegionState, WorldState
-from hca.transfer import _pack, _words, arrive, depart, send
+from hca.transfer import arrive, depart, pack_rows, row_words, send
 
 
 def _phase_tables(config: WorldConfig, schedule: geometry.Schedule):
@@ -307,13 +307,13 @@ class Tick:
                     if not crossing:
                         return incoming, None, None
                     ashore = self.beaches.rows_across(
-                        self.lives, rows, targets, beaches, lambda tree: _pack(tree, 0)
+                        self.lives, rows, targets, beaches, pack_rows
                     )
                     # Every branch returns the same shapes: nothing where no beach ticks.
                     ashore = tuple(
                         None if life is None or life.beach_slot is None
                         else got if got is not None
-                        else jnp.zeros((*targets[index].shape, _words(rows[index], life.ndim)), jnp.uint32)
+                        else jnp.zeros((*targets[index].shape, row_words(rows[index], life.ndim)), jnp.uint32)
                         for index, (life, got) in enumerate(zip(self.lives, ashore))
                     )
                     # Counted here, on the beaches' ticks only: the sums over a region

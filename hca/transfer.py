@@ -196,6 +196,17 @@ def arrive(
 _WRITTEN = ("hidden", "signal", "plastic", "age", "organism_id", "parent_id", "birth_tick", "generation", "founder")
 
 
+def pack_rows(tree) -> jax.Array:
+    """Rows (n, ...) of every leaf -> (n, W) uint32 words, as ``send`` packs them (and
+    ``arrive`` unpacks them), so rows can travel between regions too."""
+    return _pack(tree, 0)
+
+
+def row_words(tree, lead: int) -> int:
+    """uint32 words per row of a tree of lattice-shaped leaves with ``lead`` axes."""
+    return _words(tree, lead)
+
+
 def _opposite(slot: int) -> int:
     """The slot pointing back along the same axis."""
     return slot ^ 1

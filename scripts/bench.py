@@ -103,11 +103,9 @@ def phase_seconds(simulation, state, rounds: int = 2) -> tuple[dict[str, float],
             regions = timed("sense", regions, branch)
             regions, intents = timed("decide", regions, phase, t, seed)
             regions, claims, carried = timed("settle", regions, intents, branch, t, seed)
-            regions = timed("transfer", regions, intents, claims, branch, t, seed)
+            regions, crossed = timed("transfer", regions, intents, claims, branch, t, seed)
             regions = timed("decay", regions)
-            if carried is not None:
-                state = state.replace(carried=state.carried + carried)
-            state = state.replace(tick=t + 1, regions=regions)
+            state = tick.tally(state, carried, crossed).replace(tick=t + 1, regions=regions)
     return {name: seconds / (rounds * period) for name, seconds in spent.items()}, state
 
 

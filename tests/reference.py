@@ -224,7 +224,8 @@ class LifeReference:
         # Ids count the world's living cells; this region's start at `offset`.
         self.offset, self.world_cells = offset, self.n if world_cells is None else world_cells
         # Beaches organisms cross (set by WorldReference): cell -> (other life, its
-        # cell, beach number, stretch); such a region has one more slot, the last.
+        # cell, beach number, stretch, the stretch crossing costs as); such a region
+        # has one more slot, the last.
         self.partner = {}
         self.beach_slot = None
 
@@ -250,8 +251,9 @@ class LifeReference:
         return int(np.ravel_multi_index(tuple(other), self.shape))
 
     def stretch(self, slot, cell):
+        """The stretch a claim toward ``slot`` pays for (a beach's cost)."""
         if slot == self.beach_slot:
-            return self.partner[cell][3]
+            return self.partner[cell][4]
         return self.region.axes[slot // 2].stretch
 
     def birth_cost(self, slot, cell):
@@ -534,8 +536,9 @@ class WorldReference(Reference):
             a, b = self.lives[ia], self.lives[ib]
             for ca, cb in zip(cells_a, cells_b):
                 ca, cb = int(np.ravel_multi_index(ca, ra.shape)), int(np.ravel_multi_index(cb, rb.shape))
-                a.partner[ca] = (b, cb, number, beach.stretch)
-                b.partner[cb] = (a, ca, number, beach.stretch)
+                cost = beach.stretch if beach.cost is None else beach.cost
+                a.partner[ca] = (b, cb, number, beach.stretch, cost)
+                b.partner[cb] = (a, ca, number, beach.stretch, cost)
         for life in self.lives:
             if life is not None and life.partner:
                 life.beach_slot = 2 * life.ndim
@@ -571,7 +574,7 @@ class WorldReference(Reference):
         # Sense, all from the signals of the last tick; the beach slot from the partner.
         across = {}
         for index, life in lives:
-            for cell, (other, partner, number, _) in life.partner.items():
+            for cell, (other, partner, number, *_) in life.partner.items():
                 if number in beaches_now:
                     occupied = np.float32(other.s["occupied"][partner])
                     across[index, cell] = np.append(other.s["signal"][partner] * occupied, occupied)

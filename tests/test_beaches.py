@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import copy
 import json
+import shutil
 
 import jax
 import jax.numpy as jnp
@@ -172,18 +173,27 @@ def test_resume_with_beaches_is_bitwise(tmp_path):
     assert "beach_in" in lines[-1]["regions"]["cpu"] and lines[-1]["ledger"]["balanced"]
 
 
-def test_resume_with_organisms_crossing_is_bitwise(tmp_path):
+def test_resume_with_organisms_crossing_is_bitwise_across_layouts(tmp_path):
+    # The grid is placed: written on one device, resumed spread over 8 from a copy of
+    # the run that lost its last checkpoint (as if killed after tick 200).
     world = crossing_world()
+    world["regions"]["grid"]["placement"] = ["a", "b", "c"]
     world["run"] = {"report_every": 50, "checkpoint_every": 100}
     whole = Run.start(parse_world(world), tmp_path / "whole", 300)
     whole.advance(handle_signals=False)
-    cut = Run.start(parse_world(world), tmp_path / "cut", 200)
-    cut.advance(handle_signals=False)
-    resumed = Run.resume(tmp_path / "cut", steps=100)
+    shutil.copytree(tmp_path / "whole", tmp_path / "cut")
+    shutil.rmtree(tmp_path / "cut" / "checkpoints" / "300")
+    resumed = Run.resume(tmp_path / "cut", devices=8)
+    assert resumed.simulation.mesh is not None and int(resumed.state.tick) == 200
     resumed.advance(handle_signals=False)
     assert state_digest(resumed.state) == state_digest(whole.state)
     assert (np.asarray(whole.state.crossed) > 0).all()
     assert (tmp_path / "whole" / "phylogeny.csv").read_text() == (tmp_path / "cut" / "phylogeny.csv").read_text()
+    # Metrics: integers the same (float means differ in the last bits across device counts).
+    lines = [[json.loads(line) for line in (tmp_path / run / "metrics.jsonl").read_text().splitlines()]
+             for run in ("whole", "cut")]
+    assert [(line["tick"], line["ledger"], line["beaches"]) for line in lines[0]] == \
+           [(line["tick"], line["ledger"], line["beaches"]) for line in lines[1]]
 
 
 BAD = [
@@ -246,6 +256,29 @@ def test_validate_and_inspect_describe_beaches(tmp_path, capsys):
     out = capsys.readouterr().out
     assert "beach pcie (gpu <-> cpu): carried" in out and "beach_in" not in out
     assert "through beaches: in" in out
+
+
+def test_cyberspace_is_colonised_as_validate_inspect_and_plot_tell(tmp_path, capsys):
+    world = WORLDS / "cyberspace.yaml"
+    assert main(["validate", str(world)]) == 0
+    out = capsys.readouterr().out
+    assert "beach pcie: gpu (rack 0, server 0, warp 15) <-> cpu (thread 0), 32 cells; every 8 ticks" in out
+    assert "organisms sense, move and give birth across; cost to move/give birth: from gpu 18/40, from cpu 18/40" in out
+    run = tmp_path / "run"
+    assert main(["run", str(world), "--steps", "500", "--out", str(run), "--quiet"]) == 0
+    capsys.readouterr()
+    lines = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+    assert lines[0]["regions"]["cpu"]["life"]["population"] == lines[0]["regions"]["plane"]["life"]["population"] == 0
+    # Life seeded only in the GPU cluster reaches the CPU and, through it, the plane.
+    last = lines[-1]
+    assert last["regions"]["cpu"]["life"]["population"] > 0 and last["regions"]["plane"]["life"]["population"] > 0
+    assert last["beaches"]["pcie"]["crossed"][0] > 0 and last["beaches"]["screen"]["crossed"][0] > 0
+    assert all(line["ledger"]["balanced"] for line in lines)
+    assert main(["inspect", str(run)]) == 0
+    out = capsys.readouterr().out
+    assert "organisms crossed" in out and "most numerous lineages (founder cell, organisms): gpu cell" in out
+    assert main(["plot", str(run), "--out", str(tmp_path / "plot.png")]) == 0
+    assert (tmp_path / "plot.png").stat().st_size > 10_000
 
 
 def test_render_draws_every_region_one_under_another(tmp_path, capsys):

@@ -237,7 +237,7 @@ def test_reference_agrees_for_50_ticks(tasks, learning, people, beach):
         config["regions"]["ring"]["people"] = {}
     if beach:  # the placed grid's face c = 1 joined to 12 cells of the ring; organisms cross both ways
         config["beaches"] = [{"shores": [{"region": "grid", "at": {"c": 1}}, {"region": "ring", "at": {"x": [40, 52]}}],
-                              "stretch": 1, "diffusion": 0.25}]
+                              "stretch": 1, "diffusion": 0.25, "cost": 3}]
     world = parse_world(config)
     simulation = build(world)
     state = simulation.init()

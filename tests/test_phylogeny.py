@@ -32,20 +32,20 @@ def read_standard(path):
 
 
 def alive_cells(state, regions):
-    """{global id: cell} of everyone alive."""
+    """{id: cell} of everyone alive (ids are unique in the world)."""
     out = {}
-    for k, index in enumerate(regions):
+    for index in regions:
         life = state.regions[index].life
         occupied = np.asarray(life.occupied).reshape(-1)
         for cell in np.flatnonzero(occupied):
-            out[int(np.asarray(life.organism_id).reshape(-1)[cell]) * len(regions) + k] = int(cell)
+            out[int(np.asarray(life.organism_id).reshape(-1)[cell])] = int(cell)
     return out
 
 
 def alive_ids(state, regions):
-    """{global id: (parent global id, birth tick, generation)} of everyone alive."""
+    """{id: (parent id, birth tick, generation)} of everyone alive."""
     out = {}
-    for k, index in enumerate(regions):
+    for index in regions:
         life = state.regions[index].life
         occupied = np.asarray(life.occupied).reshape(-1)
         ids = np.asarray(life.organism_id).reshape(-1)[occupied]
@@ -53,7 +53,8 @@ def alive_ids(state, regions):
         births = np.asarray(life.birth_tick).reshape(-1)[occupied]
         generations = np.asarray(life.generation).reshape(-1)[occupied]
         for i, p, b, g in zip(ids, parents, births, generations):
-            out[int(i) * len(regions) + k] = (int(p) * len(regions) + k if p else 0, int(b), int(g))
+            assert int(i) not in out
+            out[int(i)] = (int(p), int(b), int(g))
     return out
 
 
