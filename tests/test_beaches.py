@@ -142,7 +142,7 @@ def test_one_and_eight_devices_are_bitwise_equal_with_beaches():
                           "stretch": 4}]
     world = parse_world(config)
     one, eight = build(world), build(world, make_mesh(world, 8))
-    reference, spread = one.run(one.init(), 240), eight.run(eight.init(), 240)
+    reference, spread = one.run(one.init(), 120), eight.run(eight.init(), 120)
     assert state_digest(reference) == state_digest(spread)
     # Energy and organisms crossed between regions placed on different devices.
     assert int(reference.carried.sum()) > 0 and (np.asarray(reference.crossed) > 0).all(), reference.crossed
