@@ -31,7 +31,7 @@ import numpy as np
 
 from hca.checkpoint import RunDirectory, RunDirectoryError
 from hca.config import WorldConfig
-from hca.organisms import id_offsets
+from hca.organisms import world_places
 from hca.world import build
 
 # Two-sided 95% quantiles of Student's t for 1..30 degrees of freedom.
@@ -144,18 +144,16 @@ def place(simulation: Any, region: str, a: Source, b: Source, seed: int,
     return state.replace(regions=tuple(regions)), side_a
 
 
-def _sides(state: Any, index: int, side_a: np.ndarray, offset: int) -> tuple[int, int]:
-    """The living descended from each side's founders (placed in region ``index``, its
-    cells numbered from ``offset`` among the world's living cells), wherever in the world
-    they live now (organisms cross beaches)."""
+def _sides(world: WorldConfig, state: Any, index: int, side_a: np.ndarray) -> tuple[int, int]:
+    """The living descended from each side's founders (placed in region ``index``),
+    wherever in the world they live now (organisms cross beaches)."""
     a = b = 0
     for region in state.regions:
         if region.life is None:
             continue
         alive = np.asarray(region.life.occupied).reshape(-1)
-        lineage = np.asarray(region.life.founder).reshape(-1)[alive] - offset
-        mine = (lineage >= 0) & (lineage < state.regions[index].free_energy.size)
-        from_a = np.isin(lineage, side_a)
+        home, cell = world_places(world, np.asarray(region.life.founder).reshape(-1)[alive])
+        mine, from_a = home == index, np.isin(cell, side_a)
         a, b = a + int((mine & from_a).sum()), b + int((mine & ~from_a).sum())
     return a, b
 
@@ -175,16 +173,14 @@ def compete(
     region = region or (a.region if a.region in living else living[0])
     for source in (a, b):
         _check_fits(source, world, region)
-    # Lineages are numbered by the founders' cells among the world's living cells.
     index = list(world.regions).index(region)
-    offset = id_offsets(world)[0][index]
     simulation = build(world)
     rows = []
     for seed in seeds:
         state, side_a = place(simulation, region, a, b, seed, energy)
-        start = _sides(state, index, side_a, offset)
+        start = _sides(world, state, index, side_a)
         state = jax.block_until_ready(simulation.run(state, ticks))
-        end = _sides(state, index, side_a, offset)
+        end = _sides(world, state, index, side_a)
         balanced = bool(simulation.ledger(state)["world"]["balanced"])
         growth = [math.log(max(e, 0.5) / s) for s, e in zip(start, end)]
         row = {

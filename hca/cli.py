@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
 import os
 import signal
 import sys
@@ -304,17 +303,15 @@ def _summary(world, path: str) -> str:
             f"beach {name}: {shores[0]} <-> {shores[1]}, {cells:,} cells; {often} "
             f"({-(-1000 // beach.stretch)} per 1000), diffusion {beach.diffusion:g}"
         )
-        lives = [world.regions[shore.region].organisms for shore in beach.shores]
+        lives = [simulation.tick.lives[list(world.regions).index(shore.region)] for shore in beach.shores]
         if None in lives:
             lines.append("  organisms do not cross it (a region without organisms)")
         else:
-            from hca.organisms import Life
-
             costs = []
-            for shore in beach.shores:
-                life = Life(world.regions[shore.region], 0)
-                move = math.ceil(life.layout.size * life.config.move_cost * beach.crossing_stretch)
-                costs.append(f"from {shore.region} {move}/{life.config.birth_cost * beach.crossing_stretch}")
+            for shore, life in zip(beach.shores, lives):
+                cell = shore.cells(life.region)[0]  # a beach's cells all cost the same
+                move, birth = life.beach_move_cost.reshape(-1)[cell], life.beach_birth_cost.reshape(-1)[cell]
+                costs.append(f"from {shore.region} {move}/{birth}")
             lines.append(f"  organisms sense, move and give birth across; cost to move/give birth: {', '.join(costs)}")
     schedule = simulation.schedule
     lines.append(

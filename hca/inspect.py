@@ -8,7 +8,7 @@ from typing import Any
 import numpy as np
 
 from hca.checkpoint import Checkpoint, RunDirectory, state_digest
-from hca.organisms import id_offsets
+from hca.organisms import world_places
 from hca.world import build
 
 
@@ -22,13 +22,11 @@ def load(run_dir: RunDirectory, tick: int | None, report) -> tuple[Any, Checkpoi
 def _lineages(life, world, top: int = 5) -> dict[str, Any]:
     """The living's lineages; a lineage is named by its founder's region and cell
     (lineages cross beaches)."""
-    offsets = id_offsets(world)[0]
     names = list(world.regions)
-    starts = sorted((start, names[index]) for index, start in offsets.items())
 
     def founder(number: int) -> dict[str, Any]:
-        start, name = [entry for entry in starts if entry[0] <= number][-1]
-        return {"founder_region": name, "founder_cell": number - start}
+        (index,), (cell,) = world_places(world, [number])
+        return {"founder_region": names[index], "founder_cell": int(cell)}
 
     occupied = np.asarray(life.occupied)
     founders = np.asarray(life.founder)[occupied]

@@ -23,10 +23,10 @@ import numpy as np
 from hca import brain, geometry, rng
 from hca.config import PhylogenySettings, Region, WorldConfig, quantize_rate
 from hca.state import LifeState
+from hca.tasks import Tasks
 
 if TYPE_CHECKING:
     from hca.beaches import Shoreline
-from hca.tasks import Tasks
 
 
 def genome_entries(start: int, shape: tuple[int, ...], lead: int) -> jax.Array:
@@ -47,6 +47,16 @@ def id_offsets(config: WorldConfig) -> tuple[dict[int, int], int]:
             offsets[index] = start
             start += region.cells
     return offsets, start
+
+
+def world_places(config: WorldConfig, numbers) -> tuple[np.ndarray, np.ndarray]:
+    """The region (its index) and cell of each number among the world's living cells
+    (a ``founder``, or an organism id's ``(id - 1) % W``)."""
+    offsets = id_offsets(config)[0]
+    indices, starts = np.asarray(list(offsets)), np.asarray(list(offsets.values()), np.int64)
+    numbers = np.asarray(numbers, np.int64)
+    k = np.searchsorted(starts, numbers, side="right") - 1
+    return indices[k], numbers - starts[k]
 
 
 class Life:
@@ -119,13 +129,11 @@ class Life:
         stretch = np.repeat([axis.stretch for axis in region.axes], 2)
         size = self.layout.size
         # Integer costs per slot: crossing an axis costs in proportion to its stretch.
-        self.birth_cost = (life.birth_cost * stretch).astype(np.int32)
-        self.move_cost = np.ceil(size * life.move_cost * stretch).astype(np.int32)
+        self.birth_cost, self.move_cost = self.costs(stretch)
         if shoreline is not None:
             # Crossing a beach costs like crossing an axis of the beach's stretch (or of
-            # its `cost`), per cell.
-            self.beach_birth_cost = (life.birth_cost * shoreline.cost).astype(np.int32)
-            self.beach_move_cost = np.ceil(size * life.move_cost * shoreline.cost).astype(np.int32)
+            # its `cost`), per cell; the per-slot tables get a placeholder for its slot.
+            self.beach_birth_cost, self.beach_move_cost = self.costs(shoreline.cost)
             self.birth_cost = np.append(self.birth_cost, 0).astype(np.int32)
             self.move_cost = np.append(self.move_cost, 0).astype(np.int32)
         self.upkeep = life.metabolism.base + math.floor(size * life.metabolism.per_parameter)
@@ -183,6 +191,12 @@ class Life:
             died_generation=jnp.zeros((*self.tiling.tiles, self.journal, self.tiling.cells), jnp.int32),
         )
         return state.replace(halo=sense(self, state.signal, occupied, state.halo, tuple(range(self.ndim))))
+
+    def costs(self, stretch: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """int32 (birth, move) costs of crossing links of ``stretch``."""
+        life, size = self.config, self.layout.size
+        stretch = np.asarray(stretch)
+        return (life.birth_cost * stretch).astype(np.int32), np.ceil(size * life.move_cost * stretch).astype(np.int32)
 
     def price(self, birth: jax.Array, slot: jax.Array, beach: tuple[jax.Array, jax.Array] | None = None) -> jax.Array:
         """Energy a claim toward ``slot`` costs: a birth or a move across its axis, or

@@ -56,7 +56,7 @@ import numpy as np
 
 from hca import brain, parallel
 from hca.config import WorldConfig
-from hca.organisms import id_offsets
+from hca.organisms import id_offsets, world_places
 
 DIRECTORY = "phylogeny"
 BORN = "born.bin"
@@ -173,8 +173,10 @@ class Recorder:
         ]
         self.trees = [_new_tree(name) for _, name, _ in self.living_regions]
         self.census = make_census(config)
-        offsets, self.world_cells = id_offsets(config)
-        self.starts = np.asarray([offsets[index] for index, _, _ in self.living_regions], np.int64)
+        self.world_cells = id_offsets(config)[1]
+        # The tree of each living region, by region index.
+        self.tree_of = np.full(len(config.regions), -1)
+        self.tree_of[[index for index, _, _ in self.living_regions]] = np.arange(len(self.living_regions))
         self.drained = 0  # the journals hold everything that happened before this tick
         self.writes = parallel.writer()  # with several processes, the first writes the files
         self.started = False  # the founders are recorded
@@ -272,10 +274,8 @@ class Recorder:
     # -- inside ------------------------------------------------------------------------
 
     def birthplace(self, ids: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """The k of the living region each organism was born in (0..L-1), and its cell there."""
-        place = (np.asarray(ids, np.int64) - 1) % self.world_cells
-        k = np.searchsorted(self.starts, place, side="right") - 1
-        return k, place - self.starts[k]
+        """The region (its index) each organism was born in, and its cell there."""
+        return world_places(self.config, (np.asarray(ids, np.int64) - 1) % self.world_cells)
 
     def _read(self, k: int, data: dict[str, np.ndarray], tick: int):
         """A drain's births and deaths in the k-th living region, as journal columns."""
@@ -311,8 +311,7 @@ class Recorder:
             "type": np.concatenate([data["type"][new], np.full(dead_new.sum(), -1)]),
             "complexity": np.concatenate([data["complexity"][new], np.full(dead_new.sum(), -1)]),
         }
-        where, born["cell"] = self.birthplace(born["id"])
-        born["region"] = np.asarray([self.living_regions[j][0] for j in range(len(self.starts))])[where]
+        born["region"], born["cell"] = self.birthplace(born["id"])
         order = np.argsort(born["id"], kind="stable")
         born = {key: value[order].astype(np.int64) for key, value in born.items()}
         died = {"id": dead_id, "region": np.full(len(dead_id), index), "destruction_time": when_tick, "cell": cell}
@@ -321,7 +320,8 @@ class Recorder:
 
     def _by_tree(self, born: dict[str, np.ndarray], died: dict[str, np.ndarray]):
         """Births and deaths split by the living region the organisms were born in."""
-        born_in, died_in = self.birthplace(born["id"])[0], self.birthplace(died["id"])[0]
+        born_in = self.tree_of[self.birthplace(born["id"])[0]]
+        died_in = self.tree_of[self.birthplace(died["id"])[0]]
         for k in range(len(self.trees)):
             yield ({key: value[born_in == k] for key, value in born.items()},
                    {key: value[died_in == k] for key, value in died.items()})

@@ -18,9 +18,9 @@ import jax.numpy as jnp
 import numpy as np
 
 from hca import brain, geometry, parallel, rng
+from hca.beaches import shorelines
 from hca.config import Region, WorldConfig
 from hca.metrics import life_metrics, task_metrics
-from hca.beaches import shorelines
 from hca.organisms import Life, id_offsets
 from hca.state import PeopleState, RegionState, WorldState
 from hca.step import Tick
@@ -157,8 +157,9 @@ def measure_state(config: WorldConfig, state: WorldState) -> dict[str, Any]:
     initial = sum(region.initial_total for region in state.regions)
     world["balanced"] = jnp.all(jnp.stack([ledger["balanced"] for ledger in per_region.values()])) & (
         world["total"] == initial + world["injected"] - world["dissipated"])
+    world_cells = id_offsets(config)[1]
     life = {
-        name: life_metrics(region.life, id_offsets(config)[1])
+        name: life_metrics(region.life, world_cells)
         for name, region in zip(config.regions, state.regions)
         if region.life is not None
     }
