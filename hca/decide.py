@@ -220,14 +220,13 @@ def act(
 
     # Intent: the best direction slot on a ticking axis, unless staying scores higher.
     valid = exists & ticks
-    # The first best slot, by a pass over the few slots (cheaper than argmax on CPU).
-    best_score = jnp.full((n,), -jnp.inf, jnp.float32)
-    best = jnp.zeros((n,), jnp.int32)
-    for slot in range(life.slots):
-        score = jnp.where(valid[:, slot], thought.slot_scores[:, slot], -jnp.inf)
-        better = score > best_score
-        best_score = jnp.where(better, score, best_score)
-        best = jnp.where(better, slot, best)
+    # The first best slot (slot 0 where none is valid), by two plain reductions: XLA
+    # makes a reduction once, where it would recompute a chain of selects inside each
+    # consumer of the intent (and argmax's paired reduction is slow on CPU).
+    scores = jnp.where(valid, thought.slot_scores, -jnp.inf)
+    best_score = scores.max(axis=1)
+    slots = jnp.arange(life.slots, dtype=jnp.int32)
+    best = jnp.where(scores == best_score[:, None], slots, life.slots).min(axis=1) % life.slots
     goes = alive & (best_score > actions[:, brain.STAY])
     birth = actions[:, brain.REPRODUCE] >= actions[:, brain.MOVE]
     eager = jnp.where(birth, actions[:, brain.REPRODUCE], actions[:, brain.MOVE]) > 0.0

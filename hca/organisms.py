@@ -202,7 +202,12 @@ class Life:
         """Energy a claim toward ``slot`` costs: a birth or a move across its axis, or
         across the cell's beach (``beach``: its birth and move costs, shaped like
         ``slot``; ``beach_costs``)."""
-        price = jnp.where(birth, jnp.asarray(self.birth_cost)[slot], jnp.asarray(self.move_cost)[slot])
+        # A select per axis (both of its slots cost the same): a table lookup would be
+        # a gather, many times slower on CPU.
+        price = jnp.zeros(jnp.shape(slot), jnp.int32)
+        for axis in range(self.ndim):
+            cost = jnp.where(birth, self.birth_cost[2 * axis], self.move_cost[2 * axis])
+            price = jnp.where(slot >> 1 == axis, cost, price)
         if self.beach_slot is None:
             return price
         across = jnp.where(birth, beach[0], beach[1])

@@ -79,6 +79,7 @@ import numpy as np
 from flax import struct
 
 from hca import brain, geometry, rng
+from hca.energy import quotient
 from hca.config import FunctionTask, LogicTask, ParityTask, ProductTask, Region
 
 KINDS = ("function", "logic", "product", "parity")
@@ -399,7 +400,7 @@ def grade(
     share = (questions.tolerance + 1).astype(jnp.int64)
     credit = jnp.maximum(share - jnp.abs(level - questions.target).astype(jnp.int64), 0)
     answered = occupied & questions.read
-    earned = jnp.where(answered, (questions.full.astype(jnp.int64) * credit) // share, 0)
+    earned = jnp.where(answered, quotient(questions.full.astype(jnp.int64) * credit, share), 0)
     for number, budget in enumerate(budgets):
         if budget is None:
             continue
@@ -408,10 +409,10 @@ def grade(
         # every answer gets its part of the pie in proportion to what it earned.
         pie = budget * (mine & questions.read).sum(dtype=jnp.int64)
         total = jnp.where(mine, earned, 0).sum()
-        scaled = (earned * pie) // jnp.maximum(total, 1)
+        scaled = quotient(earned * pie, jnp.maximum(total, 1))
         earned = jnp.where(mine & (total > pie), scaled, earned)
     pay = jnp.minimum(earned, room.astype(jnp.int64)).astype(jnp.int32)
-    quality = jnp.where(answered, (credit << 16) // share, 0)
+    quality = jnp.where(answered, quotient(credit << 16, share), 0)
     first = questions.position == 0
     counts = []
     for number in range(len(budgets)):
