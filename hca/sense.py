@@ -29,17 +29,14 @@ def sense(
     schedule never carries the genome.
     """
     outgoing = emitted(signal, occupied)
-    slots = []
-    for axis in range(life.ndim):
+    # Only the refreshed slots are written (in place): the others keep their values.
+    for axis in ticking:
         wrap = geometry.slot_wraps(life.region.axes[axis])
         for step in (-1, +1):
-            if axis in ticking:
-                slots.append(geometry.shift(outgoing, axis, step, wrap))
-            else:
-                slots.append(halo[..., 2 * axis + (step > 0), :])
-    if life.beach_slot is not None:
-        slots.append(halo[..., life.beach_slot, :] if across is None else across)
-    return jnp.stack(slots, axis=life.ndim)
+            halo = halo.at[..., 2 * axis + (step > 0), :].set(geometry.shift(outgoing, axis, step, wrap))
+    if life.beach_slot is not None and across is not None:
+        halo = halo.at[..., life.beach_slot, :].set(across)
+    return halo
 
 
 def emitted(signal: jax.Array, occupied: jax.Array) -> jax.Array:
