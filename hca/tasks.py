@@ -79,8 +79,8 @@ import numpy as np
 from flax import struct
 
 from hca import brain, geometry, rng
-from hca.energy import quotient
 from hca.config import FunctionTask, LogicTask, ParityTask, ProductTask, Region
+from hca.energy import quotient
 
 KINDS = ("function", "logic", "product", "parity")
 GROUP_KINDS = ("product", "parity")  # multicellular: a group of cells answers together

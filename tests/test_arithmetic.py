@@ -15,13 +15,18 @@ _quotient = jax.jit(quotient)
 # Numerators below 2**62, denominators from 1, quotients below 2**50 (the documented
 # bounds), with the values around powers of two and multiples of the denominator that a
 # float division gets wrong first.
-denominators = st.one_of(st.integers(1, 64), st.integers(1, 1 << 40), st.sampled_from([3, 7, (1 << 20) + 1, (1 << 31) - 1]))
+denominators = st.one_of(
+    st.integers(1, 64),
+    st.integers(1, 1 << 40),
+    st.sampled_from([3, 7, (1 << 20) + 1, (1 << 31) - 1]),
+)
 
 
 @st.composite
 def pairs(draw):
     d = draw(denominators)
-    q = draw(st.one_of(st.integers(0, 1 << 20), st.integers(0, min((1 << 50) - 1, ((1 << 62) - 1) // d))))
+    largest = min((1 << 50) - 1, ((1 << 62) - 1) // d)
+    q = draw(st.one_of(st.integers(0, 1 << 20), st.integers(0, largest)))
     r = draw(st.one_of(st.just(0), st.just(d - 1), st.integers(0, d - 1)))
     n = min(q * d + r, (1 << 62) - 1)
     return n, d
@@ -37,6 +42,7 @@ def test_quotient_is_exact_floor_division(cases):
 
 
 def test_quotient_at_the_edges():
-    n = np.array([0, 1, 5, (1 << 52) + 1, (1 << 53) - 1, (1 << 53) + 1, (1 << 62) - 1, (1 << 62) - 1], np.int64)
+    top = (1 << 62) - 1
+    n = np.array([0, 1, 5, (1 << 52) + 1, (1 << 53) - 1, (1 << 53) + 1, top, top], np.int64)
     d = np.array([1, 1, 5, 1 << 12, 3, 1 << 12, 1 << 12, (1 << 40) - 3], np.int64)
     np.testing.assert_array_equal(np.asarray(_quotient(jnp.asarray(n), jnp.asarray(d))), n // d)
