@@ -265,7 +265,7 @@ def _summary(world, path: str) -> str:
                 f"{region.organisms.metabolism.per_active_unit:g} per active hidden unit"
             )
             costs = ", ".join(
-                f"{axis.name} {life.move_cost[2 * k]}/{life.birth_cost[2 * k]}"
+                f"{axis.name} {life.move_cost[k]}/{life.birth_cost[k]}"
                 for k, axis in enumerate(region.axes)
             )
             lines.append(f"  cost to move/give birth across each axis: {costs}")

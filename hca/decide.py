@@ -226,7 +226,7 @@ def act(
     scores = jnp.where(valid, thought.slot_scores, -jnp.inf)
     best_score = scores.max(axis=1)
     slots = jnp.arange(life.slots, dtype=jnp.int32)
-    best = jnp.where(scores == best_score[:, None], slots, life.slots).min(axis=1) % life.slots
+    best = jnp.where(scores == best_score[:, None], slots, life.slots).min(axis=1)
     goes = alive & (best_score > actions[:, brain.STAY])
     birth = actions[:, brain.REPRODUCE] >= actions[:, brain.MOVE]
     eager = jnp.where(birth, actions[:, brain.REPRODUCE], actions[:, brain.MOVE]) > 0.0

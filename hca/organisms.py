@@ -126,16 +126,13 @@ class Life:
             for sign in (-1.0, 1.0):
                 features.append([math.log2(axis.stretch) / 8.0, float(axis.curled), sign])
         self.slot_features = np.asarray(features, dtype=np.float32)
-        stretch = np.repeat([axis.stretch for axis in region.axes], 2)
         size = self.layout.size
-        # Integer costs per slot: crossing an axis costs in proportion to its stretch.
-        self.birth_cost, self.move_cost = self.costs(stretch)
+        # Integer costs per axis: crossing an axis costs in proportion to its stretch.
+        self.birth_cost, self.move_cost = self.costs([axis.stretch for axis in region.axes])
         if shoreline is not None:
             # Crossing a beach costs like crossing an axis of the beach's stretch (or of
-            # its `cost`), per cell; the per-slot tables get a placeholder for its slot.
+            # its `cost`), per cell.
             self.beach_birth_cost, self.beach_move_cost = self.costs(shoreline.cost)
-            self.birth_cost = np.append(self.birth_cost, 0).astype(np.int32)
-            self.move_cost = np.append(self.move_cost, 0).astype(np.int32)
         self.upkeep = life.metabolism.base + math.floor(size * life.metabolism.per_parameter)
         self.unit_cost = quantize_rate(life.metabolism.per_active_unit)
         self.tasks = Tasks(region, region_index) if region.tasks else None
@@ -202,11 +199,11 @@ class Life:
         """Energy a claim toward ``slot`` costs: a birth or a move across its axis, or
         across the cell's beach (``beach``: its birth and move costs, shaped like
         ``slot``; ``beach_costs``)."""
-        # A select per axis (both of its slots cost the same): a table lookup would be
-        # a gather, many times slower on CPU.
+        # A select per axis (a slot's axis is slot // 2): a table lookup would be a
+        # gather, many times slower on CPU.
         price = jnp.zeros(jnp.shape(slot), jnp.int32)
         for axis in range(self.ndim):
-            cost = jnp.where(birth, self.birth_cost[2 * axis], self.move_cost[2 * axis])
+            cost = jnp.where(birth, self.birth_cost[axis], self.move_cost[axis])
             price = jnp.where(slot >> 1 == axis, cost, price)
         if self.beach_slot is None:
             return price

@@ -158,10 +158,10 @@ def test_crossing_costs_scale_with_stretch():
     world = parse_world(living_world())
     life = Life(world.regions["grid"], 0)
     size = life.layout.size
-    for slot in range(life.slots):
-        stretch = world.regions["grid"].axes[slot // 2].stretch
-        assert life.birth_cost[slot] == LIFE["birth_cost"] * stretch
-        assert life.move_cost[slot] == int(np.ceil(size * LIFE["move_cost"] * stretch))
+    for axis, spec in enumerate(world.regions["grid"].axes):
+        stretch = spec.stretch
+        assert life.birth_cost[axis] == LIFE["birth_cost"] * stretch
+        assert life.move_cost[axis] == int(np.ceil(size * LIFE["move_cost"] * stretch))
 
 
 def test_child_genome_is_parent_plus_its_own_scaled_mutation(simulation):
