@@ -111,6 +111,10 @@ class Tiling:
         """(*tiles, cells, ...) -> (*shape, ...)."""
         return x.reshape((*self.shape, *x.shape[self.placed + 1 :]))
 
+    def flat_rows(self, x: jax.Array) -> jax.Array:
+        """(*shape, ...) -> (*shape, size): each cell's row flat (the same memory)."""
+        return x.reshape((*self.shape, -1))
+
     def counter(self) -> jax.Array:
         """A zero int64 counter per tile."""
         return jnp.zeros(self.tiles, jnp.int64)

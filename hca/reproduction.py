@@ -3,6 +3,8 @@ inherited mutation scales, which mutate themselves."""
 
 from __future__ import annotations
 
+import math
+
 import jax
 import jax.numpy as jnp
 
@@ -12,7 +14,7 @@ from hca.organisms import genome_entries
 
 def mutate(
     layout: brain.GenomeLayout,
-    parents: dict[str, jax.Array],  # {name: (*K, *shape)} parent genomes
+    parents: dict[str, jax.Array],  # {name: (*K, size)} parent genomes, each tensor flat
     children: jax.Array,  # (*K,) int32 cell index of each child
     tick: jax.Array,
     seed: jax.Array,
@@ -25,7 +27,8 @@ def mutate(
     offsets = layout.offsets()
     out = {}
     for index, (name, shape) in enumerate(layout.tensors):
-        lead = children.shape + (1,) * len(shape)
+        shape = (math.prod(shape),)
+        lead = children.shape + (1,)
         noise = rng.normal(
             seed,
             rng.MUTATION,

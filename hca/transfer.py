@@ -48,6 +48,8 @@ def depart(life: Life, state: LifeState, intent: Intent, claims: Claims) -> Depa
     # A parent sends its child the endowment; a mover takes everything with it.
     parent = succeeded & intent.birth
     sent = jnp.where(parent, fraction_dynamic(left, intent.endowment), jnp.where(succeeded, left, 0))
+    # Genome tensors travel flat (a view): a row is one contiguous run, which the gather
+    # and the mutation of arriving rows stream (with a tensor's axes they run per axis).
     rows = {
         "birth": intent.birth,
         "energy": sent,
@@ -60,7 +62,7 @@ def depart(life: Life, state: LifeState, intent: Intent, claims: Claims) -> Depa
         "birth_tick": state.birth_tick,
         "generation": state.generation,
         "founder": state.founder,
-        "genome": state.genome,
+        "genome": {name: life.tiling.flat_rows(tensor) for name, tensor in state.genome.items()},
     }
     targets = life.tiling.first(life.tiling.split(claims.winner != NO_SLOT), life.capacity)
     return Departures(
@@ -178,7 +180,8 @@ def arrive(
     rows = jax.lax.optimization_barrier(rows)
 
     def put(field: jax.Array, values: jax.Array) -> jax.Array:
-        return tiling.put(field, targets, values)
+        flat = field.reshape(field.shape[: len(tiling.shape)] + values.shape[life.placed + 1 :])
+        return tiling.put(flat, targets, values).reshape(field.shape)
 
     state = state.replace(
         occupied=put(state.occupied & ~departures.leaves, rows["occupied"]),
