@@ -154,8 +154,7 @@ def render(simulation, checkpoint, out: str, region_name: str | None = None, sho
             for (row, column), count in np.ndenumerate(population):
                 hardware.text(column, row, f"{count}", ha="center", va="center", fontsize=6,
                               color="black" if count > middle else "white")
-        down_names = " x ".join(axes_names[: keep - 1]) or "-"
-        hardware.set_title(f"organisms per {axes_names[keep - 1]} (across) by {down_names} (down)", fontsize=7)
+        hardware.set_title(hardware_title(axes_names, keep), fontsize=7)
     beached = " (red: cells on a beach)" if shore.any() else ""
     title = (f"{world.name} / {name}: tick {int(checkpoint.state.tick)}, "
              f"{int(occupied.sum()):,} organisms in {region.cells:,} cells ({' x '.join(axes_names)}){beached}")
@@ -218,6 +217,15 @@ def plot_size(lines: list[dict[str, Any]]) -> tuple[int, int]:
     return PLOT_WIDTH, PANEL_HEIGHT * panels
 
 
+def hardware_title(axes_names: list[str], keep: int) -> str:
+    """The hardware map's title: its columns are the ``keep``-th axis, its rows the
+    axes before it (one row when there are none)."""
+    title = f"organisms per {axes_names[keep - 1]} (across)"
+    if keep > 1:
+        title += f" by {' x '.join(axes_names[: keep - 1])} (down)"
+    return title
+
+
 def clip_first_burst(ax, series: list, label: str = "the first reports") -> None:
     """Keep a panel readable when its first points dwarf the rest (e.g. MODES counts at
     the first report, when every type is new): scale to what follows, and say so."""
@@ -229,9 +237,12 @@ def clip_first_burst(ax, series: list, label: str = "the first reports") -> None
     rest = values.copy()
     rest[:, first] = np.nan
     with np.errstate(all="ignore"):
-        later, whole = np.nanmax(rest), np.nanmax(values)
+        later, whole, low = np.nanmax(rest), np.nanmax(values), np.nanmin(rest)
     if np.isfinite(later) and later > 0 and whole > 3 * later:
-        ax.set_ylim(top=1.2 * later)
+        # Both ends from what is shown: the margin autoscaling left below the first
+        # reports' range would otherwise take most of the panel.
+        bottom = min(0.0, low)
+        ax.set_ylim(bottom - 0.05 * (1.2 * later - bottom), 1.2 * later)
         ax.text(0.99, 0.95, f"{label} off scale (up to {whole:,.0f})", transform=ax.transAxes,
                 ha="right", va="top", fontsize=7)
 

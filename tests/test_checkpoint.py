@@ -171,6 +171,31 @@ def test_render_and_plot_write_pngs_of_the_expected_size(tmp_path, worlds_dir, c
     assert png_size(sites) == render_size((2, 2, 2, 2, 4, 8, 16))
 
 
+def test_picture_titles_and_clipped_panels_read_right():
+    pytest.importorskip("matplotlib", reason="the viz extra (matplotlib) is not installed")
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from hca.pictures import clip_first_burst, hardware_title
+
+    # A 3-D region's hardware map is one row over its first axis: no "down" axes.
+    assert hardware_title(["socket", "core", "lane"], 1) == "organisms per socket (across)"
+    assert hardware_title(["a", "b", "c", "d", "e"], 2) == "organisms per b (across) by a (down)"
+    assert hardware_title(["a", "b", "c", "d", "e"], 3) == "organisms per c (across) by a x b (down)"
+    # The first reports dwarf the rest: the panel shows the rest, from 0, not mostly
+    # the margin below the first reports' range.
+    figure, ax = plt.subplots()
+    counts = [5000.0, 3000.0, 900.0] + [float(v % 7) for v in range(20)]
+    ax.plot(counts)
+    clip_first_burst(ax, [counts])
+    bottom, top = ax.get_ylim()
+    assert top == pytest.approx(1.2 * 6)
+    assert -0.05 * top <= bottom <= 0 < top
+    plt.close(figure)
+
+
 def test_a_run_stopped_before_its_first_checkpoint_resumes_from_tick_0(tmp_path, capsys, world_file):
     whole = tmp_path / "whole"
     assert run("run", world_file, "--steps", 30, "--out", whole, "--report-every", 10, "--quiet") == 0
