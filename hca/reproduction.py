@@ -3,8 +3,6 @@ inherited mutation scales, which mutate themselves."""
 
 from __future__ import annotations
 
-import math
-
 import jax
 import jax.numpy as jnp
 
@@ -26,8 +24,8 @@ def mutate(
     scales = jnp.exp(parents["log_mutation"])  # (*K, tensors)
     offsets = layout.offsets()
     out = {}
-    for index, (name, shape) in enumerate(layout.tensors):
-        shape = (math.prod(shape),)
+    for index, (name, _) in enumerate(layout.tensors):
+        start, end = offsets[name]
         lead = children.shape + (1,)
         noise = rng.normal(
             seed,
@@ -35,7 +33,7 @@ def mutate(
             region_index,
             tick,
             children.reshape(lead),
-            genome_entries(offsets[name][0], shape, children.ndim),
+            genome_entries(start, (end - start,), children.ndim),
             xp=jnp,
         )
         if name == "log_mutation":

@@ -180,13 +180,15 @@ def arrive(
     rows = jax.lax.optimization_barrier(rows)
 
     def put(field: jax.Array, values: jax.Array) -> jax.Array:
-        flat = field.reshape(field.shape[: len(tiling.shape)] + values.shape[life.placed + 1 :])
-        return tiling.put(flat, targets, values).reshape(field.shape)
+        return tiling.put(field, targets, values)
 
     state = state.replace(
         occupied=put(state.occupied & ~departures.leaves, rows["occupied"]),
         energy=put(departures.kept, rows["energy"]),
-        genome={name: put(tensor, rows["genome"][name]) for name, tensor in state.genome.items()},
+        genome={
+            name: put(tiling.flat_rows(tensor), rows["genome"][name]).reshape(tensor.shape)
+            for name, tensor in state.genome.items()
+        },
         **{name: put(getattr(state, name), rows[name]) for name in _WRITTEN},
         births=state.births + (valid & is_birth).sum(axis=-1, dtype=jnp.int64),
         moves=state.moves + (valid & ~is_birth).sum(axis=-1, dtype=jnp.int64),

@@ -182,8 +182,9 @@ def test_picture_titles_and_clipped_panels_read_right():
 
     # A 3-D region's hardware map is one row over its first axis: no "down" axes.
     assert hardware_title(["socket", "core", "lane"], 1) == "organisms per socket (across)"
-    assert hardware_title(["a", "b", "c", "d", "e"], 2) == "organisms per b (across) by a (down)"
-    assert hardware_title(["a", "b", "c", "d", "e"], 3) == "organisms per c (across) by a x b (down)"
+    names = ["a", "b", "c", "d", "e"]
+    assert hardware_title(names, 2) == "organisms per b (across) by a (down)"
+    assert hardware_title(names, 3) == "organisms per c (across) by a x b (down)"
     # The first reports dwarf the rest: the panel shows the rest, from 0, not mostly
     # the margin below the first reports' range.
     figure, ax = plt.subplots()
