@@ -106,7 +106,8 @@ def think(
     )
     exists = slot_exists.astype(jnp.float32)
     count = jnp.maximum(exists.sum(axis=1, keepdims=True), 1.0)
-    pooled = jnp.einsum("nse,ns->ne", encoded, exists) / count
+    # A plain reduction: XLA CPU makes the einsum a batched dot, twice as slow here.
+    pooled = (encoded * exists[:, :, None]).sum(axis=1) / count
     body_in = jnp.concatenate([self_inputs, pooled], axis=1)
     active = w["gate"] > 0.0
     hidden = jnp.tanh(_matvec(body_in, w["body_w"]) + w["body_b"])
