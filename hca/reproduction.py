@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 from hca import brain, rng
 from hca.organisms import genome_entries
@@ -20,14 +21,17 @@ def mutate(
     meta_scale: float,
 ) -> dict[str, jax.Array]:
     """Children's genomes: each tensor moves by the parent's own inherited scale times a
-    standard normal; the log-scales themselves move by ``meta_scale``."""
-    scales = jnp.exp(parents["log_mutation"])  # (*K, tensors)
+    standard normal; the log-scales themselves move by ``meta_scale``. Each step is a
+    whole number of draws' steps times a short step size (``rng.step_size``), so a child
+    is the same bit for bit however XLA compiles the sum."""
+    steps = rng.step_size(jnp.exp(parents["log_mutation"]), xp=jnp)  # (*K, tensors)
+    meta_step = rng.step_size(meta_scale, xp=np)
     offsets = layout.offsets()
     out = {}
     for index, (name, _) in enumerate(layout.tensors):
         start, end = offsets[name]
         lead = children.shape + (1,)
-        noise = rng.normal(
+        noise = rng.normal_steps(
             seed,
             rng.MUTATION,
             region_index,
@@ -38,8 +42,8 @@ def mutate(
         )
         if name == "log_mutation":
             low, high = brain.LOG_SCALE_RANGE
-            out[name] = jnp.clip(parents[name] + meta_scale * noise, low, high)
+            out[name] = jnp.clip(parents[name] + meta_step * noise, low, high)
         else:
-            step = scales[..., index].reshape(lead) * noise
+            step = steps[..., index].reshape(lead) * noise
             out[name] = jnp.clip(parents[name] + step, -brain.WEIGHT_LIMIT, brain.WEIGHT_LIMIT)
     return out

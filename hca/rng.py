@@ -55,14 +55,33 @@ def integers(low: int, high: int, *words: Any, xp: Any) -> Any:
     return (hash_u32(*words, xp=xp) % xp.uint32(span)).astype(xp.int32) + xp.int32(low)
 
 
+# The spacing of ``normal``'s values: the sum of four bytes has variance (256**2 - 1) / 3.
+NORMAL_STEP = np.float32(1.0 / np.sqrt((256**2 - 1) / 3))
+
+
 def normal(*words: Any, xp: Any) -> Any:
     """float32 draws with mean 0 and variance 1, approximately normal.
 
     The sum of the four bytes of one hash (Irwin-Hall with n = 4): one hash per draw
     and no transcendental functions, with tails cut at about 3.5 standard deviations.
     """
+    return normal_steps(*words, xp=xp) * NORMAL_STEP
+
+
+def normal_steps(*words: Any, xp: Any) -> Any:
+    """``normal``'s draws in whole steps of NORMAL_STEP: whole numbers in [-510, 510] as
+    float32."""
     h = hash_u32(*words, xp=xp)
     byte = xp.uint32(0xFF)
     total = (h & byte) + ((h >> xp.uint32(8)) & byte) + ((h >> xp.uint32(16)) & byte) + (h >> xp.uint32(24))
-    # Each byte has mean 127.5 and variance (256**2 - 1) / 12.
-    return (total.astype(xp.float32) - xp.float32(510.0)) * xp.float32(1.0 / np.sqrt((256**2 - 1) / 3))
+    # Each byte has mean 127.5.
+    return total.astype(xp.float32) - xp.float32(510.0)
+
+
+def step_size(scale: Any, xp: Any) -> Any:
+    """``scale * NORMAL_STEP`` (float32, >= 0) rounded to 14 significant bits, so that its
+    product with ``normal_steps`` (at most 10 bits) is exact: ``x + steps * step_size``
+    then rounds once, whether or not the compiler fuses the multiply and the add into
+    one instruction (XLA does in some kernels and not in others)."""
+    bits = (xp.asarray(scale, xp.float32) * NORMAL_STEP).view(xp.uint32)
+    return ((bits + xp.uint32(1 << 9)) & xp.uint32(~((1 << 10) - 1) & 0xFFFFFFFF)).view(xp.float32)

@@ -474,16 +474,17 @@ class LifeReference:
         from hca import brain
 
         offset = 0
-        scales = np.exp(before["log_mutation"][source])
+        steps = rng.step_size(np.exp(before["log_mutation"][source]), xp=np)
+        meta_step = rng.step_size(self.config.mutation.meta_scale, xp=np)
         for index, (name, shape) in enumerate(self.layout.tensors):
             count = int(np.prod(shape))
             entries = np.arange(offset, offset + count).reshape(shape)
-            noise = rng.normal(self.seed, rng.MUTATION, self.index, tick, target, entries, xp=np)
+            noise = rng.normal_steps(self.seed, rng.MUTATION, self.index, tick, target, entries, xp=np)
             if name == "log_mutation":
                 low, high = brain.LOG_SCALE_RANGE
-                value = np.clip(before[name][source] + self.config.mutation.meta_scale * noise, low, high)
+                value = np.clip(before[name][source] + meta_step * noise, low, high)
             else:
-                value = np.clip(before[name][source] + scales[index] * noise, -brain.WEIGHT_LIMIT, brain.WEIGHT_LIMIT)
+                value = np.clip(before[name][source] + steps[index] * noise, -brain.WEIGHT_LIMIT, brain.WEIGHT_LIMIT)
             self.genome[name][target] = value
             offset += count
 

@@ -8,6 +8,7 @@ import numpy as np
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from hca import rng
 from hca.energy import quotient
 
 _quotient = jax.jit(quotient)
@@ -46,3 +47,26 @@ def test_quotient_at_the_edges():
     n = np.array([0, 1, 5, (1 << 52) + 1, (1 << 53) - 1, (1 << 53) + 1, top, top], np.int64)
     d = np.array([1, 1, 5, 1 << 12, 3, 1 << 12, 1 << 12, (1 << 40) - 3], np.int64)
     np.testing.assert_array_equal(np.asarray(_quotient(jnp.asarray(n), jnp.asarray(d))), n // d)
+
+
+_fused = jax.jit(lambda x, steps, size: x + steps * size)
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    st.lists(st.floats(-12.0, 2.0), min_size=1, max_size=16),
+    st.floats(-16.0, 16.0, width=32, allow_subnormal=False),  # XLA CPU flushes subnormals
+)
+def test_mutation_steps_round_once_however_compiled(log_scales, x):
+    # Mutation adds whole steps of the normal draws times a short step size: the product
+    # is exact, so XLA's fused multiply-add and NumPy's two roundings agree bit for bit.
+    scales = np.exp(np.asarray(log_scales, np.float32))
+    size = rng.step_size(scales, xp=np)
+    assert np.all(np.abs(size / (scales * rng.NORMAL_STEP) - 1) <= 2.0**-14)
+    steps = np.arange(-510, 511, dtype=np.float32)[:, None]
+    product = steps * size
+    np.testing.assert_array_equal(product.astype(np.float64), steps.astype(np.float64) * size.astype(np.float64))
+    base = np.full(product.shape, x, np.float32)
+    got = np.asarray(_fused(base, np.broadcast_to(steps, product.shape), np.broadcast_to(size, product.shape)))
+    np.testing.assert_array_equal(got, base + product)
+    np.testing.assert_array_equal(np.asarray(rng.step_size(jnp.asarray(scales), xp=jnp)), size)

@@ -184,11 +184,11 @@ def test_child_genome_is_parent_plus_its_own_scaled_mutation(simulation):
             scales = np.exp(genome_before["log_mutation"][parent])
             for index, (name, shape) in enumerate(layout.tensors):
                 entries = np.arange(offsets[name][0], offsets[name][1]).reshape(shape)
-                noise = rng.normal(
+                steps = rng.normal_steps(
                     simulation.config.seed, rng.MUTATION, region_index, tick, target, entries, xp=np
                 )
                 scale = simulation.config.regions["grid"].organisms.mutation.meta_scale
-                step = (scale if name == "log_mutation" else scales[index]) * noise
+                step = rng.step_size(scale if name == "log_mutation" else scales[index], xp=np) * steps
                 limits = brain.LOG_SCALE_RANGE if name == "log_mutation" else (
                     -brain.WEIGHT_LIMIT, brain.WEIGHT_LIMIT
                 )
