@@ -25,6 +25,10 @@ from hca.config import PhylogenySettings, Region, WorldConfig, quantize_rate
 from hca.state import LifeState
 from hca.tasks import Tasks
 
+# The fewest arriving rows (over all tiles) a pass of hca.transfer.arrive writes: fewer
+# passes of more rows where the per-pass cost of launching its kernels would show.
+ARRIVAL_ROWS = 2048
+
 if TYPE_CHECKING:
     from hca.beaches import Shoreline
 
@@ -97,6 +101,14 @@ class Life:
         # Transfers accepted into one tile per tick, and through one side of a placed axis.
         self.capacity = min(life.max_transfers or max(16, tile_cells // 8), tile_cells)
         self.crossing = min(life.max_crossings or max(1, self.capacity // 4), self.capacity)
+        # Arriving rows are written this many a tile per pass, as many passes as the
+        # fullest tile needs (hca.transfer.arrive): the smallest divisor of the capacity
+        # that makes a pass at least ARRIVAL_ROWS rows over all tiles.
+        tiles = math.prod(self.tiling.tiles)
+        self.arrival_chunk = next(
+            size for size in range(1, self.capacity + 1)
+            if self.capacity % size == 0 and (size * tiles >= ARRIVAL_ROWS or size == self.capacity)
+        )
 
         tables = [geometry.neighbour_table(axis) for axis in region.axes]
         # (S, *shape) bool: whether each slot of each cell has a neighbour.

@@ -56,10 +56,14 @@ def _phase_tables(config: WorldConfig, schedule: geometry.Schedule):
 class Tick:
     """The tick of one world: ``Tick(config)(state) -> state``, a pure function."""
 
-    def __init__(self, config: WorldConfig, lives: Sequence[Life | None]):
+    def __init__(self, config: WorldConfig, lives: Sequence[Life | None], spread: bool = False):
         regions = list(config.regions.values())
         self.schedule = schedule = geometry.Schedule.of(config)
         self.lives = list(lives)
+        # On a mesh (``spread``), arriving rows are written in one pass over a tile's
+        # capacity: counting the passes the fullest tile needs would be a reduction
+        # across devices every tick.
+        self.spread = spread
         self.tilings = [geometry.Tiling.of(region) for region in regions]
         self.inflows = [energy.make_inflow(region, index) for index, region in enumerate(regions)]
         self.diffusions = [energy.make_diffusion(region) for region in regions]
@@ -353,7 +357,7 @@ class Tick:
             if settled is not None:
                 life, heat, landed = arrive(
                     self.lives[index], region.life, settled, departures[index], incoming[index], tick, seed,
-                    ashore[index],
+                    ashore[index], passes=not self.spread,
                 )
                 region = region.replace(life=life, dissipated=region.dissipated + heat)
                 if landed is not None:

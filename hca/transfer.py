@@ -13,6 +13,7 @@
 
 from __future__ import annotations
 
+import functools
 import math
 
 import jax
@@ -123,6 +124,7 @@ def arrive(
     tick: jax.Array,
     seed: jax.Array,
     ashore=None,
+    passes: bool = False,
 ) -> tuple[LifeState, jax.Array, jax.Array | None]:
     """Pay for won claims and write the arriving rows; returns (state, heat per tile,
     body energy that came across beaches per tile (None without a beach slot)).
@@ -130,22 +132,64 @@ def arrive(
     ``incoming`` and ``ashore`` are the packed rows from other tiles (``send``) and from
     across beaches (``Beaches.rows_across``), aligned with the targets. Only the rows
     of target cells are written (at most ``capacity`` a tile).
+
+    With ``passes`` the targets are taken ``life.arrival_chunk`` a tile at a time, in as
+    many passes as the fullest tile needs (a count over every tile: on one device, since
+    on a mesh it would be a reduction across devices every tick). A source cell is never
+    a target (claims only win empty cells), so a pass reads its rows from the state the
+    passes before it wrote, and the result is the same as in one pass over the capacity.
     """
     tiling = life.tiling
-    targets, came_by = departures.targets, departures.came_by
+    fields = {
+        "occupied": state.occupied & ~departures.leaves,
+        "energy": departures.kept,
+        "genome": {name: tiling.flat_rows(tensor) for name, tensor in state.genome.items()},
+        **{name: getattr(state, name) for name in _WRITTEN},
+    }
+    zero = tiling.counter()
+    carry = (fields, zero, zero, None if ashore is None else zero)
+    write = functools.partial(_write_rows, life, departures, incoming, ashore, tick, seed)
+    chunk = life.arrival_chunk if passes else life.capacity
+    if chunk == life.capacity:
+        carry = write(chunk, 0, carry)
+    else:
+        fullest = (departures.targets < tiling.cells).sum(axis=-1, dtype=jnp.int32).max()
+        carry = jax.lax.fori_loop(0, (fullest + chunk - 1) // chunk, functools.partial(write, chunk), carry)
+    fields, births, moves, landed = carry
+    state = state.replace(
+        **{name: value for name, value in fields.items() if name != "genome"},
+        genome={name: fields["genome"][name].reshape(tensor.shape) for name, tensor in state.genome.items()},
+        births=state.births + births,
+        moves=state.moves + moves,
+        refused=state.refused + claims.refused,
+    )
+    return state, tiling.total(departures.paid), landed
+
+
+def _write_rows(life: Life, departures: Departures, incoming, ashore, tick, seed, chunk: int, index, carry):
+    """One pass of ``arrive``: the rows of targets [index * chunk, (index + 1) * chunk)
+    of every tile, written into ``carry`` = (fields, births, moves, landed)."""
+    tiling = life.tiling
+    fields, births, moves, landed = carry
+
+    def part(x):
+        return jax.lax.dynamic_slice_in_dim(x, index * chunk, chunk, axis=life.placed)
+
+    targets, came_by = part(departures.targets), part(departures.came_by)
     valid = targets < tiling.cells
     source = jnp.asarray(life.local_neighbour)[jnp.maximum(came_by, 0), jnp.minimum(targets, tiling.cells - 1)]
-    moved = tiling.take(departures.rows, source)
+    # The rows a transfer carries, with the state's as the passes before wrote them.
+    carried = {**departures.rows, **{name: fields[name] for name in _WRITTEN}, "genome": fields["genome"]}
+    moved = tiling.take(carried, source)
     if incoming is not None:
         across = came_by < 2 * life.placed
-        far = _unpack(incoming, moved, life.placed)
+        far = _unpack(part(incoming), moved, life.placed)
         moved = jax.tree.map(lambda near, far: jnp.where(_lift(across, near), far, near), moved, far)
-    landed = None
     if ashore is not None:
         by_beach = came_by == life.beach_slot
-        far = _unpack(ashore, moved, life.placed)
+        far = _unpack(part(ashore), moved, life.placed)
         moved = jax.tree.map(lambda near, far: jnp.where(_lift(by_beach, near), far, near), moved, far)
-        landed = jnp.where(valid & by_beach, moved["energy"], 0).sum(axis=-1, dtype=jnp.int64)
+        landed = landed + jnp.where(valid & by_beach, moved["energy"], 0).sum(axis=-1, dtype=jnp.int64)
     is_birth = moved["birth"]
 
     def born(newborn, inherited):
@@ -172,29 +216,16 @@ def arrive(
         "birth_tick": born(tick, moved["birth_tick"]),
         "generation": born(moved["generation"] + 1, moved["generation"]),
         "founder": moved["founder"],
-        "genome": {name: born(child_genome[name], moved["genome"][name]) for name in state.genome},
+        "genome": {name: born(child_genome[name], moved["genome"][name]) for name in fields["genome"]},
     }
     # The rows are made before any is written: a write that computed its rows itself
     # would read the array it writes, and could not write in place (on GPU, XLA then
     # copies every genome tensor twice a tick).
     rows = jax.lax.optimization_barrier(rows)
-
-    def put(field: jax.Array, values: jax.Array) -> jax.Array:
-        return tiling.put(field, targets, values)
-
-    state = state.replace(
-        occupied=put(state.occupied & ~departures.leaves, rows["occupied"]),
-        energy=put(departures.kept, rows["energy"]),
-        genome={
-            name: put(tiling.flat_rows(tensor), rows["genome"][name]).reshape(tensor.shape)
-            for name, tensor in state.genome.items()
-        },
-        **{name: put(getattr(state, name), rows[name]) for name in _WRITTEN},
-        births=state.births + (valid & is_birth).sum(axis=-1, dtype=jnp.int64),
-        moves=state.moves + (valid & ~is_birth).sum(axis=-1, dtype=jnp.int64),
-        refused=state.refused + claims.refused,
-    )
-    return state, tiling.total(departures.paid), landed
+    fields = jax.tree.map(lambda field, values: tiling.put(field, targets, values), fields, rows)
+    births = births + (valid & is_birth).sum(axis=-1, dtype=jnp.int64)
+    moves = moves + (valid & ~is_birth).sum(axis=-1, dtype=jnp.int64)
+    return fields, births, moves, landed
 
 
 # LifeState fields written from the arriving rows as they are.

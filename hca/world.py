@@ -190,7 +190,7 @@ def build(config: WorldConfig, mesh: Any = None) -> Simulation:
         else Life(region, index, config.run.phylogeny.drain_every, offsets[index], world_cells, shore)
         for index, (region, shore) in enumerate(zip(regions, shorelines(config)))
     ]
-    tick = Tick(config, lives)
+    tick = Tick(config, lives, spread=mesh is not None)
 
     def make_state(seed: jax.Array) -> WorldState:
         return WorldState(

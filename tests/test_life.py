@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 
 from hca import brain, rng
+from hca.checkpoint import state_digest
 from hca.config import parse_world
 from hca.organisms import Life
 from hca.people import Applier
@@ -200,6 +201,29 @@ def test_child_genome_is_parent_plus_its_own_scaled_mutation(simulation):
             assert np.abs(child_scales - genome_before["log_mutation"][parent]).max() < 2.0
             checked += 1
     assert checked >= 5
+
+
+def test_arrivals_written_in_passes_equal_one_pass():
+    # On one device the arriving rows are written a few per tile at a time, in as many
+    # passes as the fullest tile needs; on a mesh in one pass over the capacity. Here
+    # one row per pass against one pass, on tiles that take up to four a tick.
+    config = living_world(max_transfers=4, max_crossings=2)
+    config["regions"]["grid"]["placement"] = ["a", "b"]
+    world = parse_world(config)
+    passes, one = build(world), build(world)
+    assert not passes.tick.spread
+    one.tick.spread = True
+    for life in passes.tick.lives:
+        life.arrival_chunk = 1
+    state, expected = passes.init(), one.init()
+    fullest = 0
+    for _ in range(12):
+        before = [np.asarray(r.life.births) + np.asarray(r.life.moves) for r in state.regions]
+        state, expected = passes.run(state, 5), one.run(expected, 5)
+        assert state_digest(state) == state_digest(expected)
+        after = [np.asarray(r.life.births) + np.asarray(r.life.moves) for r in state.regions]
+        fullest = max(fullest, *(int((b - a).max()) for a, b in zip(before, after)))
+    assert fullest >= 2 * 5  # some tiles took more than one row a tick: several passes
 
 
 INTEGER_FIELDS = ("occupied", "energy", "age", "organism_id", "parent_id", "birth_tick",
