@@ -136,12 +136,18 @@ def _matvec(x: jax.Array, w: jax.Array) -> jax.Array:
 
 
 def hebbian(
-    plastic: jax.Array,  # (N, H, outputs)
-    thought: Thought,
-    modulator: jax.Array,  # (N,) float32 in [-1, 1]
+    plastic: jax.Array,  # (..., H, outputs)
+    hidden: jax.Array,  # (..., H), Thought.hidden
+    post: jax.Array,  # (..., outputs), see ``post_synaptic``
 ) -> jax.Array:
-    """Reward-modulated Hebbian step: dP = rate * modulator * outer(hidden, tanh(outputs))."""
-    post = jnp.tanh(thought.outputs) * (thought.learning_rate * modulator)[:, None]
-    return jnp.clip(
-        plastic + thought.hidden[:, :, None] * post[:, None, :], -PLASTIC_LIMIT, PLASTIC_LIMIT
-    )
+    """Reward-modulated Hebbian step: dP = rate * modulator * outer(hidden, tanh(outputs)).
+
+    Any leading axes: called on the lattice's, the new weights have the shape of the old
+    ones, so XLA writes them in place."""
+    return jnp.clip(plastic + hidden[..., :, None] * post[..., None, :], -PLASTIC_LIMIT, PLASTIC_LIMIT)
+
+
+def post_synaptic(thought: Thought, modulator: jax.Array) -> jax.Array:
+    """(N, outputs): the Hebbian step's factor per output, rate * modulator * tanh(output);
+    ``modulator`` (N,) float32 in [-1, 1]."""
+    return jnp.tanh(thought.outputs) * (thought.learning_rate * modulator)[:, None]

@@ -1,7 +1,8 @@
 """Decide: what every organism does on its own in a tick.
 
 - ``think``: the organism's own brain maps what it senses to outputs;
-- ``learn``: its plastic weights take a reward-modulated Hebbian step;
+- learn: its plastic weights take a reward-modulated Hebbian step (``post_synaptic``,
+  ``brain.hebbian``);
 - ``act``: it absorbs free energy, pays its metabolism, dies if starved or old, and
   states an intent: stay, or move or reproduce toward one direction slot of an axis
   that ticks now.
@@ -75,7 +76,6 @@ def decide(
             open_, inputs = asked
             shown = jnp.where(open_[:, None], inputs, 0.0 if shown is None else shown)
         thought = think(life, cells, exists, features, phase_bits, shown)
-        plastic = learn(life, cells, thought) if life.config.learning else cells["plastic"]
         pay = counts = None
         if questions is not None:
             # A group's later cells are graded on what they pass on, their signal 0.
@@ -84,7 +84,9 @@ def decide(
             )
             room = life.config.max_energy - cells["energy"]
             pay, counts = tasks.grade(questions, answer, cells["occupied"], room, life.tasks.budgets)
-        out = act(life, cells, thought, plastic, exists, ticks, pay)
+        out = act(life, cells, thought, exists, ticks, pay)
+        if life.config.learning:
+            out["learning"] = (thought.hidden, post_synaptic(life, cells, thought))
         out["task_counts"] = counts
         if asked is not None:
             out["answer"] = jnp.tanh(thought.outputs[:, life.layout.signals + brain.ANSWER])
@@ -105,6 +107,9 @@ def decide(
     out = per_tile(cells, tiling.split(exists), tiling.split(features), questions, asked)
     counts = out.pop("task_counts")
     out = jax.tree.map(tiling.join, out)
+    if "learning" in out:
+        # On the lattice's axes, the shape of the old weights: written in place.
+        out["plastic"] = brain.hebbian(state.plastic, *out.pop("learning"))
     intent = Intent(slot=out.pop("slot"), birth=out.pop("birth"), endowment=out.pop("endowment"))
     free, dead, paid, earned = out.pop("free"), out.pop("dead"), out.pop("paid"), out.pop("earned")
     answer = out.pop("answer", None)
@@ -166,20 +171,19 @@ def think(
     return brain.think(life.layout, cells["genome"], self_inputs, slot_inputs, exists, cells["plastic"])
 
 
-def learn(life: Life, cells: dict, thought: brain.Thought) -> jax.Array:
-    """The plastic weights after a Hebbian step modulated by the energy change since
-    the last tick. Empty cells' plastic weights are stale and never read: a child
-    starts from zero."""
+def post_synaptic(life: Life, cells: dict, thought: brain.Thought) -> jax.Array:
+    """(N, outputs): the Hebbian step's factor per output (``brain.post_synaptic``),
+    modulated by the energy change since the last tick. Empty cells' plastic weights
+    are stale and never read: a child starts from zero."""
     change = (cells["energy"] - cells["last_energy"]).astype(jnp.float32)
     modulator = jnp.tanh(change / life.config.modulator_scale)
-    return brain.hebbian(cells["plastic"], thought, modulator)
+    return brain.post_synaptic(thought, modulator)
 
 
 def act(
     life: Life,
     cells: dict,
     thought: brain.Thought,
-    plastic: jax.Array,  # (N, H, outputs) float32, after learning
     exists: jax.Array,  # (N, slots) bool
     ticks: jax.Array,  # (N, slots) bool, whether each slot ticks now
     pay: jax.Array | None,  # (N,) int32, what the tasks pay each organism now
@@ -236,7 +240,6 @@ def act(
         "energy": energy,
         "hidden": hidden,
         "signal": signal,
-        "plastic": plastic,
         "age": age,
         "free": free,
         "dead": dead,
