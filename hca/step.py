@@ -60,9 +60,9 @@ class Tick:
         regions = list(config.regions.values())
         self.schedule = schedule = geometry.Schedule.of(config)
         self.lives = list(lives)
-        # On a mesh (``spread``), arriving rows are written in one pass over a tile's
-        # capacity: counting the passes the fullest tile needs would be a reduction
-        # across devices every tick.
+        # On a mesh (``spread``), arriving rows are written in every pass a tile's
+        # capacity makes: counting the passes the fullest tile needs would be a
+        # reduction across devices every tick.
         self.spread = spread
         self.tilings = [geometry.Tiling.of(region) for region in regions]
         self.inflows = [energy.make_inflow(region, index) for index, region in enumerate(regions)]

@@ -133,11 +133,13 @@ def arrive(
     across beaches (``Beaches.rows_across``), aligned with the targets. Only the rows
     of target cells are written (at most ``capacity`` a tile).
 
-    With ``passes`` the targets are taken ``life.arrival_chunk`` a tile at a time, in as
+    The targets are taken ``life.arrival_chunk`` a tile at a time: with ``passes``, in as
     many passes as the fullest tile needs (a count over every tile: on one device, since
-    on a mesh it would be a reduction across devices every tick). A source cell is never
-    a target (claims only win empty cells), so a pass reads its rows from the state the
-    passes before it wrote, and the result is the same as in one pass over the capacity.
+    on a mesh it would be a reduction across devices every tick), else in all the passes
+    the capacity makes. A source cell is never a target (claims only win empty cells),
+    so a pass reads its rows from the state the passes before it wrote, and the result
+    is the same either way. The fields travel through the passes in the lattice's shape:
+    XLA computes a field once only where every consumer sees it in one shape.
     """
     tiling = life.tiling
     fields = {
@@ -149,12 +151,13 @@ def arrive(
     zero = tiling.counter()
     carry = (fields, zero, zero, None if ashore is None else zero)
     write = functools.partial(_write_rows, life, departures, incoming, ashore, tick, seed)
-    chunk = life.arrival_chunk if passes else life.capacity
-    if chunk == life.capacity:
-        carry = write(chunk, 0, carry)
-    else:
+    chunk = life.arrival_chunk
+    if passes:
         fullest = (departures.targets < tiling.cells).sum(axis=-1, dtype=jnp.int32).max()
-        carry = jax.lax.fori_loop(0, (fullest + chunk - 1) // chunk, functools.partial(write, chunk), carry)
+        count = (fullest + chunk - 1) // chunk
+    else:
+        count = life.capacity // chunk
+    carry = jax.lax.fori_loop(0, count, functools.partial(write, chunk), carry)
     fields, births, moves, landed = carry
     state = state.replace(
         **{name: value for name, value in fields.items() if name != "genome"},

@@ -205,8 +205,8 @@ def test_child_genome_is_parent_plus_its_own_scaled_mutation(simulation):
 
 def test_arrivals_written_in_passes_equal_one_pass():
     # On one device the arriving rows are written a few per tile at a time, in as many
-    # passes as the fullest tile needs; on a mesh in one pass over the capacity. Here
-    # one row per pass against one pass, on tiles that take up to four a tick.
+    # passes as the fullest tile needs; on a mesh in all the passes the capacity makes.
+    # Here one row per pass, as many as needed, against one pass over the capacity.
     config = living_world(max_transfers=4, max_crossings=2)
     config["regions"]["grid"]["placement"] = ["a", "b"]
     world = parse_world(config)
@@ -214,6 +214,7 @@ def test_arrivals_written_in_passes_equal_one_pass():
     assert not passes.tick.spread
     one.tick.spread = True
     for life in passes.tick.lives:
+        assert life.arrival_chunk == life.capacity  # small tiles: one pass
         life.arrival_chunk = 1
     state, expected = passes.init(), one.init()
     fullest = 0
