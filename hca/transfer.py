@@ -150,14 +150,14 @@ def arrive(
     }
     zero = tiling.counter()
     carry = (fields, zero, zero, None if ashore is None else zero)
-    write = functools.partial(_write_rows, life, departures, incoming, ashore, tick, seed)
     chunk = life.arrival_chunk
     if passes:
         fullest = (departures.targets < tiling.cells).sum(axis=-1, dtype=jnp.int32).max()
         count = (fullest + chunk - 1) // chunk
     else:
         count = life.capacity // chunk
-    carry = jax.lax.fori_loop(0, count, functools.partial(write, chunk), carry)
+    write = functools.partial(_write_rows, life, departures, incoming, ashore, tick, seed, chunk)
+    carry = jax.lax.fori_loop(0, count, write, carry)
     fields, births, moves, landed = carry
     state = state.replace(
         **{name: value for name, value in fields.items() if name != "genome"},
