@@ -162,6 +162,17 @@ class Tiling:
 
         return jax.tree.map(one, tree)
 
+    def gather(self, tree, index: jax.Array):
+        """Rows ``index`` (*tiles, K) of every lattice-shaped leaf of ``tree``, indexed
+        across the whole lattice (tile * cells + in-tile index, in range): leaves
+        (*shape, ...) -> (*tiles, K, ...)."""
+
+        def one(x):
+            rows = x.reshape((-1, *x.shape[len(self.shape) :]))
+            return rows.at[index].get(mode="promise_in_bounds")
+
+        return jax.tree.map(one, tree)
+
     def put(self, x: jax.Array, index: jax.Array, rows: jax.Array) -> jax.Array:
         """``x`` (*shape, ...) with rows (*tiles, K, ...) written at the in-tile indices
         ``index`` (*tiles, K), distinct within a tile; indices ``cells`` are dropped.

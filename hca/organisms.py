@@ -121,16 +121,11 @@ class Life:
             exists = np.concatenate([exists, shoreline.on[None]])
         self.exists = exists
         # (S, tile cells) int32: in-tile index of each slot's neighbour along the axes
-        # inside a tile (own index along placed axes, and where there is none).
-        inner = self.shape[self.placed :]
-        local = np.indices(inner).reshape(len(inner), tile_cells)
-        self.local_neighbour = np.tile(np.arange(tile_cells, dtype=np.int32), (self.slots, 1))
-        for axis in range(self.placed, self.ndim):
-            for sign in (0, 1):
-                moved = local.copy()
-                target = tables[axis][sign][local[axis - self.placed]]
-                moved[axis - self.placed] = np.where(target >= 0, target, moved[axis - self.placed])
-                self.local_neighbour[2 * axis + sign] = np.ravel_multi_index(tuple(moved), inner)
+        # inside a tile (own index along placed axes, and where there is none); (S, tiles)
+        # int32: the tile of each slot's neighbour along the placed axes (own tile along
+        # the axes inside a tile, and where there is none).
+        self.local_neighbour = _neighbours(tables, self.slots, range(self.placed, self.ndim), self.shape)
+        self.tile_neighbour = _neighbours(tables, self.slots, range(self.placed), self.shape)
         # (2D, 3): log2(stretch) / 8, curled, sign of each axis slot. The beach slot's are
         # (log2(the beach's stretch) / 8, -1, 0): a brain can tell a beach from an axis.
         features = []
@@ -241,3 +236,20 @@ class Life:
         """The slots of the ticking placed axes: the sides through which a tile's cells
         receive from the neighbouring tile (a target's winning slot)."""
         return [2 * axis + sign for axis in ticking if axis < self.placed for sign in (0, 1)]
+
+
+def _neighbours(tables: list[np.ndarray], slots: int, axes: range, shape: tuple[int, ...]) -> np.ndarray:
+    """(slots, cells of ``axes``) int32: for the lattice of ``shape[axes]``, the index of
+    each slot's neighbour along ``axes``, each cell's own index for the other slots and
+    where there is no neighbour. ``tables`` are the axes' ``neighbour_table``s."""
+    sizes = tuple(shape[axis] for axis in axes)
+    cells = math.prod(sizes)
+    out = np.tile(np.arange(cells, dtype=np.int32), (slots, 1))
+    coordinates = np.indices(sizes).reshape(len(sizes), cells)
+    for position, axis in enumerate(axes):
+        for sign in (0, 1):
+            moved = coordinates.copy()
+            target = tables[axis][sign][coordinates[position]]
+            moved[position] = np.where(target >= 0, target, moved[position])
+            out[2 * axis + sign] = np.ravel_multi_index(tuple(moved), sizes)
+    return out

@@ -60,9 +60,11 @@ class Tick:
         regions = list(config.regions.values())
         self.schedule = schedule = geometry.Schedule.of(config)
         self.lives = list(lives)
-        # On a mesh (``spread``), arriving rows are written in every pass a tile's
-        # capacity makes: counting the passes the fullest tile needs would be a
-        # reduction across devices every tick.
+        # On a mesh (``spread``), rows that cross into another tile are sent there
+        # (``send``: an exchange between neighbouring devices), and arriving rows are
+        # written in every pass a tile's capacity makes: counting the passes the fullest
+        # tile needs would be a reduction across devices every tick. On one device a
+        # tile reads its arriving rows where they are, in the passes it needs.
         self.spread = spread
         self.tilings = [geometry.Tiling.of(region) for region in regions]
         self.inflows = [energy.make_inflow(region, index) for index, region in enumerate(regions)]
@@ -299,7 +301,7 @@ class Tick:
         incoming = [None] * len(regions)
         ashore = [None] * len(regions)
         crossing = self.beaches.crossing
-        if self.any_placed_life or crossing:
+        if (self.spread and self.any_placed_life) or crossing:
 
             def make(ticking, beaches):
                 def exchange(inputs):
@@ -338,7 +340,7 @@ class Tick:
                 (
                     tuple(
                         (departure, settled, intent.slot)
-                        if departure is not None and self.lives[index].placed
+                        if departure is not None and self.lives[index].placed and self.spread
                         else None
                         for index, (departure, settled, intent) in enumerate(zip(departures, claims, intents))
                     ),

@@ -2,13 +2,13 @@
 
 1. ``depart`` (the same every tick): winners pay, and the rows they carry (genome,
    body, energy) are listed with the target cells of each tile.
-2. ``send`` (per set of ticking axes, only for placed axes): the rows that cross into
+2. ``send`` (on a mesh, per set of ticking placed axes): the rows that cross into
    another tile are packed per face into a buffer of ``crossing`` rows and shifted to
-   the neighbouring tile: on a mesh, a small exchange between neighbouring devices,
-   on that axis's ticks only.
+   the neighbouring tile, a small exchange between neighbouring devices, on that
+   axis's ticks only.
 3. ``arrive`` (the same every tick): rows from within a tile are gathered, rows from
-   other tiles taken from what was sent; a child's genome mutates; only the rows of
-   the target cells are written.
+   other tiles taken from what was sent (on one device: gathered where they are); a
+   child's genome mutates; only the rows of the target cells are written.
 """
 
 from __future__ import annotations
@@ -130,8 +130,9 @@ def arrive(
     body energy that came across beaches per tile (None without a beach slot)).
 
     ``incoming`` and ``ashore`` are the packed rows from other tiles (``send``) and from
-    across beaches (``Beaches.rows_across``), aligned with the targets. Only the rows
-    of target cells are written (at most ``capacity`` a tile).
+    across beaches (``Beaches.rows_across``), aligned with the targets. Without
+    ``incoming`` (the lattice on one device) rows from other tiles are read where they
+    are. Only the rows of target cells are written (at most ``capacity`` a tile).
 
     The targets are taken ``life.arrival_chunk`` a tile at a time: with ``passes``, in as
     many passes as the fullest tile needs (a count over every tile: on one device, since
@@ -180,11 +181,17 @@ def _write_rows(life: Life, departures: Departures, incoming, ashore, tick, seed
 
     targets, came_by = part(departures.targets), part(departures.came_by)
     valid = targets < tiling.cells
-    source = jnp.asarray(life.local_neighbour)[jnp.maximum(came_by, 0), jnp.minimum(targets, tiling.cells - 1)]
+    slot = jnp.maximum(came_by, 0)
+    source = jnp.asarray(life.local_neighbour)[slot, jnp.minimum(targets, tiling.cells - 1)]
+    tile = geometry.cell_index(tiling.tiles)[..., None]
     # The rows a transfer carries, with the state's as the passes before wrote them.
     carried = {**departures.rows, **{name: fields[name] for name in _WRITTEN}, "genome": fields["genome"]}
-    moved = tiling.take(carried, source)
-    if incoming is not None:
+    if incoming is None:
+        # Rows from a neighbouring tile are read where they are (the lattice is on one
+        # device): a placed axis keeps the in-tile index.
+        moved = tiling.gather(carried, jnp.asarray(life.tile_neighbour)[slot, tile] * tiling.cells + source)
+    else:
+        moved = tiling.take(carried, source)
         across = came_by < 2 * life.placed
         far = _unpack(part(incoming), moved, life.placed)
         moved = jax.tree.map(lambda near, far: jnp.where(_lift(across, near), far, near), moved, far)
@@ -200,7 +207,7 @@ def _write_rows(life: Life, departures: Departures, incoming, ashore, tick, seed
 
     # Founders are numbered 1..W (W the world's living cells, this region's from its
     # offset); a child born on tick t at the world's living cell c is (t + 1) * W + c + 1.
-    cell = geometry.cell_index(tiling.tiles)[..., None] * tiling.cells + targets
+    cell = tile * tiling.cells + targets
     new_id = (tick.astype(jnp.int64) + 1) * life.world_cells + life.offset + cell.astype(jnp.int64) + 1
     mutation = life.config.mutation
     child_genome = moved["genome"]
