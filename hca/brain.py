@@ -84,6 +84,7 @@ class GenomeLayout:
 class Thought:
     hidden: jax.Array  # (N, H) float32, the new hidden state (inactive units are 0)
     outputs: jax.Array  # (N, signals + N_ACTIONS) float32, the head's raw outputs
+    squashed: jax.Array  # (N, signals + N_ACTIONS) float32, tanh of the outputs
     slot_scores: jax.Array  # (N, S) float32, preference for each direction slot
     active_units: jax.Array  # (N,) int32, hidden units the genome keeps switched on
     learning_rate: jax.Array  # (N,) float32, the inherited Hebbian rate
@@ -120,6 +121,9 @@ def think(
     return Thought(
         hidden=hidden,
         outputs=outputs,
+        # Once for every reader (signals, answers, the Hebbian step): XLA computes an
+        # expression again in each kernel that reads it, but not a tanh it has stored.
+        squashed=jnp.tanh(outputs),
         slot_scores=scores,
         active_units=active.sum(axis=1, dtype=jnp.int32),
         learning_rate=jnp.exp(jnp.clip(w["log_learning_rate"][:, 0], *LOG_RATE_RANGE)),
@@ -150,4 +154,4 @@ def hebbian(
 def post_synaptic(thought: Thought, modulator: jax.Array) -> jax.Array:
     """(N, outputs): the Hebbian step's factor per output, rate * modulator * tanh(output);
     ``modulator`` (N,) float32 in [-1, 1]."""
-    return jnp.tanh(thought.outputs) * (thought.learning_rate * modulator)[:, None]
+    return thought.squashed * (thought.learning_rate * modulator)[:, None]

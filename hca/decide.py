@@ -80,7 +80,7 @@ def decide(
         if questions is not None:
             # A group's later cells are graded on what they pass on, their signal 0.
             answer = jnp.where(
-                questions.said, thought.outputs[:, 0], thought.outputs[:, life.layout.signals + brain.ANSWER]
+                questions.said, thought.squashed[:, 0], thought.squashed[:, life.layout.signals + brain.ANSWER]
             )
             room = life.config.max_energy - cells["energy"]
             pay, counts = tasks.grade(questions, answer, cells["occupied"], room, life.tasks.budgets)
@@ -89,7 +89,7 @@ def decide(
             out["learning"] = (thought.hidden, post_synaptic(life, cells, thought))
         out["task_counts"] = counts
         if asked is not None:
-            out["answer"] = jnp.tanh(thought.outputs[:, life.layout.signals + brain.ANSWER])
+            out["answer"] = thought.squashed[:, life.layout.signals + brain.ANSWER]
         return out
 
     for _ in range(life.placed):
@@ -197,7 +197,7 @@ def act(
     if pay is not None:
         energy = energy + pay  # graded answers; never beyond max_energy
     outputs = thought.outputs
-    signal = jnp.where(occupied[:, None], jnp.tanh(outputs[:, : layout.signals]), 0.0)
+    signal = jnp.where(occupied[:, None], thought.squashed[:, : layout.signals], 0.0)
     hidden = jnp.where(occupied[:, None], thought.hidden, 0.0)
     actions = outputs[:, layout.signals :]
 

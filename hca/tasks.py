@@ -383,7 +383,7 @@ class Tasks:
 
 def grade(
     questions: Questions,  # fields (N, ...) for the N cells of a tile
-    answer: jax.Array,  # (N,) float32, the head's ANSWER output
+    answer: jax.Array,  # (N,) float32, tanh of the head's ANSWER output, in [-1, 1]
     occupied: jax.Array,  # (N,) bool
     room: jax.Array,  # (N,) int32, what each body can still hold
     budgets: tuple[int | None, ...],  # each task's budget per answering cell (config)
@@ -394,8 +394,7 @@ def grade(
     first cell); payments wherever an answer is paid; a group's later cells' partial
     results as ``relayed`` and ``relay_quality``."""
     levels = questions.levels
-    value = jnp.tanh(answer)
-    level = jnp.round((value + 1.0) * 0.5 * (levels - 1).astype(jnp.float32)).astype(jnp.int32)
+    level = jnp.round((answer + 1.0) * 0.5 * (levels - 1).astype(jnp.float32)).astype(jnp.int32)
     level = jnp.clip(level, 0, levels - 1)
     share = (questions.tolerance + 1).astype(jnp.int64)
     credit = jnp.maximum(share - jnp.abs(level - questions.target).astype(jnp.int64), 0)
