@@ -10,6 +10,7 @@ Shapes below use N for organisms (cells, flattened), S for direction slots.
 
 from __future__ import annotations
 
+import functools
 import math
 from dataclasses import dataclass
 
@@ -97,8 +98,12 @@ def think(
     slot_inputs: jax.Array,  # (N, S, signals + SLOT_FEATURES) float32
     slot_exists: jax.Array,  # (N, S) bool
     plastic: jax.Array,  # (N, H, outputs) float32
+    scored: tuple[tuple[tuple[int, ...], ...], jax.Array] | None = None,
 ) -> Thought:
-    """One forward pass of every organism's own network."""
+    """One forward pass of every organism's own network.
+
+    ``scored`` = (sets, which): only the slots in ``sets[which]`` are scored (the others
+    score -inf), e.g. those that can be claimed now; None: every slot."""
     w = genome
     # Per-organism weights: no batched dot (slow on CPU for such small matrices), but
     # multiply-adds that stream each weight once.
@@ -115,9 +120,14 @@ def think(
     hidden = jnp.where(active, hidden, 0.0)
     outputs = ((w["head_w"] + plastic) * hidden[:, :, None]).sum(axis=1) + w["head_b"]
     score_slot, score_body = w["score_w"][:, : layout.encoder], w["score_w"][:, layout.encoder :]
-    scores = (encoded * score_slot[:, None, :]).sum(axis=2) + (hidden * score_body).sum(
-        axis=1, keepdims=True
-    )
+    body_score = (hidden * score_body).sum(axis=1, keepdims=True)
+    if scored is None:
+        scores = (encoded * score_slot[:, None, :]).sum(axis=2) + body_score
+    else:
+        sets, which = scored
+        scores = jax.lax.switch(
+            which, [functools.partial(_scores, slots) for slots in sets], encoded, score_slot, body_score
+        )
     return Thought(
         hidden=hidden,
         outputs=outputs,
@@ -127,6 +137,18 @@ def think(
         slot_scores=scores,
         active_units=active.sum(axis=1, dtype=jnp.int32),
         learning_rate=jnp.exp(jnp.clip(w["log_learning_rate"][:, 0], *LOG_RATE_RANGE)),
+    )
+
+
+def _scores(slots: tuple[int, ...], encoded, score_slot, body_score) -> jax.Array:
+    """(N, S) scores of the direction ``slots`` only, -inf for the others."""
+    picked = jnp.concatenate([encoded[:, slot : slot + 1] for slot in slots], axis=1)
+    part = (picked * score_slot[:, None, :]).sum(axis=2) + body_score
+    column = {slot: k for k, slot in enumerate(slots)}
+    none = jnp.full(body_score.shape, -jnp.inf, jnp.float32)
+    return jnp.concatenate(
+        [part[:, column[slot] : column[slot] + 1] if slot in column else none for slot in range(encoded.shape[1])],
+        axis=1,
     )
 
 

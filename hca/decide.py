@@ -62,6 +62,7 @@ def decide(
     tick: jax.Array,  # () int32, the tick being stepped
     asked: tuple[jax.Array, jax.Array] | None = None,  # people's questions: open (*S,), inputs (*S, I)
     beach_open: jax.Array | None = None,  # (*S,) bool: the cell's beach ticks now (with a beach slot)
+    scored: tuple | None = None,  # (slot sets, which) scored now, see ``brain.think``
 ) -> Decision:
     """Think, learn, answer the tasks and people's questions, and act. Where a person's
     question is open it is what the organism is shown, in place of a task's."""
@@ -75,7 +76,7 @@ def decide(
         if asked is not None:
             open_, inputs = asked
             shown = jnp.where(open_[:, None], inputs, 0.0 if shown is None else shown)
-        thought = think(life, cells, exists, features, phase_bits, shown)
+        thought = think(life, cells, exists, features, phase_bits, shown, scored)
         pay = counts = None
         if questions is not None:
             # A group's later cells are graded on what they pass on, their signal 0.
@@ -145,6 +146,7 @@ def think(
     features: jax.Array,
     phase_bits: jax.Array,
     shown: jax.Array | None,
+    scored: tuple | None = None,
 ) -> brain.Thought:
     """Every organism of a tile runs its own brain on what it senses: its own signals,
     hidden state and energy, its cell's free energy, the task inputs, which axes tick
@@ -168,7 +170,7 @@ def think(
         axis=1,
     )
     slot_inputs = jnp.concatenate([cells["halo"], exists[..., None].astype(jnp.float32), features], axis=-1)
-    return brain.think(life.layout, cells["genome"], self_inputs, slot_inputs, exists, cells["plastic"])
+    return brain.think(life.layout, cells["genome"], self_inputs, slot_inputs, exists, cells["plastic"], scored)
 
 
 def post_synaptic(life: Life, cells: dict, thought: brain.Thought) -> jax.Array:

@@ -179,6 +179,7 @@ class Tick:
                 tick,
                 asked,
                 beach_open,
+                self._scored(index, phase),
             )
             if people is not None:
                 # The answers to people's questions, and who gave them, stay for the page.
@@ -385,6 +386,23 @@ class Tick:
         return tuple(out)
 
     # -- the schedule ----------------------------------------------------------------
+
+    def _scored(self, index: int, phase):
+        """(slot sets, which) for region ``index``'s brains: the direction slots that can
+        be claimed on ``phase`` (the ticking axes', and the beach slot), one set per
+        distinct set of ticking axes; None where every phase has the same."""
+        life = self.lives[index]
+        sets, which = [], []
+        for branch in self.schedule.branch_of_phase:
+            slots = tuple(2 * axis + sign for axis in self.schedule.ticking[branch][index] for sign in (0, 1))
+            if life.beach_slot is not None:
+                slots += (life.beach_slot,)
+            if slots not in sets:
+                sets.append(slots)
+            which.append(sets.index(slots))
+        if len(sets) == 1:
+            return None
+        return tuple(sets), jnp.asarray(np.asarray(which, np.int32))[phase]
 
     def _by_branch(self, make: Callable, branch, *operands):
         """``make(ticking, beaches)(*operands)`` for the axes and beaches that tick in this
