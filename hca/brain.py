@@ -125,9 +125,8 @@ def think(
         scores = (encoded * score_slot[:, None, :]).sum(axis=2) + body_score
     else:
         sets, which = scored
-        scores = jax.lax.switch(
-            which, [functools.partial(_scores, slots) for slots in sets], encoded, score_slot, body_score
-        )
+        branches = [functools.partial(_scores, slots) for slots in sets]
+        scores = jax.lax.switch(which, branches, encoded, score_slot, body_score)
     return Thought(
         hidden=hidden,
         outputs=outputs,
@@ -144,12 +143,10 @@ def _scores(slots: tuple[int, ...], encoded, score_slot, body_score) -> jax.Arra
     """(N, S) scores of the direction ``slots`` only, -inf for the others."""
     picked = jnp.concatenate([encoded[:, slot : slot + 1] for slot in slots], axis=1)
     part = (picked * score_slot[:, None, :]).sum(axis=2) + body_score
-    column = {slot: k for k, slot in enumerate(slots)}
-    none = jnp.full(body_score.shape, -jnp.inf, jnp.float32)
-    return jnp.concatenate(
-        [part[:, column[slot] : column[slot] + 1] if slot in column else none for slot in range(encoded.shape[1])],
-        axis=1,
-    )
+    columns = [jnp.full(body_score.shape, -jnp.inf, jnp.float32)] * encoded.shape[1]
+    for k, slot in enumerate(slots):
+        columns[slot] = part[:, k : k + 1]
+    return jnp.concatenate(columns, axis=1)
 
 
 def _matvec(x: jax.Array, w: jax.Array) -> jax.Array:

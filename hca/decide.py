@@ -80,9 +80,8 @@ def decide(
         pay = counts = None
         if questions is not None:
             # A group's later cells are graded on what they pass on, their signal 0.
-            answer = jnp.where(
-                questions.said, thought.squashed[:, 0], thought.squashed[:, life.layout.signals + brain.ANSWER]
-            )
+            said = thought.squashed[:, life.layout.signals + brain.ANSWER]
+            answer = jnp.where(questions.said, thought.squashed[:, 0], said)
             room = life.config.max_energy - cells["energy"]
             pay, counts = tasks.grade(questions, answer, cells["occupied"], room, life.tasks.budgets)
         out = act(life, cells, thought, exists, ticks, pay)
@@ -170,7 +169,9 @@ def think(
         axis=1,
     )
     slot_inputs = jnp.concatenate([cells["halo"], exists[..., None].astype(jnp.float32), features], axis=-1)
-    return brain.think(life.layout, cells["genome"], self_inputs, slot_inputs, exists, cells["plastic"], scored)
+    return brain.think(
+        life.layout, cells["genome"], self_inputs, slot_inputs, exists, cells["plastic"], scored
+    )
 
 
 def post_synaptic(life: Life, cells: dict, thought: brain.Thought) -> jax.Array:

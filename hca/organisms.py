@@ -124,7 +124,8 @@ class Life:
         # inside a tile (own index along placed axes, and where there is none); (S, tiles)
         # int32: the tile of each slot's neighbour along the placed axes (own tile along
         # the axes inside a tile, and where there is none).
-        self.local_neighbour = _neighbours(tables, self.slots, range(self.placed, self.ndim), self.shape)
+        inner = range(self.placed, self.ndim)
+        self.local_neighbour = _neighbours(tables, self.slots, inner, self.shape)
         self.tile_neighbour = _neighbours(tables, self.slots, range(self.placed), self.shape)
         # (2D, 3): log2(stretch) / 8, curled, sign of each axis slot. The beach slot's are
         # (log2(the beach's stretch) / 8, -1, 0): a brain can tell a beach from an axis.
@@ -238,7 +239,9 @@ class Life:
         return [2 * axis + sign for axis in ticking if axis < self.placed for sign in (0, 1)]
 
 
-def _neighbours(tables: list[np.ndarray], slots: int, axes: range, shape: tuple[int, ...]) -> np.ndarray:
+def _neighbours(
+    tables: list[np.ndarray], slots: int, axes: range, shape: tuple[int, ...]
+) -> np.ndarray:
     """(slots, cells of ``axes``) int32: for the lattice of ``shape[axes]``, the index of
     each slot's neighbour along ``axes``, each cell's own index for the other slots and
     where there is no neighbour. ``tables`` are the axes' ``neighbour_table``s."""

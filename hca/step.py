@@ -53,6 +53,22 @@ def _phase_tables(config: WorldConfig, schedule: geometry.Schedule):
     return tables
 
 
+def _scored_sets(slot_ticks: np.ndarray, life: Life | None):
+    """(slot sets, (period,) int32 set of each phase) for a region's brains: the direction
+    slots that can be claimed on each phase (the ticking axes' from ``slot_ticks``, and
+    the beach slot), each distinct set once; None where every phase has the same set."""
+    if life is None:
+        return None
+    beach = () if life.beach_slot is None else (life.beach_slot,)
+    sets, which = [], []
+    for ticks in slot_ticks:
+        slots = tuple(int(slot) for slot in np.flatnonzero(ticks)) + beach
+        if slots not in sets:
+            sets.append(slots)
+        which.append(sets.index(slots))
+    return None if len(sets) == 1 else (tuple(sets), np.asarray(which, np.int32))
+
+
 class Tick:
     """The tick of one world: ``Tick(config)(state) -> state``, a pure function."""
 
@@ -71,6 +87,9 @@ class Tick:
         self.diffusions = [energy.make_diffusion(region) for region in regions]
         self.decays = [energy.make_decay(region) for region in regions]
         self.phase_tables = _phase_tables(config, schedule)
+        self.scored = [
+            _scored_sets(slots, life) for (_, slots), life in zip(self.phase_tables, self.lives)
+        ]
         self.beaches = Beaches(config)
         # (period, beaches) bool: which beaches tick on each phase.
         self.beach_phases = np.zeros((schedule.period, max(len(config.beaches), 1)), bool)
@@ -162,6 +181,9 @@ class Tick:
                 intents.append(None)
                 continue
             bits, slot_ticks = self.phase_tables[index]
+            scored = self.scored[index]
+            if scored is not None:
+                scored = (scored[0], jnp.asarray(scored[1])[phase])
             questions = None if life.tasks is None else life.tasks.pose(tick, seed, region.life.halo)
             people = region.people
             asked = None if people is None else (tick < people.until, people.inputs)
@@ -179,7 +201,7 @@ class Tick:
                 tick,
                 asked,
                 beach_open,
-                self._scored(index, phase),
+                scored,
             )
             if people is not None:
                 # The answers to people's questions, and who gave them, stay for the page.
@@ -386,23 +408,6 @@ class Tick:
         return tuple(out)
 
     # -- the schedule ----------------------------------------------------------------
-
-    def _scored(self, index: int, phase):
-        """(slot sets, which) for region ``index``'s brains: the direction slots that can
-        be claimed on ``phase`` (the ticking axes', and the beach slot), one set per
-        distinct set of ticking axes; None where every phase has the same."""
-        life = self.lives[index]
-        sets, which = [], []
-        for branch in self.schedule.branch_of_phase:
-            slots = tuple(2 * axis + sign for axis in self.schedule.ticking[branch][index] for sign in (0, 1))
-            if life.beach_slot is not None:
-                slots += (life.beach_slot,)
-            if slots not in sets:
-                sets.append(slots)
-            which.append(sets.index(slots))
-        if len(sets) == 1:
-            return None
-        return tuple(sets), jnp.asarray(np.asarray(which, np.int32))[phase]
 
     def _by_branch(self, make: Callable, branch, *operands):
         """``make(ticking, beaches)(*operands)`` for the axes and beaches that tick in this

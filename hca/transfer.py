@@ -189,7 +189,8 @@ def _write_rows(life: Life, departures: Departures, incoming, ashore, tick, seed
     if incoming is None:
         # Rows from a neighbouring tile are read where they are (the lattice is on one
         # device): a placed axis keeps the in-tile index.
-        moved = tiling.gather(carried, jnp.asarray(life.tile_neighbour)[slot, tile] * tiling.cells + source)
+        row = jnp.asarray(life.tile_neighbour)[slot, tile] * tiling.cells + source
+        moved = tiling.gather(carried, row)
     else:
         moved = tiling.take(carried, source)
         across = came_by < 2 * life.placed
