@@ -5,13 +5,21 @@ import os
 # jaxlib 0.10-0.11 on x86 CPU can crash or hang on rank-7/8 broadcast-multiply-reduce
 # through its "ynn" fusion; an empty fusion type turns that fusion off.
 YNN_WORKAROUND = "--xla_cpu_experimental_ynn_fusion_type="
+# XLA CPU copies what a conditional's branches update (the halo, in each branch of the
+# stretch schedule) into every branch unless its copy insertion analyses the branches
+# as regions: with it, the copies a branch does not need are left out.
+REGION_COPIES = "--xla_cpu_copy_insertion_use_region_analysis=true"
+CPU_FLAGS = (YNN_WORKAROUND, REGION_COPIES)
 
 
 def configure_environment() -> None:
-    """Append the CPU fusion workaround to XLA_FLAGS, keeping whatever is already there."""
+    """Append hca's CPU flags to XLA_FLAGS, keeping whatever is already there: a flag
+    already given, with any value, is left as given."""
     flags = os.environ.get("XLA_FLAGS", "")
-    if "--xla_cpu_experimental_ynn_fusion_type" not in flags:
-        os.environ["XLA_FLAGS"] = f"{flags} {YNN_WORKAROUND}".strip()
+    for flag in CPU_FLAGS:
+        if flag.split("=")[0] not in flags:
+            flags = f"{flags} {flag}".strip()
+    os.environ["XLA_FLAGS"] = flags
 
 
 def configure_jax() -> None:
