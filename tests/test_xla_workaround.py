@@ -23,13 +23,18 @@ print(float(y.sum()), jax.device_count())
 """
 
 
-def test_workaround_flag_appended_and_rank8_contraction_runs():
-    env = {**os.environ, "XLA_FLAGS": "--xla_force_host_platform_device_count=2", "JAX_PLATFORMS": "cpu"}
+def _run(script: str, flags: str) -> str:
+    """What ``script`` prints, run in a new Python with ``XLA_FLAGS=flags`` on the CPU."""
+    env = {**os.environ, "XLA_FLAGS": flags, "JAX_PLATFORMS": "cpu"}
     result = subprocess.run(
-        [sys.executable, "-c", SCRIPT], capture_output=True, text=True, env=env, timeout=300
+        [sys.executable, "-c", script], capture_output=True, text=True, env=env, timeout=300
     )
     assert result.returncode == 0, result.stderr
-    total, devices = result.stdout.split()
+    return result.stdout
+
+
+def test_workaround_flag_appended_and_rank8_contraction_runs():
+    total, devices = _run(SCRIPT, "--xla_force_host_platform_device_count=2").split()
     n = 2 * 2 * 2 * 2 * 4 * 8 * 16
     # Each of the 5 outputs sums 6 copies of x.
     assert float(total) == 30.0 * sum(i % 7 for i in range(n)) and devices == "2"
@@ -38,10 +43,7 @@ def test_workaround_flag_appended_and_rank8_contraction_runs():
 def test_flags_a_user_gives_are_kept():
     script = "import os, hca; print(os.environ['XLA_FLAGS'])"
     given = "--xla_cpu_copy_insertion_use_region_analysis=false"
-    env = {**os.environ, "XLA_FLAGS": given, "JAX_PLATFORMS": "cpu"}
-    result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, env=env, timeout=300)
-    assert result.returncode == 0, result.stderr
-    flags = result.stdout.split()
+    flags = _run(script, given).split()
     assert flags == [given, "--xla_cpu_experimental_ynn_fusion_type="], flags
 
 
@@ -58,11 +60,5 @@ x = jnp.zeros((64, 64, 4, 5), jnp.float32)
 text = jax.jit(step, donate_argnums=0).lower(x, 1).compile().as_text()
 print(sum(" copy(" in line and "f32[64,64,4,5]" in line for line in text.splitlines()))
 """
-
-    def copies(flags: str) -> int:
-        env = {**os.environ, "XLA_FLAGS": flags, "JAX_PLATFORMS": "cpu"}
-        result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, env=env, timeout=300)
-        assert result.returncode == 0, result.stderr
-        return int(result.stdout)
-
-    assert copies("") < copies("--xla_cpu_copy_insertion_use_region_analysis=false")
+    off = "--xla_cpu_copy_insertion_use_region_analysis=false"
+    assert int(_run(script, "")) < int(_run(script, off))
