@@ -9,8 +9,9 @@ This prints, from one process: cell-ticks per second; the genome bytes and the
 must-move bytes of a tick; the memory read bandwidth measured here on an array at
 least as large, between the timed runs (the best of several ways of reading it); the
 achieved fraction of each floor (1.0: the tick costs no more than moving those bytes
-once at that bandwidth); the compiled run's peak memory against the size of the
-state; and where the time goes: each phase of the tick (energy in, sense, decide =
+once at that bandwidth); the brain alone (thinking and learning, jitted on their own)
+against its own floor; the compiled run's peak memory against the size of the state;
+and where the time goes: each phase of the tick (energy in, sense, decide =
 think + learn + answer + act, settle claims, transfer, energy out) compiled on its own
 from the same code and timed over one super-step of the stretch schedule.
 ``--resize sm=32 --resize warp=64`` makes the default world 131,072 cells (838 MB to
@@ -20,6 +21,7 @@ move a tick), beyond the caches of the machines here.
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import os
 import sys
@@ -31,7 +33,8 @@ import jax.numpy as jnp
 import numpy as np
 
 import hca
-from hca.config import parse_world
+from hca import brain
+from hca.config import MAX_AXES, parse_world
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -108,6 +111,40 @@ def phase_seconds(simulation, state, rounds: int = 2) -> tuple[dict[str, float],
             regions = timed("decay", regions)
             state = tick.tally(state, carried, crossed).replace(tick=t + 1, regions=regions)
     return {name: seconds / (rounds * period) for name, seconds in spent.items()}, state
+
+
+def brain_seconds(simulation, state, rounds: int = 5) -> tuple[float, int]:
+    """(seconds, bytes) a tick of every organism's brain alone: ``brain.think`` (every
+    slot scored) and the Hebbian step, jitted on their own at the world's shapes, on the
+    state's genomes and a copy of its plastic weights, with inputs drawn at random. The
+    bytes are its own floor: the genomes read, the plastic weights read and written."""
+    def one(layout, genome, plastic, self_inputs, slot_inputs, exists):
+        thought = brain.think(layout, genome, self_inputs, slot_inputs, exists, plastic)
+        post = brain.post_synaptic(thought, jnp.tanh(self_inputs[:, 0]))
+        return brain.hebbian(plastic, thought.hidden, post), thought
+
+    seconds, moved = 0.0, 0
+    for life, region in zip(simulation.tick.lives, state.regions):
+        if life is None:
+            continue
+        layout, cells = life.layout, region.life.occupied.size
+        genome = {name: region.life.genome[name].reshape(cells, *shape) for name, shape in layout.tensors}
+        plastic = jnp.array(region.life.plastic.reshape(cells, layout.hidden, layout.outputs))
+        keys = jax.random.split(jax.random.key(0), 2)
+        width = layout.signals + layout.hidden + 2 + brain.TASK_INPUTS + MAX_AXES
+        self_inputs = jax.random.normal(keys[0], (cells, width), jnp.float32)
+        slot_inputs = jax.random.normal(keys[1], (cells, life.slots, layout.signals + brain.SLOT_FEATURES),
+                                        jnp.float32)
+        exists = jnp.ones((cells, life.slots), bool)
+        step = jax.jit(functools.partial(one, layout), donate_argnums=1)
+        best = float("inf")
+        for _ in range(rounds + 1):  # the first compiles
+            start = time.perf_counter()
+            plastic, thought = jax.block_until_ready(step(genome, plastic, self_inputs, slot_inputs, exists))
+            best = min(best, time.perf_counter() - start)
+        seconds += best
+        moved += tree_bytes(genome) + 2 * tree_bytes(plastic)
+    return seconds, moved
 
 
 class Bandwidth:
@@ -200,6 +237,7 @@ def main() -> int:
     seconds = min(timings) / args.ticks  # per tick
     bandwidth, reading_rates = reading.rate, reading.best
     del reading  # its array, before the phases run
+    brain_time, brain_bytes = brain_seconds(simulation, state)
     phases = None
     if not args.no_phases:
         phases, state = phase_seconds(simulation, state)
@@ -218,6 +256,9 @@ def main() -> int:
         "bandwidth_ratio": genome_bytes / seconds / bandwidth if genome_bytes else None,
         "must_move_bytes_per_tick": moved_bytes,
         "must_move_ratio": moved_bytes / seconds / bandwidth,
+        "brain_seconds": brain_time,
+        "brain_bytes": brain_bytes,
+        "brain_ratio": brain_bytes / brain_time / bandwidth if brain_bytes else None,
         "phase_seconds": phases,
         "state_bytes": state_bytes,
         "peak_bytes": peak_bytes,
@@ -243,6 +284,11 @@ def main() -> int:
     if report["bandwidth_ratio"] is not None:
         print(f"  genome-only floor           {report['bandwidth_ratio']:.2f} of it reached")
     print(f"  must-move floor             {report['must_move_ratio']:.2f} of it reached  (target >= 0.5)")
+    if report["brain_ratio"] is not None:
+        print(f"  brain alone                 {brain_time * 1e3:.2f} ms a tick, {report['brain_ratio']:.2f} of its"
+              f" own floor of {brain_bytes / 1e6:.1f} MB")
+        print("                              (think, every slot scored, and learn, jitted on their own;"
+              " genomes read, plastic weights read and written)")
     print(f"  state                       {state_bytes / 1e6:.1f} MB")
     if peak_bytes is not None:
         print(f"  peak memory of a run        {peak_bytes / 1e6:.1f} MB = {report['peak_over_state']:.2f} x state"

@@ -51,6 +51,10 @@ def test_bench_reports_speed_bandwidth_memory_and_phases(small_world):
     assert report["must_move_bytes_per_tick"] > report["genome_bytes_per_tick"]
     moved = report["must_move_bytes_per_tick"] * report["ticks_per_second"] / report["measured_read_bandwidth"]
     assert report["must_move_ratio"] == pytest.approx(moved)
+    # The brain alone, against the genomes read and the plastic weights read and written.
+    assert report["genome_bytes_per_tick"] < report["brain_bytes"] < report["must_move_bytes_per_tick"]
+    brain = report["brain_bytes"] / report["brain_seconds"] / report["measured_read_bandwidth"]
+    assert report["brain_ratio"] == pytest.approx(brain)
     phases = report["phase_seconds"]
     assert list(phases) == ["inflow", "sense", "decide", "settle", "transfer", "decay"]
     assert all(seconds > 0 for seconds in phases.values())
