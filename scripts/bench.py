@@ -118,6 +118,7 @@ def brain_seconds(simulation, state, rounds: int = 5) -> tuple[float, int]:
     slot scored) and the Hebbian step, jitted on their own at the world's shapes, on the
     state's genomes and a copy of its plastic weights, with inputs drawn at random. The
     bytes are its own floor: the genomes read, the plastic weights read and written."""
+
     def one(layout, genome, plastic, self_inputs, slot_inputs, exists):
         thought = brain.think(layout, genome, self_inputs, slot_inputs, exists, plastic)
         post = brain.post_synaptic(thought, jnp.tanh(self_inputs[:, 0]))
