@@ -352,7 +352,8 @@ def chromium() -> str | None:
     return None
 
 
-def test_page_in_a_real_browser(served, tmp_path):
+def browser_or_skip():
+    """Playwright's sync context (``with``), once Chromium is known to be here."""
     if chromium() is None:
         message = "needs Chromium: apt-get install chromium (.ci/run installs it), or set HCA_CHROMIUM"
         if os.environ.get("HCA_REQUIRE_BROWSER"):
@@ -360,8 +361,18 @@ def test_page_in_a_real_browser(served, tmp_path):
         pytest.skip(message)
     from playwright.sync_api import sync_playwright
 
+    return sync_playwright()
+
+
+def test_page_in_a_real_browser(served, tmp_path):
+    # An earlier question (the test's own: tests may run on other workers) at occupied cells.
+    cells = occupied_cells(served.frame(), 3)
+    response = served.post("/api/ask", {"person": "cy", "region": "plaza", "kind": "logic", "function": "AND",
+                                        "reward": 50, "cells": [{"at": at, "a": 1, "b": 1} for at in cells]})
+    assert response.status_code == 202, response.text
+    served.outcome(response.json()["request"])
     errors = []
-    with sync_playwright() as playwright:
+    with browser_or_skip() as playwright:
         browser = playwright.chromium.launch(executable_path=chromium(), args=["--no-sandbox"])
         try:
             page = browser.new_page(viewport={"width": 1300, "height": 1000})
@@ -395,20 +406,29 @@ def test_page_in_a_real_browser(served, tmp_path):
             page.click("#ask-button")
             mine = "#questions .question:has-text('eve asks XOR in plaza')"
             page.wait_for_selector(f"{mine} button", timeout=60000)
-            page.click(f"{mine} button >> nth=0")
+            # With the pointer over it, as a person reaching for a button, the list holds
+            # still while the run goes on (else its buttons are replaced under the click).
+            page.hover("#questions")
+            button = page.query_selector(f"{mine} button")
+            now = int(page.text_content("#tick").replace(",", ""))
+            page.wait_for_function(
+                f"Number(document.getElementById('tick').textContent.replace(/,/g, '')) > {now + 3}", timeout=30000)
+            assert button.evaluate("(b) => b.isConnected")
+            button.click()
             page.wait_for_function("Number(document.getElementById('paid').textContent.replace(/,/g, '')) > 0",
                                    timeout=60000)
             page.wait_for_selector("#messages div:has-text('tokens paid at tick')", timeout=30000)
-            # A cell answers the newest question posed at it: eve's took ada's cells.
+            # A cell answers the newest question posed at it: eve's took cy's cells.
             questions = served.http.get("/api/people").json()["questions"]
             answering = [c["cell"] for q in questions for c in q["cells"] if c["answer"] is not None]
             assert len(answering) == len(set(answering))
-            ada = next(q for q in questions if q["person"] == "ada")
+            cy = next(q for q in questions if q["person"] == "cy")
             eve = {c["cell"] for q in questions if q["person"] == "eve" for c in q["cells"]}
-            assert all(c["replaced"] == (c["cell"] in eve) for c in ada["cells"])
-            assert all(c["answer"] is None for c in ada["cells"] if c["replaced"])
-            if any(c["replaced"] for c in ada["cells"]):
-                assert "asked again" in page.text_content("#questions")
+            assert all(c["replaced"] == (c["cell"] in eve) for c in cy["cells"])
+            assert all(c["answer"] is None for c in cy["cells"] if c["replaced"])
+            if any(c["replaced"] for c in cy["cells"]):
+                page.mouse.move(0, 0)  # the list shows the latest frame again
+                page.wait_for_selector("#questions :text('asked again')", timeout=30000)
             tokens = int(page.text_content("#tokens").replace(",", ""))
             paid = served.http.get("/api/people").json()["people"]["eve"]["paid"]
             assert paid > 0 and tokens in (1000, 1000 - paid)  # the frame may lag the payment by one
@@ -419,6 +439,42 @@ def test_page_in_a_real_browser(served, tmp_path):
         finally:
             browser.close()
     assert not errors, errors
+
+
+def test_page_follows_a_request_until_the_run_takes_it(served):
+    """A busy run can take long to apply a request: the page keeps asking for its
+    outcome (with a fake clock, far past the 30 s it once gave up after) and reports it."""
+    waiting = 110  # answers "queued" before "applied": more than the 100 polls it once made
+    asked = []
+
+    def outcome(route):
+        asked.append(route.request.url)
+        body = {"status": "queued"} if len(asked) <= waiting else {"status": "applied", "tick": 7, "paid": 5}
+        route.fulfill(json=body)
+
+    with browser_or_skip() as playwright:
+        browser = playwright.chromium.launch(executable_path=chromium(), args=["--no-sandbox"])
+        try:
+            page = browser.new_page()
+            page.clock.install()
+            page.route("**/api/requests/424242", outcome)
+            page.goto(served.url)
+            page.wait_for_function("typeof follow === 'function'")
+            page.evaluate("() => { follow(424242, (o) => `request 424242: ${o.paid} tokens paid at tick ${o.tick}`); }")
+            while len(asked) <= waiting:
+                before = len(asked)
+                page.clock.run_for(3000)  # the next poll's timer fires
+                deadline = time.monotonic() + 5
+                while len(asked) == before and time.monotonic() < deadline:
+                    page.evaluate("0")  # lets the route answer the poll's fetch
+                if len(asked) == before:
+                    break  # the page stopped asking
+            assert len(asked) == waiting + 1
+            page.clock.run_for(3000)
+            page.wait_for_selector("#messages div:has-text('request 424242: 5 tokens paid at tick 7')",
+                                   timeout=10000)
+        finally:
+            browser.close()
 
 
 def served_by_hca_run(*argv):

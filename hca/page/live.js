@@ -270,6 +270,9 @@ function verdict(right) {
   return "";
 }
 
+let holdQuestions = false;  // the pointer is over the questions' list
+let shownQuestions = "";  // the list's HTML as last shown
+
 function showPeople() {
   if (!frame || !frame.people) return;
   const person = $("person").value;
@@ -277,8 +280,11 @@ function showPeople() {
   const region = $("ask-region").value;
   const initial = region && world.regions[region].people ? world.regions[region].people.tokens : 0;
   $("tokens").textContent = (me ? me.tokens : initial).toLocaleString();
+  // The list holds still while the pointer is over it: rebuilt with every frame, its
+  // buttons would be replaced under a person's click.
+  if (holdQuestions) return;
   const questions = (frame.questions || []).slice().reverse();
-  $("questions").innerHTML = questions.map((q) => {
+  const html = questions.map((q) => {
     const what = q.kind === "logic" ? q.function : (q.function ? `${q.function}(x)` : `${q.wanted}`);
     const state = q.open ? `open until tick ${q.until}` : "closed";
     // The right answers first, then the others; the first ROWS of them.
@@ -298,10 +304,7 @@ function showPeople() {
       `paid ${q.paid}; answered at ${answered} of ${q.cells.length} cells, ${rightCount} right` +
       `<table><tr><th>cell</th><th>shown</th><th>answer</th><th></th><th></th></tr>${rows}</table></div>`;
   }).join("");
-  for (const button of $("questions").querySelectorAll("button")) {
-    button.onclick = () => pay(button.dataset.region, button.dataset.at.split(",").map(Number),
-      Number(button.dataset.tokens), Number(button.dataset.q));
-  }
+  if (html !== shownQuestions) $("questions").innerHTML = shownQuestions = html;
 }
 
 async function post(path, body) {
@@ -322,9 +325,12 @@ async function pay(region, at, tokens, question) {
   if (answer) follow(answer.request, (o) => `request ${answer.request}: ${o.paid} tokens paid at tick ${o.tick}`);
 }
 
+// A request's outcome, asked for until the run applies or drops it (a run drops what
+// is still waiting when it ends): every 300 ms at first, then less often, at least
+// every 3 s, since a busy run can take a long time to reach it.
 async function follow(request, describe) {
-  for (let i = 0; i < 100; i++) {
-    await new Promise((r) => setTimeout(r, 300));
+  for (let wait = 300; ; wait = Math.min(wait * 1.5, 3000)) {
+    await new Promise((r) => setTimeout(r, wait));
     const response = await fetch(`/api/requests/${request}`);
     if (!response.ok) return;
     const outcome = await response.json();
@@ -399,5 +405,14 @@ $("ask-form").addEventListener("submit", ask);
 $("clear-cells").addEventListener("click", () => { chosen.clear(); $("selected").textContent = 0; draw(); });
 $("pick-occupied").addEventListener("click", pickOccupied);
 $("person").addEventListener("change", showPeople);
+$("questions").addEventListener("pointerenter", () => { holdQuestions = true; });
+$("questions").addEventListener("pointerleave", () => { holdQuestions = false; showPeople(); });
+$("questions").addEventListener("click", (event) => {
+  const button = event.target.closest("button");
+  if (button) {
+    pay(button.dataset.region, button.dataset.at.split(",").map(Number), Number(button.dataset.tokens),
+      Number(button.dataset.q));
+  }
+});
 if (!secret) message("no secret in the address: you can watch, not act (open the address hca run printed)", true);
 connect();
