@@ -34,7 +34,7 @@ import numpy as np
 
 import hca
 from hca import brain
-from hca.config import MAX_AXES, parse_world
+from hca.config import parse_world
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -131,11 +131,11 @@ def brain_seconds(simulation, state, rounds: int = 5) -> tuple[float, int]:
         layout, cells = life.layout, region.life.occupied.size
         genome = {name: region.life.genome[name].reshape(cells, *shape) for name, shape in layout.tensors}
         plastic = jnp.array(region.life.plastic.reshape(cells, layout.hidden, layout.outputs))
+        # The inputs' widths, as the genome's first weights take them.
+        shapes = layout.shapes()
         keys = jax.random.split(jax.random.key(0), 2)
-        width = layout.signals + layout.hidden + 2 + brain.TASK_INPUTS + MAX_AXES
-        self_inputs = jax.random.normal(keys[0], (cells, width), jnp.float32)
-        slot_inputs = jax.random.normal(keys[1], (cells, life.slots, layout.signals + brain.SLOT_FEATURES),
-                                        jnp.float32)
+        self_inputs = jax.random.normal(keys[0], (cells, shapes["body_w"][0] - layout.encoder), jnp.float32)
+        slot_inputs = jax.random.normal(keys[1], (cells, life.slots, shapes["encoder_w"][0]), jnp.float32)
         exists = jnp.ones((cells, life.slots), bool)
         step = jax.jit(functools.partial(one, layout), donate_argnums=1)
         best = float("inf")
@@ -162,7 +162,7 @@ class Bandwidth:
         "rows of 16": lambda x: x.reshape(-1, 16).sum(axis=1),
         "rows of 64": lambda x: x.reshape(-1, 64).sum(axis=1),
         "columns of 1024": lambda x: x.sum(axis=0),
-        "columns of 4096": lambda x: x.reshape(-1, 4 * Bandwidth.WIDTH).sum(axis=0),
+        "columns of 4096": lambda x: x.reshape(-1, 4096).sum(axis=0),
     }
 
     def __init__(self, n_bytes: int):
