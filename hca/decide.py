@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import jax
 import jax.numpy as jnp
-import numpy as np
 from flax import struct
 
 from hca import brain, tasks
@@ -94,7 +93,7 @@ def decide(
 
     for _ in range(life.placed):
         per_tile = jax.vmap(per_tile)
-    exists = jnp.asarray(np.moveaxis(life.exists, 0, -1))  # (*S, 2D)
+    exists = life.slot_exists()  # (*S, slots)
     features = life.features()
     cells = {name: tiling.split(getattr(state, name)) for name in _FIELDS}
     if life.beach_slot is not None:

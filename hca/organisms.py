@@ -111,15 +111,6 @@ class Life:
         )
 
         tables = [geometry.neighbour_table(axis) for axis in region.axes]
-        # (S, *shape) bool: whether each slot of each cell has a neighbour.
-        exists = np.zeros((2 * self.ndim, *self.shape), dtype=bool)
-        coordinates = np.indices(self.shape).reshape(self.ndim, -1)
-        for axis, table in enumerate(tables):
-            for sign in (0, 1):
-                exists[2 * axis + sign] = (table[sign][coordinates[axis]] >= 0).reshape(self.shape)
-        if shoreline is not None:
-            exists = np.concatenate([exists, shoreline.on[None]])
-        self.exists = exists
         # (S, tile cells) int32: in-tile index of each slot's neighbour along the axes
         # inside a tile (own index along placed axes, and where there is none); (S, tiles)
         # int32: the tile of each slot's neighbour along the placed axes (own tile along
@@ -224,10 +215,28 @@ class Life:
             return None
         return jnp.asarray(self.beach_birth_cost), jnp.asarray(self.beach_move_cost)
 
-    def features(self) -> jax.Array | np.ndarray:
-        """(*S, slots, 3) float32: the features of each cell's direction slots."""
+    def slot_exists(self) -> jax.Array:
+        """(*S, slots) bool: whether each slot of each cell has a neighbour (past an open
+        end or along a size-1 axis it has none), or a partner across the beach. Computed
+        from the cells' coordinates in the step, where XLA fuses it into its readers: a
+        table would be a constant of the lattice's size, read from memory every tick."""
+        columns = []
+        for number, axis in enumerate(self.region.axes):
+            if geometry.slot_wraps(axis):
+                columns += [jnp.ones(self.shape, bool)] * 2
+            else:
+                coordinate = jax.lax.broadcasted_iota(jnp.int32, self.shape, number)
+                columns += [coordinate > 0, coordinate < axis.size - 1]
+        if self.shoreline is not None:
+            columns.append(jnp.asarray(self.shoreline.on))
+        return jnp.stack(columns, axis=-1)
+
+    def features(self) -> jax.Array:
+        """(*S, slots, 3) float32: the features of each cell's direction slots. A
+        broadcast in the step, which XLA fuses into its readers (a NumPy broadcast became
+        a constant of the full shape, read from memory every tick)."""
         if self.shoreline is None:
-            return np.broadcast_to(self.slot_features, (*self.shape, self.slots, 3))
+            return jnp.broadcast_to(jnp.asarray(self.slot_features), (*self.shape, self.slots, 3))
         axes = jnp.broadcast_to(jnp.asarray(self.slot_features[: 2 * self.ndim]), (*self.shape, 2 * self.ndim, 3))
         stretch = jnp.log2(jnp.asarray(self.shoreline.stretch, jnp.float32)) / 8.0
         beach = jnp.stack([stretch, jnp.full(self.shape, -1.0, jnp.float32), jnp.zeros(self.shape, jnp.float32)], axis=-1)

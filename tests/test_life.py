@@ -4,13 +4,16 @@ agreement with a NumPy reference, determinism and robustness."""
 from __future__ import annotations
 
 import copy
+import math
+import re
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from hca import brain, rng
+import hca
+from hca import brain, geometry, rng
 from hca.checkpoint import state_digest
 from hca.config import parse_world
 from hca.organisms import Life
@@ -373,6 +376,50 @@ def test_bitwise_determinism_and_no_retrace(simulation):
     assert not np.array_equal(
         np.asarray(first.regions[0].life.energy), np.asarray(other.regions[0].life.energy)
     )
+
+
+def test_slot_exists_matches_the_neighbour_tables(worlds_dir):
+    """Which slots have a neighbour, computed from coordinates in the step, is what the
+    neighbour tables say: none past an open end or along a size-1 axis; the beach slot
+    where the shoreline has a partner."""
+    worlds = [parse_world(living_world()), hca.load_world(worlds_dir / "cyberspace.yaml")]
+    lives = [life for world in worlds for life in build(world).tick.lives if life is not None]
+    assert any(life.shoreline is not None for life in lives)
+    for life in lives:
+        coordinates = np.indices(life.shape)
+        expected = []
+        for number, axis in enumerate(life.region.axes):
+            table = geometry.neighbour_table(axis)
+            expected += [table[sign][coordinates[number]] >= 0 for sign in (0, 1)]
+        if life.shoreline is not None:
+            expected.append(life.shoreline.on)
+        np.testing.assert_array_equal(np.asarray(life.slot_exists()), np.stack(expected, axis=-1))
+
+
+def test_the_step_embeds_no_constant_of_the_lattices_size():
+    """Per-cell tables that follow from the geometry (which slots exist, their features)
+    are computed in the step, where XLA fuses them into their readers: as constants they
+    were read from memory every tick (22 MB a tick on a 131,072-cell world)."""
+    world = living_world()
+    world["regions"] = {
+        "tiles": {
+            "axes": [
+                {"name": "p", "size": 4, "stretch": 2},
+                {"name": "q", "size": 4, "stretch": 1, "curled": True},
+                {"name": "x", "size": 8, "stretch": 1},
+                {"name": "y", "size": 8, "stretch": 1, "curled": True},
+            ],
+            "placement": ["p", "q"],
+            "energy": world["regions"]["grid"]["energy"],
+            "organisms": world["regions"]["grid"]["organisms"],
+        }
+    }
+    simulation = build(parse_world(world))
+    text = simulation.run.lower(simulation.init(), 1).compile().as_text()
+    shapes = re.findall(r"\[([\d,]*)\]\{[^}]*\} constant\(", text)
+    sizes = [math.prod(int(n) for n in shape.split(",")) for shape in shapes if shape]
+    # The largest table left is per tile: each slot's neighbour in the tile (8 x 64).
+    assert sizes and max(sizes) < 4 * 4 * 8 * 8
 
 
 @pytest.mark.parametrize(
