@@ -177,10 +177,10 @@ def brain_seconds(simulation, state, rounds: int = 4) -> tuple[float, int]:
         timed(1)  # compiles
         timed(1)
         # Enough ticks for a quarter of a second, so that the difference is not noise.
-        rounds = min(max(rounds, math.ceil(0.25 / best[1])), 500)
-        for count in (1 + rounds, 1) * 3:
+        ticks = min(max(rounds, math.ceil(0.25 / best[1])), 500)
+        for count in (1 + ticks, 1) * 3:
             timed(count)
-        seconds += max(best[1 + rounds] - best[1], 0.0) / rounds
+        seconds += max(best[1 + ticks] - best[1], 0.0) / ticks
         moved += tree_bytes(genome) + 2 * tree_bytes(carry[0])
     return seconds, moved
 

@@ -399,7 +399,7 @@ def test_slot_exists_matches_the_neighbour_tables(worlds_dir):
 def test_the_step_embeds_no_constant_of_the_lattices_size():
     """Per-cell tables that follow from the geometry (which slots exist, their features)
     are computed in the step, where XLA fuses them into their readers: as constants they
-    were read from memory every tick (22 MB a tick on a 131,072-cell world)."""
+    were read from memory every tick (38 MB a tick on a 131,072-cell world)."""
     world = living_world()
     world["regions"] = {
         "tiles": {
