@@ -225,7 +225,7 @@ class Life:
             if geometry.slot_wraps(axis):
                 columns += [jnp.ones(self.shape, bool)] * 2
             else:
-                coordinate = jax.lax.broadcasted_iota(jnp.int32, self.shape, number)
+                coordinate = geometry.coordinate(self.shape, number)
                 columns += [coordinate > 0, coordinate < axis.size - 1]
         if self.shoreline is not None:
             columns.append(jnp.asarray(self.shoreline.on))
