@@ -129,7 +129,7 @@ def brain_seconds(simulation, state, rounds: int = 4) -> tuple[float, int]:
 
     def loop(layout, count, genome, carry, rest, exists):
         def one(_, carry):
-            plastic, hidden, signal, slot_inputs, scores, units = carry
+            plastic, hidden, signal, slot_inputs, _, units = carry  # _: the last scores
             self_inputs = jnp.concatenate([signal, hidden, rest], axis=1)
             thought = brain.think(layout, genome, self_inputs, slot_inputs, exists, plastic)
             post = brain.post_synaptic(thought, jnp.tanh(rest[:, 0]))
