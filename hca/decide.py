@@ -62,6 +62,7 @@ def decide(
     asked: tuple[jax.Array, jax.Array] | None = None,  # people's questions: open (*S,), inputs (*S, I)
     beach_open: jax.Array | None = None,  # (*S,) bool: the cell's beach ticks now (with a beach slot)
     scored: tuple | None = None,  # (slot sets, which) scored now, see ``brain.think``
+    graded: jax.Array | None = None,  # () bool: a task's question is open now (``Tasks.open_at``)
 ) -> Decision:
     """Think, learn, answer the tasks and people's questions, and act. Where a person's
     question is open it is what the organism is shown, in place of a task's."""
@@ -82,7 +83,7 @@ def decide(
             said = thought.squashed[:, life.layout.signals + brain.ANSWER]
             answer = jnp.where(questions.said, thought.squashed[:, 0], said)
             room = life.config.max_energy - cells["energy"]
-            pay, counts = tasks.grade(questions, answer, cells["occupied"], room, life.tasks.budgets)
+            pay, counts = tasks.grade(questions, answer, cells["occupied"], room, life.tasks.budgets, graded)
         out = act(life, cells, thought, exists, ticks, pay)
         if life.config.learning:
             out["learning"] = (thought.hidden, post_synaptic(life, cells, thought))

@@ -202,6 +202,7 @@ class Tick:
                 asked,
                 beach_open,
                 scored,
+                None if life.tasks is None else life.tasks.open_at(tick),
             )
             if people is not None:
                 # The answers to people's questions, and who gave them, stay for the page.

@@ -71,6 +71,7 @@ code).
 
 from __future__ import annotations
 
+import functools
 import math
 
 import jax
@@ -208,23 +209,42 @@ class Tasks:
         task, _, position = self._owner(_cell_index(self.shape, xp), seed, xp, self.count)
         return task, position
 
+    def open_at(self, tick: jax.Array) -> jax.Array | None:
+        """() bool: whether any task's question is open on ``tick``; None when one always
+        is. On the other ticks no cell is shown, posed or read anything, so there is
+        nothing to pose or grade."""
+        if any(task.deadline >= task.every for task in self.tasks):
+            return None
+        return jnp.any(jnp.stack([tick % task.every < task.deadline for task in self.tasks]))
+
     def pose(self, tick: jax.Array, seed: jax.Array, halo: jax.Array) -> Questions:
         """The questions every cell is shown on ``tick``; ``halo`` (*S, 2D, C + 1) is
         what each cell last received from its neighbours (``hca.sense``)."""
-        task_of, first, position = self._owner(_cell_index(self.shape, jnp), seed, jnp, self.count)
+        now = self.open_at(tick)
+        if now is None:
+            return self._pose(tick, seed, halo)
+        return jax.lax.cond(now, self._pose, self._closed, tick, seed, halo)
+
+    def _closed(self, tick, seed, halo) -> Questions:
+        """The questions of a tick on which none is open: nothing shown, posed or read."""
         zeros = jnp.zeros(self.shape, jnp.int32)
-        out = Questions(
+        no = jnp.zeros(self.shape, bool)
+        return Questions(
             inputs=jnp.zeros((*self.shape, brain.TASK_INPUTS), jnp.float32),
-            task=task_of,
-            position=position,
-            posed=jnp.zeros(self.shape, bool),
-            read=jnp.zeros(self.shape, bool),
-            said=jnp.zeros(self.shape, bool),
+            task=zeros - 1,
+            position=zeros,
+            posed=no,
+            read=no,
+            said=no,
             target=zeros,
             full=zeros,
             levels=zeros + 2,
             tolerance=zeros,
         )
+
+    def _pose(self, tick, seed, halo) -> Questions:
+        task_of, first, position = self._owner(_cell_index(self.shape, jnp), seed, jnp, self.count)
+        out = self._closed(tick, seed, halo).replace(task=task_of, position=position)
         for number, task in enumerate(self.tasks):
             mine = task_of == number
             phase = tick % task.every
@@ -387,12 +407,22 @@ def grade(
     occupied: jax.Array,  # (N,) bool
     room: jax.Array,  # (N,) int32, what each body can still hold
     budgets: tuple[int | None, ...],  # each task's budget per answering cell (config)
+    now: jax.Array | None = None,  # () bool, ``Tasks.open_at`` the tick (None: always open)
 ) -> tuple[jax.Array, jax.Array]:
-    """(pay (N,) int32, counts (T, len(COUNTERS)) int64) for a tile.
+    """(pay (N,) int32, counts (T, len(COUNTERS)) int64) for a tile; zeros, without
+    grading, on a tick on which no question is open (``now`` False).
 
     Questions, answers and quality are counted where a question is posed (a group's
     first cell); payments wherever an answer is paid; a group's later cells' partial
     results as ``relayed`` and ``relay_quality``."""
+    if now is None:
+        return _grade(questions, answer, occupied, room, budgets)
+    nothing = (jnp.zeros(answer.shape, jnp.int32), jnp.zeros((len(budgets), len(COUNTERS)), jnp.int64))
+    marked = functools.partial(_grade, budgets=budgets)
+    return jax.lax.cond(now, marked, lambda *_: nothing, questions, answer, occupied, room)
+
+
+def _grade(questions, answer, occupied, room, budgets):
     levels = questions.levels
     level = jnp.round((answer + 1.0) * 0.5 * (levels - 1).astype(jnp.float32)).astype(jnp.int32)
     level = jnp.clip(level, 0, levels - 1)

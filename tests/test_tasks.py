@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import math
 
+import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
@@ -12,7 +13,7 @@ import pytest
 from hca import brain, rng
 from hca.config import parse_world
 from hca.organisms import Life
-from hca.tasks import COUNTERS
+from hca.tasks import COUNTERS, grade
 from hca.world import build
 from reference import LOGIC_BONUS, LOGIC_TRUTH
 
@@ -371,6 +372,43 @@ def tasks_world(**overrides):
     config["regions"]["grid"]["placement"] = ["a", "b"]
     config["seed"] = 2  # every task has sites with this seed
     return config
+
+
+def test_no_question_is_shown_posed_or_read_on_the_ticks_tasks_skip():
+    """Posing and grading are skipped on ticks on which no task's question is open
+    (``Tasks.open_at``): on exactly those ticks, posing would show, pose and read
+    nothing anywhere. With a task that is always open nothing is skipped."""
+    from test_life import TASKS
+
+    sometimes = [task for task in TASKS if task.get("deadline", 1) < task["every"]]
+    config = tasks_world()
+    config["regions"]["grid"]["tasks"] = sometimes
+    tasks = Life(parse_world(config).regions["grid"], 0).tasks
+    halo = jnp.zeros((*tasks.shape, 2 * len(tasks.shape), C + 1), jnp.float32)
+    seed = jnp.uint32(2)
+    skipped = 0
+    for tick in range(60):
+        tick = jnp.int32(tick)
+        posed = tasks._pose(tick, seed, halo)
+        shows = bool((posed.inputs != 0).any() | posed.posed.any() | posed.read.any())
+        assert bool(tasks.open_at(tick)) == shows, int(tick)
+        if not shows:
+            skipped += 1
+            closed = tasks.pose(tick, seed, halo)
+            assert not (closed.inputs != 0).any() and not closed.posed.any() and not closed.read.any()
+        elif int(tick) < 12:
+            # Grading on an open tick is the same with or without ``now``.
+            flat = jax.tree.map(lambda x: x.reshape(-1, *x.shape[len(tasks.shape):]), posed)
+            n = flat.task.shape[0]
+            answer = jnp.linspace(-1.0, 1.0, n, dtype=jnp.float32)
+            given = (flat, answer, jnp.ones(n, bool), jnp.full(n, 1000, jnp.int32), tasks.budgets)
+            for got, want in zip(grade(*given, jnp.bool_(True)), grade(*given)):
+                np.testing.assert_array_equal(got, want)
+            for got in grade(*given, jnp.bool_(False)):
+                assert not np.asarray(got).any()
+    assert 0 < skipped < 60
+    config["regions"]["grid"]["tasks"] = TASKS
+    assert Life(parse_world(config).regions["grid"], 0).tasks.open_at(jnp.int32(1)) is None
 
 
 def test_the_ledger_balances_every_tick_for_2000_ticks_of_a_task_world():
