@@ -9,7 +9,11 @@ YNN_WORKAROUND = "--xla_cpu_experimental_ynn_fusion_type="
 # stretch schedule) into every branch unless its copy insertion analyses the branches
 # as regions: with it, the copies a branch does not need are left out.
 REGION_COPIES = "--xla_cpu_copy_insertion_use_region_analysis=true"
-CPU_FLAGS = (YNN_WORKAROUND, REGION_COPIES)
+# XLA CPU vectorises for 256-bit registers unless told otherwise; where the machine has
+# AVX-512 the tick runs faster at 512 bits (8-16% on the benchmark worlds, the same state
+# bit for bit). A machine without AVX-512 keeps its widest registers.
+VECTOR_WIDTH = "--xla_cpu_prefer_vector_width=512"
+CPU_FLAGS = (YNN_WORKAROUND, REGION_COPIES, VECTOR_WIDTH)
 
 
 def configure_environment() -> None:

@@ -1,5 +1,5 @@
 """hca's XLA CPU flags: the "ynn" fusion crash on rank-7/8 contractions stays avoided, the
-conditional copy analysis is on, and flags a user gives are kept."""
+conditional copy analysis and the full vector width are on, and flags a user gives are kept."""
 
 from __future__ import annotations
 
@@ -15,6 +15,7 @@ import jax
 flags = os.environ["XLA_FLAGS"]
 assert "--xla_cpu_experimental_ynn_fusion_type=" in flags.split(), flags
 assert "--xla_cpu_copy_insertion_use_region_analysis=true" in flags.split(), flags
+assert "--xla_cpu_prefer_vector_width=512" in flags.split(), flags
 assert "--xla_force_host_platform_device_count=2" in flags.split(), flags
 x = (jnp.arange(2 * 2 * 2 * 2 * 4 * 8 * 16) % 7).astype(jnp.float32).reshape(2, 2, 2, 2, 4, 8, 16, 1)
 w = jnp.ones((2, 2, 2, 2, 4, 8, 16, 6, 5), jnp.float32)
@@ -44,7 +45,7 @@ def test_flags_a_user_gives_are_kept():
     script = "import os, hca; print(os.environ['XLA_FLAGS'])"
     given = "--xla_cpu_copy_insertion_use_region_analysis=false"
     flags = _run(script, given).split()
-    assert flags == [given, "--xla_cpu_experimental_ynn_fusion_type="], flags
+    assert flags == [given, "--xla_cpu_experimental_ynn_fusion_type=", "--xla_cpu_prefer_vector_width=512"], flags
 
 
 def test_the_copy_analysis_leaves_out_copies_a_branch_does_not_need():
