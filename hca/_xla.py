@@ -10,7 +10,7 @@ YNN_WORKAROUND = "--xla_cpu_experimental_ynn_fusion_type="
 # as regions: with it, the copies a branch does not need are left out.
 REGION_COPIES = "--xla_cpu_copy_insertion_use_region_analysis=true"
 # XLA CPU vectorises for 256-bit registers unless told otherwise; where the machine has
-# AVX-512 the tick runs faster at 512 bits (8-16% on the benchmark worlds, the same state
+# AVX-512 the tick runs faster at 512 bits (5-16% on the benchmark worlds, the same state
 # bit for bit). A machine without AVX-512 keeps its widest registers.
 VECTOR_WIDTH = "--xla_cpu_prefer_vector_width=512"
 CPU_FLAGS = (YNN_WORKAROUND, REGION_COPIES, VECTOR_WIDTH)

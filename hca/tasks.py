@@ -243,6 +243,7 @@ class Tasks:
         )
 
     def _pose(self, tick, seed, halo) -> Questions:
+        """The questions of a tick on which one may be open (see ``pose``)."""
         task_of, first, position = self._owner(_cell_index(self.shape, jnp), seed, jnp, self.count)
         out = self._closed(tick, seed, halo).replace(task=task_of, position=position)
         for number, task in enumerate(self.tasks):
