@@ -26,8 +26,10 @@ from hca.state import LifeState
 from hca.tasks import Tasks
 
 # The fewest arriving rows (over all tiles) a pass of hca.transfer.arrive writes: fewer
-# passes of more rows where the per-pass cost of launching its kernels would show.
-ARRIVAL_ROWS = 2048
+# passes of more rows where the per-pass cost of launching its kernels would show, but
+# not so many that a pass gathers and mutates far more rows than arrive (the default
+# world takes about 17 rows a tick over its 64 tiles, the 131,072-cell one about 270).
+ARRIVAL_ROWS = 256
 
 if TYPE_CHECKING:
     from hca.beaches import Shoreline
