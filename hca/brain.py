@@ -16,6 +16,7 @@ from dataclasses import dataclass
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 from flax import struct
 
 from hca.config import MAX_AXES, Brain
@@ -53,7 +54,7 @@ class GenomeLayout:
             ("body_w", (self_inputs + e, h)),
             ("body_b", (h,)),
             ("gate", (h,)),
-            ("head_w", (h, outputs)),
+            ("head_w", (outputs, h)),  # (to, from): each output reads one contiguous row
             ("head_b", (outputs,)),
             ("score_w", (e + h,)),
             ("log_learning_rate", (1,)),
@@ -80,6 +81,19 @@ class GenomeLayout:
     def shapes(self) -> dict[str, tuple[int, ...]]:
         return dict(self.tensors)
 
+    def entries(self, name: str) -> np.ndarray:
+        """(*shape,) int32: the number of each entry of tensor ``name`` in the genome, the
+        word that keys its random draws (founders' weights, mutations). Entries are
+        numbered in row order, except the head's weights: stored (outputs, hidden), they
+        keep the numbers of their first layout, (hidden, outputs), so that a seed draws
+        the same founders and mutations in both."""
+        start, end = self.offsets()[name]
+        shape = self.shapes()[name]
+        numbers = np.arange(start, end, dtype=np.int32)
+        if name == "head_w":
+            return numbers.reshape(shape[::-1]).T
+        return numbers.reshape(shape)
+
 
 @struct.dataclass
 class Thought:
@@ -97,7 +111,7 @@ def think(
     self_inputs: jax.Array,  # (N, self_inputs) float32
     slot_inputs: jax.Array,  # (N, S, signals + SLOT_FEATURES) float32
     slot_exists: jax.Array,  # (N, S) bool
-    plastic: jax.Array,  # (N, H, outputs) float32
+    plastic: jax.Array,  # (N, outputs, H) float32
     scored: tuple[tuple[tuple[int, ...], ...], jax.Array] | None = None,
 ) -> Thought:
     """One forward pass of every organism's own network.
@@ -118,7 +132,10 @@ def think(
     active = w["gate"] > 0.0
     hidden = jnp.tanh(_matvec(body_in, w["body_w"]) + w["body_b"])
     hidden = jnp.where(active, hidden, 0.0)
-    outputs = ((w["head_w"] + plastic) * hidden[:, :, None]).sum(axis=1) + w["head_b"]
+    # Hidden units are the minor axis of the head and its plastic weights: each output is
+    # a reduction over one contiguous row, and the Hebbian step a product that vectorises
+    # over the hidden units (the other way round, the head took twice as long).
+    outputs = ((w["head_w"] + plastic) * hidden[:, None, :]).sum(axis=2) + w["head_b"]
     score_slot, score_body = w["score_w"][:, : layout.encoder], w["score_w"][:, layout.encoder :]
     body_score = (hidden * score_body).sum(axis=1, keepdims=True)
     if scored is None:
@@ -159,15 +176,15 @@ def _matvec(x: jax.Array, w: jax.Array) -> jax.Array:
 
 
 def hebbian(
-    plastic: jax.Array,  # (..., H, outputs)
+    plastic: jax.Array,  # (..., outputs, H)
     hidden: jax.Array,  # (..., H), Thought.hidden
     post: jax.Array,  # (..., outputs), see ``post_synaptic``
 ) -> jax.Array:
-    """Reward-modulated Hebbian step: dP = rate * modulator * outer(hidden, tanh(outputs)).
+    """Reward-modulated Hebbian step: dP = rate * modulator * outer(tanh(outputs), hidden).
 
     Any leading axes: called on the lattice's, the new weights have the shape of the old
     ones, so XLA writes them in place."""
-    return jnp.clip(plastic + hidden[..., :, None] * post[..., None, :], -PLASTIC_LIMIT, PLASTIC_LIMIT)
+    return jnp.clip(plastic + post[..., :, None] * hidden[..., None, :], -PLASTIC_LIMIT, PLASTIC_LIMIT)
 
 
 def post_synaptic(thought: Thought, modulator: jax.Array) -> jax.Array:

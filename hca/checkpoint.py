@@ -36,7 +36,8 @@ from hca.state import WorldState
 # answer; regions count what their tasks pay). 4: tasks count a group's partial results.
 # 5: the state keeps the deaths of the last ticks until the phylogeny drains them.
 # 6: organisms cross beaches: ids and lineages unique in the world, beaches count crossings.
-FORMAT = 6
+# 7: the head's weights and the plastic weights are (outputs, hidden units).
+FORMAT = 7
 WORLD_FILE = "world.yaml"
 SETTINGS_FILE = "run.json"
 METRICS_FILE = "metrics.jsonl"

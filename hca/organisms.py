@@ -35,12 +35,10 @@ if TYPE_CHECKING:
     from hca.beaches import Shoreline
 
 
-def genome_entries(start: int, shape: tuple[int, ...], lead: int) -> jax.Array:
-    """Global genome entry numbers of a tensor starting at ``start``, with ``lead``
-    leading unit axes: distinct words for the counter-based draws of each entry."""
-    count = math.prod(shape)
-    entries = jnp.arange(start, start + count, dtype=jnp.int32).reshape(shape)
-    return entries.reshape((1,) * lead + shape)
+def genome_entries(entries: np.ndarray, lead: int) -> jax.Array:
+    """A tensor's genome entry numbers (``GenomeLayout.entries``, in any shape) with
+    ``lead`` leading unit axes: distinct words for the counter-based draws of each entry."""
+    return jnp.asarray(entries).reshape((1,) * lead + entries.shape)
 
 
 def id_offsets(config: WorldConfig) -> tuple[dict[int, int], int]:
@@ -146,15 +144,14 @@ class Life:
         cells = geometry.cell_index(self.shape)
         occupied = rng.bernoulli(life.density, seed, rng.FOUNDERS, self.index, cells, xp=jnp)
         genome = {}
-        for name, (start, _) in layout.offsets().items():
-            shape = layout.shapes()[name]
+        for name, shape in layout.tensors:
             if name == "log_learning_rate":
                 value = jnp.full((*self.shape, *shape), math.log(life.learning_rate), jnp.float32)
             elif name == "log_mutation":
                 value = jnp.full((*self.shape, *shape), math.log(life.mutation.initial_scale), jnp.float32)
             else:
                 cell = cells.reshape(self.shape + (1,) * len(shape))
-                entries = genome_entries(start, shape, self.ndim)
+                entries = genome_entries(layout.entries(name), self.ndim)
                 value = life.brain.init_scale * rng.normal(
                     seed, rng.GENOME, self.index, cell, entries, xp=jnp
                 )
@@ -172,7 +169,7 @@ class Life:
             hidden=zeros(h),
             signal=zeros(c),
             halo=zeros(self.slots, c + 1),
-            plastic=zeros(h, layout.outputs),
+            plastic=zeros(layout.outputs, h),
             age=jnp.zeros(self.shape, jnp.int32),
             organism_id=jnp.where(occupied, cells.astype(jnp.int64) + self.offset + 1, jnp.int64(0)),
             parent_id=jnp.zeros(self.shape, jnp.int64),

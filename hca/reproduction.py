@@ -26,10 +26,8 @@ def mutate(
     is the same bit for bit however XLA compiles the sum."""
     steps = rng.step_size(jnp.exp(parents["log_mutation"]), xp=jnp)  # (*K, tensors)
     meta_step = rng.step_size(meta_scale, xp=np)
-    offsets = layout.offsets()
     out = {}
     for index, (name, _) in enumerate(layout.tensors):
-        start, end = offsets[name]
         lead = children.shape + (1,)
         noise = rng.normal_steps(
             seed,
@@ -37,7 +35,7 @@ def mutate(
             region_index,
             tick,
             children.reshape(lead),
-            genome_entries(start, (end - start,), children.ndim),
+            genome_entries(layout.entries(name).reshape(-1), children.ndim),
             xp=jnp,
         )
         if name == "log_mutation":

@@ -22,7 +22,7 @@ class LifeState:
     hidden: jax.Array  # (*S, H) float32, recurrent hidden state
     signal: jax.Array  # (*S, C) float32, what the occupant emits for its neighbours
     halo: jax.Array  # (*S, 2D, C + 1) float32, each slot's last received signal and occupancy
-    plastic: jax.Array  # (*S, H, C + 5) float32, learned change to the head's weights
+    plastic: jax.Array  # (*S, C + 6, H) float32, learned change to the head's weights (head_w)
     age: jax.Array  # (*S,) int32, ticks lived
     organism_id: jax.Array  # (*S,) int64, (birth tick + 1) * W + c + 1; founders c + 1; 0 none
     # (c: the birth cell among the world's W living cells, organisms.id_offsets)

@@ -157,7 +157,7 @@ def brain_seconds(simulation, state, rounds: int = 4) -> tuple[float, int]:
         width = shapes["body_w"][0] - layout.encoder - layout.signals - layout.hidden
         rest = jax.random.normal(keys[0], (cells, width), jnp.float32)
         carry = (
-            jnp.array(region.life.plastic.reshape(cells, layout.hidden, layout.outputs)),
+            jnp.array(region.life.plastic.reshape(cells, layout.outputs, layout.hidden)),
             jnp.zeros((cells, layout.hidden), jnp.float32),
             jnp.zeros((cells, layout.signals), jnp.float32),
             jax.random.normal(keys[1], (cells, life.slots, shapes["encoder_w"][0]), jnp.float32),

@@ -326,13 +326,13 @@ class LifeReference:
             pooled = (encoded * exists[:, None]).sum(0) / max(exists.sum(), 1)
             active = g["gate"][cell] > 0
             hidden = np.tanh(np.concatenate([x, pooled]) @ g["body_w"][cell] + g["body_b"][cell]) * active
-            out = hidden @ (g["head_w"][cell] + s["plastic"][cell]) + g["head_b"][cell]
+            out = (g["head_w"][cell] + s["plastic"][cell]) @ hidden + g["head_b"][cell]
             scores = encoded @ g["score_w"][cell][:e] + hidden @ g["score_w"][cell][e:]
             rate = np.exp(np.clip(g["log_learning_rate"][cell][0], -20, 2))
             modulator = np.tanh((energy - int(s["last_energy"][cell])) / np.float32(cfg.modulator_scale))
             if occupied and cfg.learning:
                 s["plastic"][cell] = np.clip(
-                    s["plastic"][cell] + rate * modulator * np.outer(hidden, np.tanh(out)),
+                    s["plastic"][cell] + rate * modulator * np.outer(np.tanh(out), hidden),
                     -brain.PLASTIC_LIMIT,
                     brain.PLASTIC_LIMIT,
                 )
@@ -473,12 +473,10 @@ class LifeReference:
     def _mutate(self, target, before, source, tick):
         from hca import brain
 
-        offset = 0
         steps = rng.step_size(np.exp(before["log_mutation"][source]), xp=np)
         meta_step = rng.step_size(self.config.mutation.meta_scale, xp=np)
         for index, (name, shape) in enumerate(self.layout.tensors):
-            count = int(np.prod(shape))
-            entries = np.arange(offset, offset + count).reshape(shape)
+            entries = self.layout.entries(name)
             noise = rng.normal_steps(self.seed, rng.MUTATION, self.index, tick, target, entries, xp=np)
             if name == "log_mutation":
                 low, high = brain.LOG_SCALE_RANGE
@@ -486,7 +484,6 @@ class LifeReference:
             else:
                 value = np.clip(before[name][source] + steps[index] * noise, -brain.WEIGHT_LIMIT, brain.WEIGHT_LIMIT)
             self.genome[name][target] = value
-            offset += count
 
     def finish(self):
         self.s["last_energy"] = self.s["energy"].copy()

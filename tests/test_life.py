@@ -171,7 +171,6 @@ def test_crossing_costs_scale_with_stretch():
 def test_child_genome_is_parent_plus_its_own_scaled_mutation(simulation):
     state = simulation.run(simulation.init(), 40)
     layout = Life(simulation.config.regions["grid"], 0).layout
-    offsets = layout.offsets()
     checked = 0
     for step in range(40):
         region_index = step % 2  # both regions, alternately
@@ -187,7 +186,7 @@ def test_child_genome_is_parent_plus_its_own_scaled_mutation(simulation):
             target = int(np.ravel_multi_index(where, born.shape))
             scales = np.exp(genome_before["log_mutation"][parent])
             for index, (name, shape) in enumerate(layout.tensors):
-                entries = np.arange(offsets[name][0], offsets[name][1]).reshape(shape)
+                entries = layout.entries(name)
                 steps = rng.normal_steps(
                     simulation.config.seed, rng.MUTATION, region_index, tick, target, entries, xp=np
                 )
@@ -351,12 +350,18 @@ def test_founders_genomes_drawn_from_the_seed():
     expected_occupied = rng.bernoulli(LIFE["density"], world.seed, rng.FOUNDERS, 0, cells, xp=np)
     np.testing.assert_array_equal(np.asarray(life.occupied), expected_occupied)
     start, stop = layout.offsets()["body_w"]
-    shape = layout.shapes()["body_w"]
-    entries = np.arange(start, stop).reshape(shape)
+    entries = np.arange(start, stop).reshape(layout.shapes()["body_w"])
     cell = (1, 2, 0, 0)
     flat = int(np.ravel_multi_index(cell, region.shape))
     expected = LIFE["brain"]["init_scale"] * rng.normal(world.seed, rng.GENOME, 0, flat, entries, xp=np)
     np.testing.assert_allclose(np.asarray(life.genome["body_w"])[cell], expected, rtol=1e-6)
+    # The head's weights are stored (outputs, hidden) but numbered as (hidden, outputs):
+    # output o reads hidden unit h through entry start + h * outputs + o.
+    start, stop = layout.offsets()["head_w"]
+    entries = np.arange(start, stop).reshape(layout.hidden, layout.outputs).T
+    assert layout.shapes()["head_w"] == (layout.outputs, layout.hidden)
+    expected = LIFE["brain"]["init_scale"] * rng.normal(world.seed, rng.GENOME, 0, flat, entries, xp=np)
+    np.testing.assert_allclose(np.asarray(life.genome["head_w"])[cell], expected, rtol=1e-6)
     assert np.allclose(np.asarray(life.genome["log_mutation"]), np.log(LIFE["mutation"]["initial_scale"]))
 
 

@@ -80,7 +80,7 @@ class Genome:
     def answer(self, weights: dict[int, float], bias: float = 0.0) -> None:
         """The ANSWER output: sum of weights[unit] * hidden[unit] + bias."""
         for unit, weight in weights.items():
-            self.tensors["head_w"][unit, C + brain.ANSWER] = weight
+            self.tensors["head_w"][C + brain.ANSWER, unit] = weight
         self.tensors["head_b"][C + brain.ANSWER] = bias
 
     def install(self, simulation):
@@ -328,7 +328,7 @@ def chain_genome(world, kind, relay=True):
     genome.unit(2, {x: -K, heard: -sign * K}, bias=-K)  # on when x = sign * heard = -1
     # Units 1 + 2: 0 when x = sign * heard, -2 otherwise.
     for output in (0, C + brain.ANSWER) if relay else (C + brain.ANSWER,):
-        genome.tensors["head_w"][1:3, output] = K
+        genome.tensors["head_w"][output, 1:3] = K
         genome.tensors["head_b"][output] = K
     if not relay:
         genome.tensors["head_w"][0, 0] = K  # signal 0: its own number, +-1
