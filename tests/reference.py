@@ -475,7 +475,7 @@ class LifeReference:
 
         steps = rng.step_size(np.exp(before["log_mutation"][source]), xp=np)
         meta_step = rng.step_size(self.config.mutation.meta_scale, xp=np)
-        for index, (name, shape) in enumerate(self.layout.tensors):
+        for index, (name, _) in enumerate(self.layout.tensors):
             entries = self.layout.entries(name)
             noise = rng.normal_steps(self.seed, rng.MUTATION, self.index, tick, target, entries, xp=np)
             if name == "log_mutation":

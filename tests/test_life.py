@@ -185,7 +185,7 @@ def test_child_genome_is_parent_plus_its_own_scaled_mutation(simulation):
             parent = tuple(np.argwhere(ids_before == int(np.asarray(life.parent_id)[where]))[0])
             target = int(np.ravel_multi_index(where, born.shape))
             scales = np.exp(genome_before["log_mutation"][parent])
-            for index, (name, shape) in enumerate(layout.tensors):
+            for index, (name, _) in enumerate(layout.tensors):
                 entries = layout.entries(name)
                 steps = rng.normal_steps(
                     simulation.config.seed, rng.MUTATION, region_index, tick, target, entries, xp=np
