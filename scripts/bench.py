@@ -1,6 +1,6 @@
 """Benchmark a world: speed against the machine's own memory bandwidth, and memory.
 
-    python scripts/bench.py [WORLD.yaml] [--resize AXIS=SIZE ...] [--ticks N] [--json]
+    python scripts/bench.py [WORLD.yaml] [--resize AXIS=SIZE ...] [--ticks N] [--warm N] [--json]
 
 A tick must read every genome once, and read and write once each organism's plastic
 weights, hidden state, signals and halo and each cell's energy arrays (energy, the
@@ -11,9 +11,12 @@ least as large, between the timed runs (the best of several ways of reading it);
 achieved fraction of each floor (1.0: the tick costs no more than moving those bytes
 once at that bandwidth); the brain alone (thinking and learning, jitted on their own)
 against its own floor; the compiled run's peak memory against the size of the state;
-and where the time goes: each phase of the tick (energy in, sense, decide =
+and where the time goes, twice: each phase of the tick (energy in, sense, decide =
 think + learn + answer + act, settle claims, transfer, energy out) compiled on its own
-from the same code and timed over one super-step of the stretch schedule.
+from the same code and timed over one super-step of the stretch schedule; and the
+kernels of the fused tick, traced in one run (``jax.profiler``), each counted to the
+hca function it was compiled from (the phases compiled apart cannot fuse with their
+neighbours, so they add up to more than the tick; the kernels are the tick itself).
 ``--resize sm=32 --resize warp=64`` makes the default world 131,072 cells (838 MB to
 move a tick), beyond the caches of the machines here.
 """
@@ -21,11 +24,15 @@ move a tick), beyond the caches of the machines here.
 from __future__ import annotations
 
 import argparse
+import collections
 import functools
+import gzip
 import json
 import math
 import os
+import re
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -47,6 +54,7 @@ def tree_bytes(tree) -> int:
 # Fields a tick reads and writes once per cell (LifeState), besides the genome it reads.
 MOVED_FIELDS = ("occupied", "energy", "last_energy", "hidden", "signal", "halo", "plastic", "age")
 PHASES = ("inflow", "sense", "decide", "settle", "transfer", "decay")
+KERNEL_ROWS = 14  # origins printed; the rest are summed in one line
 
 
 def must_move_bytes(state) -> int:
@@ -185,6 +193,75 @@ def brain_seconds(simulation, state, rounds: int = 4) -> tuple[float, int]:
     return seconds, moved
 
 
+# Instructions that only run others (whose kernels the trace shows on their own).
+_CONTROL_FLOW = re.compile(r" (?:conditional|while|call)\(")
+UNTRACED = "(XLA's own: copies, constants)"
+
+
+def kernel_origins(hlo: str) -> dict[str, str]:
+    """{instruction: origin} for the compiled module ``hlo`` (``Compiled.as_text()``):
+    the innermost function of the ``hca`` package in the Python stack an instruction
+    was traced from (``brain.think``, ``geometry.Tiling.total``), or ``UNTRACED`` for
+    what XLA made on its own. Instructions that only run others are left out."""
+    tables = {}
+    for name in ("FileNames", "FunctionNames", "FileLocations", "StackFrames"):
+        match = re.search(rf"^{name}\n(.*?)(?:\n\n|\Z)", hlo, re.M | re.S)
+        tables[name] = match.group(1).splitlines() if match else []
+    files = dict(re.match(r'(\d+) "(.*)"', line).groups() for line in tables["FileNames"])
+    functions = dict(re.match(r'(\d+) "(.*)"', line).groups() for line in tables["FunctionNames"])
+    package = Path(hca.__file__).resolve().parent
+    located = {}  # location id -> "module.function" when in the hca package
+    for line in tables["FileLocations"]:
+        number, file, function = re.match(r"(\d+) \{file_name_id=(\d+) function_name_id=(\d+)", line).groups()
+        path = Path(files[file])
+        if path.parent == package or package in path.parents:
+            located[number] = f"{path.stem}.{functions[function].split('.<locals>')[0]}"
+    frames = {}  # frame id -> (location id, parent frame id)
+    for line in tables["StackFrames"]:
+        number, location, parent = re.match(r"(\d+) \{file_location_id=(\d+) parent_frame_id=(\d+)", line).groups()
+        frames[number] = (location, parent)
+
+    def origin(frame):
+        seen = set()
+        while frame in frames and frame not in seen:  # from the innermost frame outwards
+            seen.add(frame)
+            location, frame = frames[frame]
+            if location in located:
+                return located[location]
+        return UNTRACED
+
+    out = {}
+    for line in hlo.splitlines():
+        match = re.match(r"\s*(?:ROOT )?%([\w.\-]+) = ", line)
+        if match and not _CONTROL_FLOW.search(line):
+            frame = re.search(r"stack_frame_id=(\d+)", line)
+            out[match.group(1)] = origin(frame.group(1)) if frame else UNTRACED
+    return out
+
+
+def kernel_seconds(simulation, state, ticks: int) -> tuple[list[dict], object]:
+    """(rows, the state after): the fused tick's kernel time per tick, by origin
+    (``kernel_origins``), from one run of ``ticks`` traced by ``jax.profiler``; each row
+    {"origin", "seconds", "kernels"} (kernels launched a tick), largest first. Kernel
+    times are summed over the executor's threads: independent kernels run side by side,
+    so the sum can exceed the tick's wall time. Takes over ``state``."""
+    origins = kernel_origins(simulation.run.lower(state, ticks).compile().as_text())
+    with tempfile.TemporaryDirectory() as directory:
+        with jax.profiler.trace(directory, create_perfetto_trace=True):
+            state = jax.block_until_ready(simulation.run(state, ticks))
+        trace = next(Path(directory).rglob("*perfetto_trace.json.gz"))
+        events = json.loads(gzip.decompress(trace.read_bytes()))
+    events = events["traceEvents"] if isinstance(events, dict) else events
+    seconds, kernels = collections.Counter(), collections.Counter()
+    for event in events:
+        origin = origins.get(event.get("name"))
+        if event.get("ph") == "X" and origin is not None:
+            seconds[origin] += event.get("dur", 0) * 1e-6 / ticks
+            kernels[origin] += 1 / ticks
+    rows = [{"origin": origin, "seconds": spent, "kernels": kernels[origin]} for origin, spent in seconds.most_common()]
+    return rows, state
+
+
 class Bandwidth:
     """The machine's read rate: the best bytes per second of jitted reductions that read
     a float32 array of ``n_bytes`` once, to a scalar, to row sums of 16 and 64 entries,
@@ -227,11 +304,19 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("world", nargs="?", default=str(ROOT / "worlds" / "default.yaml"))
     parser.add_argument("--ticks", type=int, default=200, help="timed ticks (after warm-up)")
+    parser.add_argument("--warm", type=int, default=20, metavar="TICKS",
+                        help="ticks run before timing (default 20); later in a run more organisms are"
+                             " born and move, and writing their rows takes more of a tick")
     parser.add_argument("--resize", action="append", default=[], metavar="AXIS=SIZE",
                         help="resize an axis of the world (repeatable), e.g. --resize sm=32 --resize warp=64")
     parser.add_argument("--no-phases", action="store_true", help="skip the per-phase breakdown")
+    parser.add_argument("--no-kernels", action="store_true",
+                        help="skip the traced run that counts the fused tick's kernels by function")
     parser.add_argument("--json", action="store_true", help="print one JSON object")
     args = parser.parse_args()
+    for flag, value in (("--ticks", args.ticks), ("--warm", args.warm)):
+        if value < 1:
+            parser.error(f"{flag} {value}: expected a whole number of ticks >= 1")
 
     try:
         world = resized(hca.load_world(args.world), args.resize)
@@ -258,7 +343,7 @@ def main() -> int:
             + memory.temp_size_in_bytes
         )
 
-    state = simulation.run(state, 20)  # warm-up: compile, and let the population settle
+    state = simulation.run(state, args.warm)  # warm-up: compile, and let the population settle
     jax.block_until_ready(state)
     # At least 64 MiB or, on an accelerator, 1 GiB (so that the launch of a reduction
     # costs nothing against its reading): the machine's streaming rate for as much data
@@ -279,9 +364,16 @@ def main() -> int:
     phases = None
     if not args.no_phases:
         phases, state = phase_seconds(simulation, state)
+    kernels = None
+    if not args.no_kernels:
+        try:
+            kernels, state = kernel_seconds(simulation, state, args.ticks)
+        except (RuntimeError, StopIteration, OSError) as error:  # e.g. a profiler already running
+            print(f"bench: the kernels were not traced: {error or 'no trace written'}", file=sys.stderr)
 
     report = {
         "world": world.name,
+        "warm_ticks": args.warm,
         "devices": [str(device) for device in jax.devices()][:1] + (["..."] if jax.device_count() > 1 else []),
         "cpu_cores": os.cpu_count(),
         "cells": cells,
@@ -298,6 +390,7 @@ def main() -> int:
         "brain_bytes": brain_bytes,
         "brain_ratio": brain_bytes / brain_time / bandwidth if brain_bytes else None,
         "phase_seconds": phases,
+        "kernel_seconds": kernels,
         "state_bytes": state_bytes,
         "peak_bytes": peak_bytes,
         "peak_over_state": peak_bytes / state_bytes if peak_bytes else None,
@@ -310,7 +403,7 @@ def main() -> int:
         return 0
     gb = 1e9
     print(f"world {report['world']}: {cells:,} cells, population {report['population']:,}, "
-          f"{report['cpu_cores']} CPU cores, {jax.devices()[0].platform}")
+          f"{report['cpu_cores']} CPU cores, {jax.devices()[0].platform}, timed after {report['warm_ticks']:,} ticks")
     print(f"  {report['ticks_per_second']:.1f} ticks/s = {report['cell_ticks_per_second'] / 1e6:.2f} M cell-ticks/s")
     print(f"  genome read per tick        {genome_bytes / 1e6:.1f} MB")
     print(f"  genome bytes per second     {report['genome_bytes_per_second'] / gb:.2f} GB/s")
@@ -337,6 +430,17 @@ def main() -> int:
               " for the whole tick):")
         for name, spent in phases.items():
             print(f"    {name:<10} {spent * 1e3:8.3f} ms  {spent / total:6.1%}")
+    if kernels:
+        total = sum(row["seconds"] for row in kernels)
+        shown, rest = kernels[:KERNEL_ROWS], kernels[KERNEL_ROWS:]
+        if rest:
+            shown = shown + [{"origin": f"{len(rest)} other functions", "seconds": sum(row["seconds"] for row in rest),
+                              "kernels": sum(row["kernels"] for row in rest)}]
+        print(f"  the fused tick's kernels, by the function they come from ({total * 1e3:.2f} ms of kernels a"
+              " tick, both cores' together):")
+        for row in shown:
+            print(f"    {row['origin']:<36} {row['seconds'] * 1e3:8.3f} ms  {row['seconds'] / total:6.1%}"
+                  f"  {row['kernels']:7.1f} kernels")
     return 0
 
 

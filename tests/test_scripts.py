@@ -24,6 +24,9 @@ def small_world(tmp_path_factory):
     return path
 
 
+MODULES = {path.stem for path in (ROOT / "hca").glob("*.py")}
+
+
 def script(name, *args, devices=1):
     env = {**os.environ, "JAX_PLATFORMS": "cpu",
            "XLA_FLAGS": f"--xla_force_host_platform_device_count={devices}"}
@@ -58,19 +61,31 @@ def test_bench_reports_speed_bandwidth_memory_and_phases(small_world):
     phases = report["phase_seconds"]
     assert list(phases) == ["inflow", "sense", "decide", "settle", "transfer", "decay"]
     assert all(seconds > 0 for seconds in phases.values())
+    # The fused tick's kernels, each counted to the hca function it was compiled from,
+    # largest first: the brain's forward pass is one of them, and each origin appears once.
+    kernels = report["kernel_seconds"]
+    origins = [row["origin"] for row in kernels]
+    assert "brain.think" in origins and "decide.act" in origins and len(set(origins)) == len(origins)
+    assert all(row["seconds"] > 0 and row["kernels"] > 0 for row in kernels)
+    assert [row["seconds"] for row in kernels] == sorted((row["seconds"] for row in kernels), reverse=True)
+    assert all(origin.split(".")[0] in MODULES for origin in origins if not origin.startswith("("))
 
 
 def test_bench_resizes_axes(small_world):
-    report = json.loads(script("bench.py", small_world, "--resize", "a=6", "--ticks", "2", "--no-phases",
-                               "--json").strip().splitlines()[-1])
+    report = json.loads(script("bench.py", small_world, "--resize", "a=6", "--ticks", "2", "--warm", "3",
+                               "--no-phases", "--no-kernels", "--json").strip().splitlines()[-1])
     world = yaml.safe_load(small_world.read_text())
     for axis in world["regions"]["grid"]["axes"]:
         axis["size"] = 6 if axis["name"] == "a" else axis["size"]
     cells = sum(math.prod(axis["size"] for axis in region["axes"]) for region in world["regions"].values())
-    assert report["cells"] == cells and report["phase_seconds"] is None
+    assert report["cells"] == cells and report["warm_ticks"] == 3
+    assert report["phase_seconds"] is None and report["kernel_seconds"] is None
     result = subprocess.run([sys.executable, str(ROOT / "scripts" / "bench.py"), str(small_world), "--resize", "z=4"],
                             capture_output=True, text=True, timeout=600, check=False)
     assert result.returncode != 0 and "no axis named 'z'" in result.stderr
+    result = subprocess.run([sys.executable, str(ROOT / "scripts" / "bench.py"), str(small_world), "--warm", "0"],
+                            capture_output=True, text=True, timeout=600, check=False)
+    assert result.returncode == 2 and "--warm 0: expected a whole number of ticks >= 1" in result.stderr
 
 
 
