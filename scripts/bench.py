@@ -207,18 +207,21 @@ def kernel_origins(hlo: str) -> dict[str, str]:
     for name in ("FileNames", "FunctionNames", "FileLocations", "StackFrames"):
         match = re.search(rf"^{name}\n(.*?)(?:\n\n|\Z)", hlo, re.M | re.S)
         tables[name] = match.group(1).splitlines() if match else []
-    files = dict(re.match(r'(\d+) "(.*)"', line).groups() for line in tables["FileNames"])
-    functions = dict(re.match(r'(\d+) "(.*)"', line).groups() for line in tables["FunctionNames"])
+    named = re.compile(r'(\d+) "(.*)"')
+    files = dict(named.match(line).groups() for line in tables["FileNames"])
+    functions = dict(named.match(line).groups() for line in tables["FunctionNames"])
+    location_of = re.compile(r"(\d+) \{file_name_id=(\d+) function_name_id=(\d+)")
+    frame_of = re.compile(r"(\d+) \{file_location_id=(\d+) parent_frame_id=(\d+)")
     package = Path(hca.__file__).resolve().parent
     located = {}  # location id -> "module.function" when in the hca package
     for line in tables["FileLocations"]:
-        number, file, function = re.match(r"(\d+) \{file_name_id=(\d+) function_name_id=(\d+)", line).groups()
+        number, file, function = location_of.match(line).groups()
         path = Path(files[file])
         if path.parent == package or package in path.parents:
             located[number] = f"{path.stem}.{functions[function].split('.<locals>')[0]}"
     frames = {}  # frame id -> (location id, parent frame id)
     for line in tables["StackFrames"]:
-        number, location, parent = re.match(r"(\d+) \{file_location_id=(\d+) parent_frame_id=(\d+)", line).groups()
+        number, location, parent = frame_of.match(line).groups()
         frames[number] = (location, parent)
 
     def origin(frame):
@@ -239,13 +242,14 @@ def kernel_origins(hlo: str) -> dict[str, str]:
     return out
 
 
-def kernel_seconds(simulation, state, ticks: int) -> tuple[list[dict], object]:
+def kernel_seconds(simulation, state, ticks: int, hlo: str) -> tuple[list[dict], object]:
     """(rows, the state after): the fused tick's kernel time per tick, by origin
-    (``kernel_origins``), from one run of ``ticks`` traced by ``jax.profiler``; each row
-    {"origin", "seconds", "kernels"} (kernels launched a tick), largest first. Kernel
-    times are summed over the executor's threads: independent kernels run side by side,
-    so the sum can exceed the tick's wall time. Takes over ``state``."""
-    origins = kernel_origins(simulation.run.lower(state, ticks).compile().as_text())
+    (``kernel_origins`` of ``hlo``, the compiled run of ``ticks``), from one run traced
+    by ``jax.profiler``; each row {"origin", "seconds", "kernels"} (kernels launched a
+    tick), largest first. Kernel times are summed over the executor's threads:
+    independent kernels run side by side, so the sum can exceed the tick's wall time.
+    Takes over ``state``."""
+    origins = kernel_origins(hlo)
     with tempfile.TemporaryDirectory() as directory:
         with jax.profiler.trace(directory, create_perfetto_trace=True):
             state = jax.block_until_ready(simulation.run(state, ticks))
@@ -258,7 +262,10 @@ def kernel_seconds(simulation, state, ticks: int) -> tuple[list[dict], object]:
         if event.get("ph") == "X" and origin is not None:
             seconds[origin] += event.get("dur", 0) * 1e-6 / ticks
             kernels[origin] += 1 / ticks
-    rows = [{"origin": origin, "seconds": spent, "kernels": kernels[origin]} for origin, spent in seconds.most_common()]
+    rows = [
+        {"origin": origin, "seconds": spent, "kernels": kernels[origin]}
+        for origin, spent in seconds.most_common()
+    ]
     return rows, state
 
 
@@ -367,7 +374,7 @@ def main() -> int:
     kernels = None
     if not args.no_kernels:
         try:
-            kernels, state = kernel_seconds(simulation, state, args.ticks)
+            kernels, state = kernel_seconds(simulation, state, args.ticks, compiled.as_text())
         except (RuntimeError, StopIteration, OSError) as error:  # e.g. a profiler already running
             print(f"bench: the kernels were not traced: {error or 'no trace written'}", file=sys.stderr)
 
@@ -434,8 +441,9 @@ def main() -> int:
         total = sum(row["seconds"] for row in kernels)
         shown, rest = kernels[:KERNEL_ROWS], kernels[KERNEL_ROWS:]
         if rest:
-            shown = shown + [{"origin": f"{len(rest)} other functions", "seconds": sum(row["seconds"] for row in rest),
-                              "kernels": sum(row["kernels"] for row in rest)}]
+            others = {"origin": f"{len(rest)} other functions",
+                      "seconds": sum(row["seconds"] for row in rest), "kernels": sum(row["kernels"] for row in rest)}
+            shown = shown + [others]
         print(f"  the fused tick's kernels, by the function they come from ({total * 1e3:.2f} ms of kernels a"
               " tick, both cores' together):")
         for row in shown:
