@@ -216,8 +216,8 @@ def kernel_origins(hlo: str) -> dict[str, str]:
     located = {}  # location id -> "module.function" when in the hca package
     for line in tables["FileLocations"]:
         number, file, function = location_of.match(line).groups()
-        path = Path(files[file])
-        if path.parent == package or package in path.parents:
+        path = Path(files[file]).resolve()
+        if package in path.parents:
             located[number] = f"{path.stem}.{functions[function].split('.<locals>')[0]}"
     frames = {}  # frame id -> (location id, parent frame id)
     for line in tables["StackFrames"]:
