@@ -32,8 +32,12 @@ ARMS = ("evolving", "control")
 
 
 def arm_world(world, arm: str, seed: int):
-    """The world of one arm and seed: the control has mutation switched off."""
-    world = world.with_seed(seed)
+    """The world of one arm and seed: the control has mutation switched off. Neither
+    tracks the phylogeny's tree (``run.phylogeny.track: false``; the journals and
+    ``phylogeny.csv`` are written all the same): this experiment reads the tasks and
+    the population only, and the tree's bookkeeping on the host takes longer than the
+    ticks themselves."""
+    world = control_world(world.with_seed(seed), ["run.phylogeny.track=false"])
     return world if arm == "evolving" else control_world(world, ["mutation-off"])
 
 

@@ -168,6 +168,50 @@ def test_resume_writes_the_same_phylogeny_and_metrics(tmp_path, cut):
     assert lines[0][90]["modes"]["persistent"] > 0
 
 
+def test_the_tree_is_the_same_as_one_fed_every_organism(tmp_path):
+    # The recorder leaves out organisms born and dead within a drain, parents of none
+    # born in it; a tracker fed every birth and death, in order, must agree with it at
+    # every report (diversity, ancestors) and at the end (the taxa left).
+    from phylotrackpy import systematics
+
+    world = phylo_world(drain_every=32)
+    run = Run.start(world, tmp_path / "r", 300, report_every=30, checkpoint_every=1000)
+    run.advance(handle_signals=False)
+    born, died = phylogeny.read_journals(tmp_path / "r" / "phylogeny")
+    drains = np.union1d(np.arange(32, 300, 32), np.arange(30, 301, 30))  # drain_every, report_every
+    window = np.searchsorted(drains, born["origin_time"], side="right")
+    death = dict(zip(died["id"].tolist(), died["destruction_time"].tolist()))
+    ends = np.searchsorted(drains, [death.get(i, 10**9) for i in born["id"].tolist()], side="right")
+    parents = set(zip(born["parent"].tolist(), window.tolist()))
+    brief = (ends == window) & np.array([(i, w) not in parents for i, w in zip(born["id"].tolist(), window.tolist())])
+    assert brief.sum() >= 10  # organisms left out of the recorder's tree
+
+    recorder = Recorder(world, tmp_path / "r")
+    reports = {line["tick"]: line["regions"] for line in read_metrics(tmp_path / "r" / "metrics.jsonl")}
+    for tree, (b, d) in zip(recorder.trees, recorder._by_tree(born, died)):
+        tracker = systematics.Systematics(lambda organism: organism, True, True, False, False)
+        taxa = {}
+        tracker.on_prune(lambda taxon: taxa.pop(taxon.get_info(), None))
+        origin = np.where(b["generation"] == 0, -1, b["origin_time"])
+        happened = sorted([(2 * t + 1, i, p) for t, i, p in zip(origin.tolist(), b["id"].tolist(), b["parent"].tolist())]
+                          + [(2 * t, i, None) for t, i in zip(d["destruction_time"].tolist(), d["id"].tolist())])
+        position = 0
+        for tick in sorted(reports):
+            while position < len(happened) and happened[position][0] < 2 * tick:
+                _, organism, parent = happened[position]
+                position += 1
+                if parent is None:
+                    tracker.remove_org(taxa[organism]) if organism in taxa else None
+                else:
+                    above = taxa.get(parent)
+                    taxa[organism] = tracker.add_org(organism) if above is None else tracker.add_org(organism, above)
+            measured = reports[tick][tree.name]["phylogeny"]
+            assert measured["phylogenetic_diversity"] == tracker.get_phylogenetic_diversity(), tick
+            assert measured["ancestors"] == tracker.get_num_ancestors(), tick
+        recorder._replay(b, d, [])
+        assert set(tree.taxa) == set(taxa)
+
+
 # -- MODES and diversity on hand-made histories ----------------------------------------
 
 

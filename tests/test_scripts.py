@@ -129,6 +129,9 @@ def test_evolve_tasks_runs_both_arms_and_summarises(tmp_path):
     control = yaml.safe_load((out / "control-s2" / "world.yaml").read_text())
     assert control["regions"]["grid"]["organisms"]["mutation"]["enabled"] is False
     assert control["seed"] == 2
+    for run in runs:  # no tree on the host, the journals all the same
+        assert yaml.safe_load((out / run / "world.yaml").read_text())["run"]["phylogeny"]["track"] is False
+        assert (out / run / "phylogeny" / "born.bin").stat().st_size > 0
     summary = json.loads((out / "summary.json").read_text())
     assert summary["seeds"] == [2, 3]
     groups = {"product", "parity"}  # and their later cells' partial results:
