@@ -337,7 +337,7 @@ class Recorder:
         # them, is a leaf the tracker would add and prune again: the tree after the
         # events (a drain's, or a report's) is the same without it. Most organisms die
         # young and childless, and the tracker costs tens of microseconds an organism
-        # (plus a step for each ancestor), so leaving them out halves a drain's work.
+        # (plus a step for each ancestor): this leaves nearly half of them out.
         brief = np.isin(born["id"], died["id"]) & ~np.isin(born["id"], born["parent"])
         if brief.any():
             died = {key: value[~np.isin(died["id"], born["id"][brief])] for key, value in died.items()}

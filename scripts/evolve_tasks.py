@@ -37,8 +37,8 @@ def arm_world(world, arm: str, seed: int):
     ``phylogeny.csv`` are written all the same): this experiment reads the tasks and
     the population only, and the tree's bookkeeping on the host takes longer than the
     ticks themselves."""
-    world = control_world(world.with_seed(seed), ["run.phylogeny.track=false"])
-    return world if arm == "evolving" else control_world(world, ["mutation-off"])
+    changes = ["run.phylogeny.track=false"] + ([] if arm == "evolving" else ["mutation-off"])
+    return control_world(world.with_seed(seed), changes)
 
 
 def run_arm(world, out: Path, ticks: int, report_every: int) -> list[dict]:

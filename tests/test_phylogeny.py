@@ -201,7 +201,8 @@ def test_the_tree_is_the_same_as_one_fed_every_organism(tmp_path):
                 _, organism, parent = happened[position]
                 position += 1
                 if parent is None:
-                    tracker.remove_org(taxa[organism]) if organism in taxa else None
+                    if organism in taxa:
+                        tracker.remove_org(taxa[organism])
                 else:
                     above = taxa.get(parent)
                     taxa[organism] = tracker.add_org(organism) if above is None else tracker.add_org(organism, above)
