@@ -198,6 +198,17 @@ class Run:
                     metrics.write(json.dumps(line) + "\n")
                     metrics.flush()
                 collected = None  # a drain whose host side runs while the next chunk steps
+                reported = None  # a report's line, its tree measured while the next chunk steps
+
+                def write_report():
+                    nonlocal reported
+                    at, regular, pending_line, phylogeny = reported
+                    reported = None
+                    for name, measured in recorder.measure(at, regular).items():
+                        phylogeny[name].update(measured)  # in place: the line holds these dicts
+                    metrics.write(json.dumps(pending_line) + "\n")
+                    metrics.flush()
+
                 while tick < target:
                     until_report = report_every - tick % report_every
                     until_save = checkpoint_every - tick % checkpoint_every
@@ -208,6 +219,8 @@ class Run:
                         if people.next_tick() is not None:
                             chunk = min(chunk, people.next_tick() - tick)
                     state = simulation.run(state, chunk)  # dispatched; the device works on
+                    if reported is not None:
+                        write_report()
                     if collected is not None:
                         recorder.finish(collected)
                         collected = None
@@ -224,16 +237,17 @@ class Run:
                         recorder.finish(collected)
                         collected = None
                     if report:
-                        phylogeny = recorder.measure(tick, regular=tick % report_every == 0)
+                        phylogeny = {tree.name: {} for tree in recorder.trees}
                         line = written = metrics_line(simulation, state, line, phylogeny)
                         if people is not None:
                             line["people"] = people.summary()
-                        metrics.write(json.dumps(line) + "\n")
-                        metrics.flush()
+                        reported = (tick, tick % report_every == 0, line, phylogeny)
                     if tick % checkpoint_every == 0 or tick == target:
                         if collected is not None:  # a checkpoint finds its drains recorded
                             recorder.finish(collected)
                             collected = None
+                        if reported is not None:  # and its tick's metrics line written
+                            write_report()
                         saver.save(state, self._meta())
                     if on_chunk is not None:
                         on_chunk(chunk, written)
@@ -242,6 +256,8 @@ class Run:
                     if observer is not None:
                         observer(state, tick, line)
                     if stopping and tick < target:
+                        if reported is not None:
+                            write_report()
                         saver.save(state, self._meta())
                         if writer():
                             write_standard(self.run_dir.path, prune=simulation.config.run.phylogeny.prune)
@@ -250,6 +266,8 @@ class Run:
                         return Outcome(tick, line, time.perf_counter() - started, signal_number)
                 if collected is not None:
                     recorder.finish(collected)
+                if reported is not None:
+                    write_report()
             if writer():
                 write_standard(self.run_dir.path, prune=simulation.config.run.phylogeny.prune)
             self.state, self.start_tick, self.previous = state, tick, line

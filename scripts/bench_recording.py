@@ -3,10 +3,11 @@
     python scripts/bench_recording.py [WORLD.yaml] [--warm 3000] [--ticks 2000]
 
 The world is first run for --warm ticks (past the founders' boom of births), then the
-same --ticks are timed twice from that state: stepped alone, in chunks of
-``run.phylogeny.drain_every`` ticks, and stepped with a ``Recorder`` draining births
-and deaths after every chunk as a run does (device to host, journals appended,
-phylotrackpy fed, while the next chunk steps).
+same --ticks are timed twice from that state: stepped alone, in chunks that end at every
+drain (``run.phylogeny.drain_every``) and report (``run.report_every``), and stepped
+with a ``Recorder`` as a run does: births and deaths drained after every chunk (device
+to host, journals appended) and, at each report, phylotrackpy fed and the tree measured,
+each while the next chunk steps.
 Prints births and deaths per tick and the slowdown the recording adds.
 """
 
@@ -26,22 +27,32 @@ from hca.phylogeny import Recorder
 from hca.world import build
 
 
-def timed(simulation, state, ticks: int, every: int, recorder: Recorder | None) -> tuple[float, object]:
-    """Seconds to step ``ticks`` in chunks of ``every``; with a recorder, draining after
-    each chunk as ``Run.advance`` does: the host side of a drain runs while the next
-    chunk steps."""
+def timed(simulation, state, ticks: int, every: int, report: int, recorder: Recorder | None) -> tuple[float, object]:
+    """Seconds to step ``ticks`` in chunks that end at every drain (``every``) and report
+    (``report``); with a recorder, draining and measuring as ``Run.advance`` does: the
+    host side of a drain, and the tree's measure at a report, run while the next chunk
+    steps."""
     tick = int(state.tick)
+    end = tick + ticks
     started = time.perf_counter()
-    collected = None
-    for _ in range(ticks // every):
-        state = simulation.run(state, every)
+    collected = reported = None
+    while tick < end:
+        chunk = min(every - tick % every, report - tick % report, end - tick)
+        state = simulation.run(state, chunk)
+        if reported is not None:
+            recorder.measure(reported)
+            reported = None
         if collected is not None:
             recorder.finish(collected)
-        tick += every
-        if recorder is not None:
+            collected = None
+        tick += chunk
+        if recorder is not None and (tick % every == 0 or tick % report == 0 or tick == end):
             collected = recorder.collect(state, tick)
-    if collected is not None:
-        recorder.finish(collected)
+            if tick % report == 0 or tick == end:
+                recorder.finish(collected)
+                collected, reported = None, tick
+    if reported is not None:
+        recorder.measure(reported)
     state = jax.block_until_ready(state)
     return time.perf_counter() - started, state
 
@@ -64,15 +75,17 @@ def main() -> None:
         return sum(int(r.life.births.sum()) + int(r.life.deaths.sum()) for r in state.regions if r.life is not None)
 
     jax.block_until_ready(simulation.run(jax.device_put(kept), every))  # compiled before timing
-    plain, after = timed(simulation, jax.device_put(kept), ticks, every, None)
+    report = world.run.report_every
+    plain, after = timed(simulation, jax.device_put(kept), ticks, every, report, None)
     with tempfile.TemporaryDirectory() as directory:
         recorder = Recorder.start(world, directory, jax.device_put(kept))  # the warm state's living, as roots
-        recorded, _ = timed(simulation, jax.device_put(kept), ticks, every, recorder)
+        recorded, _ = timed(simulation, jax.device_put(kept), ticks, every, report, recorder)
     result = {
         "world": world.name,
         "from_tick": warm,
         "ticks": ticks,
         "drain_every": every,
+        "report_every": report,
         "births_and_deaths_per_tick": (events(after) - events(kept)) / ticks,
         "ticks_per_second_plain": ticks / plain,
         "ticks_per_second_recorded": ticks / recorded,

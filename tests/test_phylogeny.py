@@ -169,26 +169,36 @@ def test_resume_writes_the_same_phylogeny_and_metrics(tmp_path, cut):
 
 
 def test_the_tree_is_the_same_as_one_fed_every_organism(tmp_path):
-    # The recorder leaves out organisms born and dead within a drain, parents of none
-    # born in it; a tracker fed every birth and death, in order, must agree with it at
-    # every report (diversity, ancestors) and at the end (the taxa left).
+    # The recorder feeds its tracker at each report, and leaves out the organisms born
+    # since the last that are dead by then with every descendant born since; a tracker
+    # fed every birth and death, in order, must agree with it at every report
+    # (diversity, ancestors) and at the end (the taxa left).
     from phylotrackpy import systematics
 
-    world = phylo_world(drain_every=32)
-    run = Run.start(world, tmp_path / "r", 300, report_every=30, checkpoint_every=1000)
+    world = phylo_world(drain_every=64)
+    run = Run.start(world, tmp_path / "r", 300, report_every=60, checkpoint_every=1000)
     run.advance(handle_signals=False)
     born, died = phylogeny.read_journals(tmp_path / "r" / "phylogeny")
-    drains = np.union1d(np.arange(32, 300, 32), np.arange(30, 301, 30))  # drain_every, report_every
-    window = np.searchsorted(drains, born["origin_time"], side="right")
+    reports_at = np.arange(0, 301, 60)  # the reports, where the tracker is fed (founders at 0)
+    origin = np.where(born["generation"] == 0, -1, born["origin_time"])
+    window = dict(zip(born["id"].tolist(), np.searchsorted(reports_at, origin, side="right").tolist()))
     death = dict(zip(died["id"].tolist(), died["destruction_time"].tolist()))
-    ends = np.searchsorted(drains, [death.get(i, 10**9) for i in born["id"].tolist()], side="right")
-    parents = set(zip(born["parent"].tolist(), window.tolist()))
-    brief = (ends == window) & np.array([(i, w) not in parents for i, w in zip(born["id"].tolist(), window.tolist())])
-    assert brief.sum() >= 10  # organisms left out of the recorder's tree
+    children = {}
+    for organism, parent in zip(born["id"].tolist(), born["parent"].tolist()):
+        children.setdefault(parent, []).append(organism)
 
-    recorder = Recorder(world, tmp_path / "r")
+    def left_out(organism):
+        w = window[organism]
+        return (organism in death and np.searchsorted(reports_at, death[organism], side="right") == w
+                and all(left_out(c) for c in children.get(organism, []) if window[c] == w))
+
+    out = [organism for organism in window if left_out(organism)]
+    assert len(out) >= 50  # organisms left out of the recorder's tree
+    assert sum(any(window[c] == window[o] for c in children.get(o, [])) for o in out) >= 5  # parents among them
+
+    replayed = Recorder(world, tmp_path / "r")  # as a resumed run rebuilds it
     reports = {line["tick"]: line["regions"] for line in read_metrics(tmp_path / "r" / "metrics.jsonl")}
-    for tree, (b, d) in zip(recorder.trees, recorder._by_tree(born, died)):
+    for tree, again, (b, d) in zip(run.recorder.trees, replayed.trees, replayed._by_tree(born, died)):
         tracker = systematics.Systematics(lambda organism: organism, True, True, False, False)
         taxa = {}
         tracker.on_prune(lambda taxon: taxa.pop(taxon.get_info(), None))
@@ -209,8 +219,12 @@ def test_the_tree_is_the_same_as_one_fed_every_organism(tmp_path):
             measured = reports[tick][tree.name]["phylogeny"]
             assert measured["phylogenetic_diversity"] == tracker.get_phylogenetic_diversity(), tick
             assert measured["ancestors"] == tracker.get_num_ancestors(), tick
-        recorder._replay(b, d, [])
-        assert set(tree.taxa) == set(taxa)
+        # The same taxa left, and a taxon made for each organism not left out, in the
+        # run and in a replay of its journals.
+        replayed._replay(b, d, list(reports_at[:-1]))
+        for recorded in (tree, again):
+            assert set(recorded.taxa) == set(taxa)
+            assert recorded.systematics.get_next_id() == len(set(b["id"].tolist()) - set(out))
 
 
 # -- MODES and diversity on hand-made histories ----------------------------------------
