@@ -8,7 +8,9 @@ drain (``run.phylogeny.drain_every``) and report (``run.report_every``), and ste
 with a ``Recorder`` as a run does: births and deaths drained after every chunk (device
 to host, journals appended) and, at each report, phylotrackpy fed and the tree measured,
 each while the next chunk steps.
-Prints births and deaths per tick and the slowdown the recording adds.
+Prints births and deaths per tick, the fraction of the births that reached the tree (the
+others died out between two reports with all their descendants), and the slowdown the
+recording adds.
 """
 
 from __future__ import annotations
@@ -71,15 +73,24 @@ def main() -> None:
     warm = max(args.warm // every, 1) * every
     kept = jax.device_get(simulation.run(simulation.init(), warm))
 
+    def births(state) -> int:
+        return sum(int(r.life.births.sum()) for r in state.regions if r.life is not None)
+
     def events(state) -> int:
-        return sum(int(r.life.births.sum()) + int(r.life.deaths.sum()) for r in state.regions if r.life is not None)
+        return births(state) + sum(int(r.life.deaths.sum()) for r in state.regions if r.life is not None)
+
+    def taxa(recorder) -> int:
+        return sum(tree.systematics.get_next_id() for tree in recorder.trees)
 
     jax.block_until_ready(simulation.run(jax.device_put(kept), every))  # compiled before timing
     report = world.run.report_every
     plain, after = timed(simulation, jax.device_put(kept), ticks, every, report, None)
     with tempfile.TemporaryDirectory() as directory:
         recorder = Recorder.start(world, directory, jax.device_put(kept))  # the warm state's living, as roots
+        recorder.measure(warm)  # as a run's first line: the roots in the tree
+        roots = taxa(recorder)
         recorded, _ = timed(simulation, jax.device_put(kept), ticks, every, report, recorder)
+        fed = taxa(recorder) - roots
     result = {
         "world": world.name,
         "from_tick": warm,
@@ -87,6 +98,7 @@ def main() -> None:
         "drain_every": every,
         "report_every": report,
         "births_and_deaths_per_tick": (events(after) - events(kept)) / ticks,
+        "births_fed_to_the_tree": fed / max(births(after) - births(kept), 1),
         "ticks_per_second_plain": ticks / plain,
         "ticks_per_second_recorded": ticks / recorded,
         "recording_slowdown": recorded / plain - 1,

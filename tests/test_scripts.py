@@ -158,3 +158,11 @@ def test_bench_live_compares_a_watched_run_with_one_alone(tmp_path):
         assert frames >= 1  # the client got frames while the watched run stepped
     ratio = float(out.strip().splitlines()[-1].rsplit(" ", 1)[1])
     assert 0.1 < ratio < 10
+
+
+def test_bench_recording_times_a_run_with_and_without_its_tree(small_world):
+    out = json.loads(script("bench_recording.py", small_world, "--warm", "64", "--ticks", "256"))
+    assert out["ticks"] == 256 and out["births_and_deaths_per_tick"] > 0
+    # The tree was fed at the reports: some births reached it, and some died out unseen.
+    assert 0 < out["births_fed_to_the_tree"] < 1
+    assert out["ticks_per_second_plain"] > 0 and out["ticks_per_second_recorded"] > 0
