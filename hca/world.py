@@ -209,7 +209,11 @@ def build(config: WorldConfig, mesh: Any = None) -> Simulation:
         shardings = parallel.state_shardings(
             config, jax.eval_shape(make_state, jax.ShapeDtypeStruct((), jnp.uint32)), mesh
         )
-    _init = jax.jit(make_state, out_shardings=shardings)
+    # On one device the state is committed to it, as one restored from a checkpoint is:
+    # JAX compiles a step of committed arrays apart from one of uncommitted arrays, so
+    # a resumed run would compile again what a fresh run of the world had compiled.
+    placed = jax.sharding.SingleDeviceSharding(jax.devices()[0]) if mesh is None else shardings
+    _init = jax.jit(make_state, out_shardings=placed)
 
     def init(seed: int | None = None) -> WorldState:
         seed = config.seed if seed is None else seed

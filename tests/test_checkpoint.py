@@ -80,6 +80,9 @@ def test_resumed_arrays_equal_the_live_state(tmp_path, world_file):
         a, b = np.asarray(a), np.asarray(b)
         assert a.dtype == b.dtype and np.array_equal(a, b)
     assert state_digest(live) == state_digest(loaded)
+    # The same program steps a fresh state and a restored one: a resumed run finds the
+    # step the world's first run compiled (in JAX's persistent cache) and compiles nothing.
+    assert simulation.run.lower(loaded, 1).as_text() == simulation.run.lower(simulation.init(), 1).as_text()
 
 
 def test_keep_last_n(tmp_path, world_file):
