@@ -370,3 +370,17 @@ def test_untracked_runs_keep_the_same_phylogeny_without_tree_metrics(tmp_path):
     last = read_metrics(tmp_path / "untracked" / "metrics.jsonl")[-1]["regions"]["grid"]["phylogeny"]
     assert last == {"recorded_total": read_metrics(tmp_path / "tracked" / "metrics.jsonl")[-1]["regions"]["grid"][
         "phylogeny"]["recorded_total"]}
+
+
+def test_a_tree_fed_before_its_report_measures_the_same(tmp_path, monkeypatch):
+    # Drained events wait for the next report, or until PENDING_LIMIT of them wait: fed
+    # early, fewer organisms are left out, and every report reads the same.
+    runs = {}
+    for name, limit in (("at_reports", phylogeny.PENDING_LIMIT), ("early", 20)):
+        monkeypatch.setattr(phylogeny, "PENDING_LIMIT", limit)
+        runs[name] = Run.start(phylo_world(), tmp_path / name, 90, report_every=30)
+        runs[name].advance(handle_signals=False)
+    metrics = [(tmp_path / name / "metrics.jsonl").read_bytes() for name in runs]
+    assert metrics[0] == metrics[1]
+    made = [sum(tree.systematics.get_next_id() for tree in run.recorder.trees) for run in runs.values()]
+    assert made[0] < made[1]
