@@ -202,6 +202,8 @@ class Run:
 
                 def write_report():
                     nonlocal reported
+                    if reported is None:
+                        return
                     at, regular, pending_line, phylogeny = reported
                     reported = None
                     for name, measured in recorder.measure(at, regular).items():
@@ -219,8 +221,7 @@ class Run:
                         if people.next_tick() is not None:
                             chunk = min(chunk, people.next_tick() - tick)
                     state = simulation.run(state, chunk)  # dispatched; the device works on
-                    if reported is not None:
-                        write_report()
+                    write_report()
                     if collected is not None:
                         recorder.finish(collected)
                         collected = None
@@ -246,8 +247,7 @@ class Run:
                         if collected is not None:  # a checkpoint finds its drains recorded
                             recorder.finish(collected)
                             collected = None
-                        if reported is not None:  # and its tick's metrics line written
-                            write_report()
+                        write_report()  # and its tick's metrics line written
                         saver.save(state, self._meta())
                     if on_chunk is not None:
                         on_chunk(chunk, written)
@@ -256,8 +256,7 @@ class Run:
                     if observer is not None:
                         observer(state, tick, line)
                     if stopping and tick < target:
-                        if reported is not None:
-                            write_report()
+                        write_report()
                         saver.save(state, self._meta())
                         if writer():
                             write_standard(self.run_dir.path, prune=simulation.config.run.phylogeny.prune)
@@ -266,8 +265,7 @@ class Run:
                         return Outcome(tick, line, time.perf_counter() - started, signal_number)
                 if collected is not None:
                     recorder.finish(collected)
-                if reported is not None:
-                    write_report()
+                write_report()
             if writer():
                 write_standard(self.run_dir.path, prune=simulation.config.run.phylogeny.prune)
             self.state, self.start_tick, self.previous = state, tick, line

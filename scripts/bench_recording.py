@@ -48,7 +48,7 @@ def timed(simulation, state, ticks: int, every: int, report: int, recorder: Reco
             recorder.finish(collected)
             collected = None
         tick += chunk
-        if recorder is not None and (tick % every == 0 or tick % report == 0 or tick == end):
+        if recorder is not None:  # a chunk ends at a drain, a report or the end
             collected = recorder.collect(state, tick)
             if tick % report == 0 or tick == end:
                 recorder.finish(collected)

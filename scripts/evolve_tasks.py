@@ -35,8 +35,8 @@ def arm_world(world, arm: str, seed: int):
     """The world of one arm and seed: the control has mutation switched off. Neither
     tracks the phylogeny's tree (``run.phylogeny.track: false``; the journals and
     ``phylogeny.csv`` are written all the same): this experiment reads the tasks and
-    the population only, and the tree's bookkeeping on the host takes longer than the
-    ticks themselves."""
+    the population only, and the tree's bookkeeping on the host can take longer than
+    the ticks themselves."""
     changes = ["run.phylogeny.track=false"] + ([] if arm == "evolving" else ["mutation-off"])
     return control_world(world.with_seed(seed), changes)
 
