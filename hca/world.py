@@ -9,6 +9,7 @@ needs communication between devices.
 
 from __future__ import annotations
 
+import collections
 import functools
 from dataclasses import dataclass
 from typing import Any
@@ -177,12 +178,32 @@ def measure_state(config: WorldConfig, state: WorldState) -> dict[str, Any]:
     return measured
 
 
+# The worlds built last, by (config as JSON, mesh): see ``build``.
+_BUILT: collections.OrderedDict[tuple[str, Any], Simulation] = collections.OrderedDict()
+BUILT_KEPT = 8
+
+
 def build(config: WorldConfig, mesh: Any = None) -> Simulation:
     """Compile-ready functions for ``config``; nothing is traced until first use.
 
     With a ``mesh`` (see ``hca.parallel.make_mesh``) the state lives spread over its
-    devices along the placed axes.
+    devices along the placed axes. A world built again, with an equal config and mesh,
+    is the ``Simulation`` built before (the last ``BUILT_KEPT`` are kept), so that its
+    functions are not traced and compiled again: a run resumed in the same process, a
+    test that builds a world its neighbour built. ``assemble`` builds anew.
     """
+    key = (config.model_dump_json(), mesh)
+    simulation = _BUILT.pop(key, None) or assemble(config, mesh)
+    _BUILT[key] = simulation
+    while len(_BUILT) > BUILT_KEPT:
+        _BUILT.popitem(last=False)
+    return simulation
+
+
+def assemble(config: WorldConfig, mesh: Any = None) -> Simulation:
+    """A new ``Simulation`` of ``config``, shared with no other caller (``build`` shares
+    them): for one whose parts are changed, e.g. a test that writes arriving rows in
+    other passes."""
     regions = list(config.regions.values())
     offsets, world_cells = id_offsets(config)
     lives = [

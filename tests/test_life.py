@@ -19,7 +19,7 @@ from hca.config import parse_world
 from hca.organisms import Life
 from hca.people import Applier
 from hca.tasks import COUNTERS
-from hca.world import build
+from hca.world import assemble, build
 from reference import WorldReference
 
 LIFE = {
@@ -214,7 +214,7 @@ def test_arrivals_written_in_passes_equal_one_pass():
     config = living_world(max_transfers=4, max_crossings=2)
     config["regions"]["grid"]["placement"] = ["a", "b"]
     world = parse_world(config)
-    passes, one = build(world), build(world)
+    passes, one = assemble(world), assemble(world)  # changed below: not shared
     assert not passes.tick.spread
     one.tick.spread = True
     for life in passes.tick.lives:
@@ -370,6 +370,7 @@ def leaves(state):
 
 
 def test_bitwise_determinism_and_no_retrace(simulation):
+    simulation = assemble(simulation.config)  # its own: no other test's calls counted
     first = simulation.run(simulation.init(), 120)
     second = simulation.init()
     for n in (7, 50, 63):

@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+import copy
+
 import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
 
 from hca.config import parse_world
-from hca.world import build
+from hca.world import assemble, build
 from reference import Reference
 
 
@@ -197,7 +199,7 @@ def test_run_in_pieces_equals_run_in_one_go():
 
 
 def test_run_does_not_retrace():
-    simulation = build(parse_world(MIXED))
+    simulation = assemble(parse_world(MIXED))  # its own: no other test's calls counted
     state = simulation.init()
     for n in (1, 5, 17, 5, 1000):
         state = simulation.run(state, n)
@@ -223,3 +225,18 @@ def test_shipped_worlds_balance(worlds_dir, name):
     ledger = simulation.ledger(state)
     assert ledger["world"]["balanced"] and ledger["tick"] == 200
     assert all(region["balanced"] for region in ledger["regions"].values())
+
+
+def test_a_world_built_again_is_the_simulation_built_before():
+    from hca import world as world_module
+
+    config = parse_world(MIXED)
+    first = build(config)
+    assert build(parse_world(copy.deepcopy(MIXED))) is first  # an equal world, parsed again
+    assert assemble(config) is not first
+    other = build(parse_world({**MIXED, "seed": MIXED["seed"] + 1}))
+    assert other is not first and other.config.seed == MIXED["seed"] + 1
+    # Only the last few are kept: after as many others, the first is built anew.
+    for seed in range(world_module.BUILT_KEPT):
+        build(parse_world({**MIXED, "seed": 1000 + seed}))
+    assert build(config) is not first
