@@ -184,8 +184,13 @@ def brain_seconds(simulation, state, rounds: int = 4) -> tuple[float, int]:
 
         timed(1)  # compiles
         timed(1)
-        # Enough ticks for a quarter of a second, so that the difference is not noise.
-        ticks = min(max(rounds, math.ceil(0.25 / best[1])), 500)
+        # Enough ticks for a quarter of a second, so that the difference is not noise
+        # (on a small world a call's own cost can exceed hundreds of ticks).
+        ticks = rounds
+        timed(1 + ticks)
+        while best[1 + ticks] < 0.25 and ticks < 100_000:
+            ticks = max(2 * ticks, math.ceil(ticks * 0.3 / best[1 + ticks]))
+            timed(1 + ticks)
         for count in (1 + ticks, 1) * 3:
             timed(count)
         seconds += max(best[1 + ticks] - best[1], 0.0) / ticks
