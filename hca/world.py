@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import collections
 import functools
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 import jax
@@ -34,13 +34,17 @@ class Simulation:
 
     config: WorldConfig
     schedule: geometry.Schedule
-    init: Any  # (seed: int | None) -> WorldState
+    initial: Any  # (seed: uint32 array) -> WorldState, jitted; see ``init``
     step: Any  # (WorldState) -> WorldState
     run: Any  # (WorldState, n_ticks) -> WorldState
     measure: Any  # (WorldState) -> dict of scalar arrays (the ledger, world and per region)
     tick: Any  # hca.step.Tick: the tick phase by phase (step is it jitted)
     mesh: Any = None  # jax.sharding.Mesh when the world is spread over several devices
     shardings: Any = None  # the state's NamedShardings on `mesh` (None on one device)
+
+    def init(self, seed: int | None = None) -> WorldState:
+        """The world at tick 0 for ``seed`` (by default the config's)."""
+        return self.initial(jnp.uint32(self.config.seed if seed is None else seed))
 
     def abstract_state(self) -> Any:
         """ShapeDtypeStructs of the state, with the sharding each array lives in."""
@@ -178,8 +182,8 @@ def measure_state(config: WorldConfig, state: WorldState) -> dict[str, Any]:
     return measured
 
 
-# The worlds built last, by (config as JSON, mesh): see ``build``.
-_BUILT: collections.OrderedDict[tuple[str, Any], Simulation] = collections.OrderedDict()
+# The worlds built last, by ((config but its seed, as JSON; mesh), seed): see ``build``.
+_BUILT: collections.OrderedDict[tuple[tuple[str, Any], int], Simulation] = collections.OrderedDict()
 BUILT_KEPT = 8
 
 
@@ -190,11 +194,16 @@ def build(config: WorldConfig, mesh: Any = None) -> Simulation:
     devices along the placed axes. A world built again, with an equal config and mesh,
     is the ``Simulation`` built before (the last ``BUILT_KEPT`` are kept), so that its
     functions are not traced and compiled again: a run resumed in the same process, a
-    test that builds a world its neighbour built. ``assemble`` builds anew.
+    test that builds a world its neighbour built. One that differs from a kept one only
+    in its seed shares that one's functions (the seed is the state's, not the step's):
+    the seeds of an experiment compile once. ``assemble`` builds anew.
     """
-    key = (config.model_dump_json(), mesh)
-    simulation = _BUILT.pop(key, None) or assemble(config, mesh)
-    _BUILT[key] = simulation
+    steps = (config.model_copy(update={"seed": 0}).model_dump_json(), mesh)  # all but the seed
+    simulation = _BUILT.pop((steps, config.seed), None)
+    if simulation is None:
+        sibling = next((kept for (kept_steps, _), kept in _BUILT.items() if kept_steps == steps), None)
+        simulation = assemble(config, mesh) if sibling is None else replace(sibling, config=config)
+    _BUILT[steps, config.seed] = simulation
     while len(_BUILT) > BUILT_KEPT:
         _BUILT.popitem(last=False)
     return simulation
@@ -234,11 +243,7 @@ def assemble(config: WorldConfig, mesh: Any = None) -> Simulation:
     # JAX compiles a step of committed arrays apart from one of uncommitted arrays, so
     # a resumed run would compile again what a fresh run of the world had compiled.
     placed = jax.sharding.SingleDeviceSharding(jax.devices()[0]) if mesh is None else shardings
-    _init = jax.jit(make_state, out_shardings=placed)
-
-    def init(seed: int | None = None) -> WorldState:
-        seed = config.seed if seed is None else seed
-        return _init(jnp.uint32(seed))
+    initial = jax.jit(make_state, out_shardings=placed)
 
     def run_ticks(state: WorldState, n_ticks: jax.Array | int) -> WorldState:
         return jax.lax.fori_loop(0, n_ticks, lambda _, s: tick(s), state)
@@ -255,7 +260,7 @@ def assemble(config: WorldConfig, mesh: Any = None) -> Simulation:
     return Simulation(
         config=config,
         schedule=tick.schedule,
-        init=init,
+        initial=initial,
         step=jax.jit(tick),
         run=run,
         measure=measure,

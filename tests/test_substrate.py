@@ -234,9 +234,14 @@ def test_a_world_built_again_is_the_simulation_built_before():
     first = build(config)
     assert build(parse_world(copy.deepcopy(MIXED))) is first  # an equal world, parsed again
     assert assemble(config) is not first
+    # Another seed: the same functions (compiled once), its own initial state.
     other = build(parse_world({**MIXED, "seed": MIXED["seed"] + 1}))
     assert other is not first and other.config.seed == MIXED["seed"] + 1
-    # Only the last few are kept: after as many others, the first is built anew.
-    for seed in range(world_module.BUILT_KEPT):
-        build(parse_world({**MIXED, "seed": 1000 + seed}))
-    assert build(config) is not first
+    assert (other.run, other.step, other.measure, other.tick) == (first.run, first.step, first.measure, first.tick)
+    assert int(other.init().seed) == MIXED["seed"] + 1 and int(first.init().seed) == MIXED["seed"]
+    assert build(parse_world({**MIXED, "seed": MIXED["seed"] + 1})) is other
+    # Only the last few are kept: after as many other worlds, the first is built anew.
+    for index in range(world_module.BUILT_KEPT):
+        build(parse_world({**MIXED, "name": f"other{index}"}))
+    again = build(config)
+    assert again is not first and again.run is not first.run
