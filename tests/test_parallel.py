@@ -121,7 +121,8 @@ def test_hca_run_over_two_processes_checkpoints_is_killed_and_resumes_on_one(wor
     """`hca run` as 2 processes x 4 devices (scripts/launch_local_hosts.py): the first
     writes the run directory, all write checkpoints; killed, it resumes on 1 process
     and 1 device, bitwise as a run on one device. The default world with its two
-    innermost axes (not placed) shrunk, 512 cells: the same program, 16 times less work."""
+    innermost axes (not placed) shrunk to 512 cells: the same axes, stretches,
+    placement and tasks, 16 times fewer cells."""
     import os
     import signal
     import subprocess
