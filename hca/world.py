@@ -198,7 +198,7 @@ def build(config: WorldConfig, mesh: Any = None) -> Simulation:
     in its seed shares that one's functions (the seed is the state's, not the step's):
     the seeds of an experiment compile once. ``assemble`` builds anew.
     """
-    steps = (config.model_copy(update={"seed": 0}).model_dump_json(), mesh)  # all but the seed
+    steps = (config.with_seed(0).model_dump_json(), mesh)  # all but the seed
     simulation = _BUILT.pop((steps, config.seed), None)
     if simulation is None:
         sibling = next((kept for (kept_steps, _), kept in _BUILT.items() if kept_steps == steps), None)
