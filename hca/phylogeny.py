@@ -38,15 +38,23 @@ the journals. An organism *persists* once it still has living descendants
 a coarse genotype: the signs of 16 fixed random projections of the genome's weights,
 so that close relatives share a type and a type can be lost and found again.
 
-Everything the recorder knows is derived from the journals, so a resumed run rebuilds
-it by replaying them: the journals, ``phylogeny.csv`` and the metrics come out the
-same as in one uninterrupted run.
+Everything the recorder knows is derived from the journals, so a resumed run could
+rebuild it by replaying them all, at tens of microseconds an organism (tens of minutes
+for a million ticks of the default world). Instead, at each checkpoint the recorder
+saves its trees as they were at its last regular report (``phylogeny/trees-TICK.npz``:
+each tree's taxa with their parents and origins, the living with their types, the
+MODES snapshots and sets), and a resumed run rebuilds each tree from the newest such
+file it can use, with one taxon per living organism or ancestor, then replays the
+journals' tails from there on: the journals, ``phylogeny.csv`` and the metrics come out
+the same as in one uninterrupted run. Without a usable file (a run saved by an older
+hca, or rolled back past every file) it replays the journals from tick 0.
 """
 
 from __future__ import annotations
 
 import math
 import os
+import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -68,6 +76,8 @@ BORN_RECORD = np.dtype([("id", "<i8"), ("parent", "<i8"), ("origin_time", "<i4")
 DIED_RECORD = np.dtype([("id", "<i8"), ("region", "<i4"), ("destruction_time", "<i4"), ("cell", "<i4")])
 BORN_COLUMNS = BORN_RECORD.names
 DIED_COLUMNS = DIED_RECORD.names
+SAVED_TREES = "trees-{tick}.npz"  # the trees at a regular report, saved with a checkpoint
+TAIL_BLOCK = 1 << 20  # records a resume reads at a time, from a journal's end back
 TYPE_BITS = 16
 # Births and deaths a tree keeps drained before it is fed at the latest (~70 MB).
 PENDING_LIMIT = 1_000_000
@@ -152,6 +162,61 @@ class Tree:
     recorded: int = 0  # organisms recorded since tick 0
     pending: list[tuple[dict, dict]] = field(default_factory=list)  # drained, not yet fed to the tracker
 
+    def saved(self) -> dict[str, np.ndarray]:
+        """What ``restore`` needs to make this tree again, as arrays: the taxa in the order
+        they were made (a parent before its children) with their parents (0: a root) and
+        origin ticks, the living with their types, the MODES snapshots and sets."""
+        taxa = list(self.taxa.values())
+        parents = [taxon.get_parent() for taxon in taxa]
+        living = np.array(list(self.living.values()), np.int64).reshape(-1, 2)
+        snapshots = self.snapshots
+        return {
+            "recorded": np.int64(self.recorded),
+            "taxa": np.fromiter(self.taxa, np.int64, len(taxa)),
+            "parents": np.array([0 if parent is None else parent.get_info() for parent in parents], np.int64),
+            "origins": np.array([taxon.get_origination_time() for taxon in taxa], np.int64),
+            "living": np.fromiter(self.living, np.int64, len(self.living)),
+            "living_types": living[:, 0],
+            "living_complexity": living[:, 1],
+            "snapshot_ticks": np.array([snapshot.tick for snapshot in snapshots], np.int64),
+            "snapshot_sizes": np.array([len(snapshot.ids) for snapshot in snapshots], np.int64),
+            "snapshot_ids": np.concatenate([np.zeros(0, np.int64)] + [s.ids for s in snapshots]),
+            "snapshot_types": np.concatenate([np.zeros(0, np.int64)] + [s.types for s in snapshots]),
+            "snapshot_complexity": np.concatenate([np.zeros(0, np.int64)] + [s.complexity for s in snapshots]),
+            "seen": np.array(sorted(self.seen), np.int64),
+            "previous": np.array(sorted(self.previous), np.int64),
+        }
+
+    def restore(self, saved: dict[str, np.ndarray], tick: int) -> None:
+        """Make this (new) tree the one ``saved`` describes, as it was at ``tick``: each
+        taxon made again under its parent, in the order it was first made, and those no
+        longer living removed (all of them have living descendants, so none is pruned)."""
+        systematics, taxa = self.systematics, self.taxa
+        for organism, parent, origin in zip(*(saved[key].tolist() for key in ("taxa", "parents", "origins"))):
+            systematics.set_update(origin)
+            above = taxa.get(parent)
+            taxa[organism] = systematics.add_org(organism) if above is None else systematics.add_org(organism, above)
+        self.living = dict(zip(saved["living"].tolist(),
+                               zip(saved["living_types"].tolist(), saved["living_complexity"].tolist())))
+        systematics.set_update(tick)
+        for organism in [organism for organism in taxa if organism not in self.living]:
+            systematics.remove_org(taxa[organism])
+        ends = np.cumsum(saved["snapshot_sizes"])
+        self.snapshots = [
+            Snapshot(int(at), *(saved[key][end - size:end] for key in
+                                ("snapshot_ids", "snapshot_types", "snapshot_complexity")))
+            for at, size, end in zip(saved["snapshot_ticks"].tolist(), saved["snapshot_sizes"].tolist(), ends.tolist())
+        ]
+        self.seen = set(saved["seen"].tolist())
+        self.previous = set(saved["previous"].tolist())
+        self.recorded = int(saved["recorded"])
+
+
+_SAVED_KEYS = {
+    "recorded", "taxa", "parents", "origins", "living", "living_types", "living_complexity", "snapshot_ticks",
+    "snapshot_sizes", "snapshot_ids", "snapshot_types", "snapshot_complexity", "seen", "previous",
+}
+
 
 def _new_tree(name: str) -> Tree:
     from phylotrackpy import systematics
@@ -184,6 +249,11 @@ class Recorder:
         self.drained = 0  # the journals hold everything that happened before this tick
         self.writes = parallel.writer()  # with several processes, the first writes the files
         self.started = False  # the founders are recorded
+        self.reports: list[int] = []  # the regular reports measured, since tick 0
+        # Whether the trees are still as the last regular report left them (nothing fed
+        # since): only then can ``save`` write them.
+        self.settled = True
+        self.restored_from = -1  # the report whose saved trees a resume started from (-1: none)
 
     # -- the run's side ----------------------------------------------------------------
 
@@ -196,6 +266,8 @@ class Recorder:
             recorder.path.mkdir(parents=True, exist_ok=True)
             for name in (BORN, DIED):
                 _write_atomic(recorder.path / name, b"")
+            for tick in recorder._saved_ticks():  # of a run started again from tick 0
+                (recorder.path / SAVED_TREES.format(tick=tick)).unlink()
         recorder.drained = int(state.tick)
         recorder.drain(state, recorder.drained)
         return recorder
@@ -213,18 +285,79 @@ class Recorder:
         # The last drain every run reaching `tick` made: on the drain grid, or a report.
         regular = [t for t in report_ticks if t <= tick and t % report_every == 0]
         last = max([tick - tick % recorder.every, *regular])
-        born, died = read_journals(recorder.path)
-        keep_born = (born["origin_time"] < last) | (born["generation"] == 0)
-        keep_died = died["destruction_time"] < last
-        born = {key: value[keep_born] for key, value in born.items()}
-        died = {key: value[keep_died] for key, value in died.items()}
-        if recorder.writes:
-            _write_atomic(recorder.path / BORN, _records(BORN_RECORD, born).tobytes())
-            _write_atomic(recorder.path / DIED, _records(DIED_RECORD, died).tobytes())
+        regular = [t for t in regular if t <= last]
+        since = recorder.restored_from = recorder._restore(regular)
+        # Only the journals' tails are read: what happened from `since` on is replayed,
+        # and what happened from `last` on is cut (the state's journal holds it).
+        journals = ((BORN, BORN_RECORD, "origin_time"), (DIED, DIED_RECORD, "destruction_time"))
+        tails = [_journal_tail(recorder.path / name, record, column, since, recorder.every)
+                 for name, record, column in journals]
+        parallel.barrier("hca-journals-read")  # every process has read them before they are cut
+        tables = []
+        for (name, record, column), (start, table) in zip(journals, tails):
+            keep = table[column] < last
+            if name == BORN:
+                keep |= table["generation"] == 0  # founders: origin 0, never cut
+            if recorder.writes:
+                _cut_journal(recorder.path / name, record, start, table, keep)
+            tables.append({key: value[keep] for key, value in table.items()})
         recorder.started = True
-        recorder._replay(born, died, [t for t in regular if t <= last])
+        recorder._replay(*tables, [t for t in regular if t > since], since)
+        recorder.reports = regular
+        recorder.settled = bool(regular) and regular[-1] == last
         recorder.drained = last
         return recorder
+
+    def save(self, keep: int) -> Path | None:
+        """Save the trees as the last regular report left them (``SAVED_TREES``), for a
+        resumed run to start from (called at each checkpoint); the newest ``keep`` files
+        are kept, as many as the checkpoints. Nothing is saved when the trees were fed
+        since (a report at a run's last tick, or ``PENDING_LIMIT`` events waiting), or
+        by a process other than the first. Returns the file written, if any."""
+        if not (self.writes and self.settled and self.reports):
+            return None
+        tick = self.reports[-1]
+        arrays = {"reports": np.array(self.reports, np.int64)}
+        for k, tree in enumerate(self.trees):
+            arrays.update({f"{k}.{key}": value for key, value in tree.saved().items()})
+        path = self.path / SAVED_TREES.format(tick=tick)
+        temporary = path.with_name(f".{path.name}.tmp")
+        with open(temporary, "wb") as out:
+            np.savez(out, **arrays)
+        os.replace(temporary, path)
+        for old in sorted(self._saved_ticks())[:-keep]:
+            (self.path / SAVED_TREES.format(tick=old)).unlink(missing_ok=True)
+        return path
+
+    def _saved_ticks(self) -> list[int]:
+        prefix, suffix = SAVED_TREES.split("{tick}")
+        ticks = []
+        for path in self.path.glob(SAVED_TREES.format(tick="*")):
+            number = path.name[len(prefix):-len(suffix)]
+            if number.isdigit():
+                ticks.append(int(number))
+        return ticks
+
+    def _restore(self, regular: list[int]) -> int:
+        """Restore the trees from the newest saved file taken at one of the ``regular``
+        reports (the metrics kept), after the same reports; returns its tick, or -1 when
+        there is none (the trees stay empty)."""
+        for tick in sorted((t for t in self._saved_ticks() if t in regular), reverse=True):
+            try:
+                with np.load(self.path / SAVED_TREES.format(tick=tick)) as data:
+                    saved = {key: data[key] for key in data.files}
+            except (OSError, ValueError, EOFError, zipfile.BadZipFile):
+                continue  # cut short by a kill: an older one will do
+            trees = [{key.split(".", 1)[1]: value for key, value in saved.items() if key.startswith(f"{k}.")}
+                     for k in range(len(self.trees))]
+            if any(set(tree) != _SAVED_KEYS for tree in trees) or "reports" not in saved:
+                continue
+            if saved["reports"].tolist() != [t for t in regular if t <= tick]:
+                continue
+            for tree, arrays in zip(self.trees, trees):
+                tree.restore(arrays, tick)
+            return tick
+        return -1
 
     def drain(self, state, tick: int) -> None:
         """Record what happened since the last drain, up to ``tick`` (the state's)."""
@@ -256,6 +389,7 @@ class Recorder:
             tree.pending.append(events)
             if sum(len(b["id"]) + len(d["id"]) for b, d in tree.pending) > PENDING_LIMIT:
                 self._feed(tree)
+                self.settled = False
         for name, record, table in ((BORN, BORN_RECORD, born), (DIED, DIED_RECORD, died)):
             if self.writes:
                 with open(self.path / name, "ab") as out:
@@ -269,6 +403,9 @@ class Recorder:
         MODES baselines, so that where a run stops does not change what follows."""
         for tree in self.trees:
             self._feed(tree)
+        self.settled = regular
+        if regular:
+            self.reports.append(tick)
         if not self.track:
             return {tree.name: {"recorded_total": tree.recorded} for tree in self.trees}
         return {
@@ -387,12 +524,14 @@ class Recorder:
                 if taxon is not None:
                     systematics.remove_org(taxon)
 
-    def _replay(self, born: dict[str, np.ndarray], died: dict[str, np.ndarray], report_ticks: list[int]) -> None:
-        """Ingest the journals' events in order, measuring at each past report tick."""
+    def _replay(self, born: dict[str, np.ndarray], died: dict[str, np.ndarray], report_ticks: list[int],
+                since: int = -1) -> None:
+        """Ingest the journals' events from tick ``since`` on (-1: from the founders on),
+        in order, measuring at each past report tick."""
         for tree, (b, d) in zip(self.trees, self._by_tree(born, died)):
             o = np.where(b["generation"] == 0, -1, b["origin_time"])
             gone_at = d["destruction_time"]
-            start = -1  # founders first
+            start = since
             for tick in [*report_ticks, None]:
                 end = np.iinfo(np.int64).max if tick is None else tick
                 self._ingest(
@@ -459,6 +598,42 @@ def read_journals(path: str | os.PathLike[str]) -> tuple[dict[str, np.ndarray], 
     """The two journals as columns of int64 (a record cut short by a kill is dropped)."""
     path = Path(path)
     return _read(path / BORN, BORN_RECORD), _read(path / DIED, DIED_RECORD)
+
+
+def _journal_tail(path: Path, record: np.dtype, column: str, since: int,
+                  every: int) -> tuple[int, dict[str, np.ndarray]]:
+    """(start, columns of the records from ``start`` on) of a journal, such that every
+    record before ``start`` happened before tick ``since`` (-1: all records). A drain
+    appends what happened in at most ``every`` ticks before it, in drains' order, so a
+    record before ``since - every`` ends a drain's records before ``since``: the file
+    is read from its end back to the last such record only."""
+    size = path.stat().st_size // record.itemsize
+    start = 0
+    if since > 0 and size:
+        times = np.memmap(path, record, mode="r", shape=(size,))[column]
+        for end in range(size, 0, -TAIL_BLOCK):
+            before = np.flatnonzero(times[max(end - TAIL_BLOCK, 0):end] < since - every)
+            if len(before):
+                start = max(end - TAIL_BLOCK, 0) + int(before[-1]) + 1
+                break
+        del times
+    with open(path, "rb") as journal:
+        journal.seek(start * record.itemsize)
+        rows = np.frombuffer(journal.read((size - start) * record.itemsize), record)
+    return start, {name: rows[name].astype(np.int64) for name in record.names}
+
+
+def _cut_journal(path: Path, record: np.dtype, start: int, table: dict[str, np.ndarray], keep: np.ndarray) -> None:
+    """Keep only the ``keep`` records of the tail that starts at record ``start`` (and
+    no partial record a kill left). Those cut are the last records, so a truncation does
+    it; otherwise (not seen in practice) the journal is written anew."""
+    kept = int(np.argmin(keep)) if not keep.all() else len(keep)
+    if keep[kept:].any():
+        head = path.read_bytes()[:start * record.itemsize]
+        tail = _records(record, {key: value[keep] for key, value in table.items()})
+        _write_atomic(path, head + tail.tobytes())
+    elif path.stat().st_size != (start + kept) * record.itemsize:
+        os.truncate(path, (start + kept) * record.itemsize)
 
 
 def _read(path: Path, record: np.dtype) -> dict[str, np.ndarray]:

@@ -249,6 +249,7 @@ class Run:
                             collected = None
                         write_report()  # and its tick's metrics line written
                         saver.save(state, self._meta())
+                        recorder.save(settings["keep"])  # the trees, so that a resume need not replay them
                     if on_chunk is not None:
                         on_chunk(chunk, written)
                     if people is not None:
@@ -258,6 +259,7 @@ class Run:
                     if stopping and tick < target:
                         write_report()
                         saver.save(state, self._meta())
+                        recorder.save(settings["keep"])
                         if writer():
                             write_standard(self.run_dir.path, prune=simulation.config.run.phylogeny.prune)
                         self.state, self.start_tick, self.previous = state, tick, line

@@ -384,3 +384,111 @@ def test_a_tree_fed_before_its_report_measures_the_same(tmp_path, monkeypatch):
     assert metrics[0] == metrics[1]
     made = [sum(tree.systematics.get_next_id() for tree in run.recorder.trees) for run in runs.values()]
     assert made[0] < made[1]
+
+
+def tree_contents(tree):
+    """Everything a tree holds that later reports read."""
+    return {
+        "taxa": {organism: (None if taxon.get_parent() is None else taxon.get_parent().get_info(),
+                            taxon.get_num_orgs()) for organism, taxon in tree.taxa.items()},
+        "living": list(tree.living.items()),
+        "snapshots": [(s.tick, s.ids.tolist(), s.types.tolist(), s.complexity.tolist()) for s in tree.snapshots],
+        "sets": (tree.seen, tree.previous, tree.recorded),
+        "measured": (tree.systematics.get_phylogenetic_diversity(), tree.systematics.get_num_ancestors(),
+                     tree.systematics.get_num_active()),
+    }
+
+
+def test_a_resumed_run_rebuilds_its_trees_from_the_newest_saved_file(tmp_path):
+    world = phylo_world()
+    path = tmp_path / "r"
+    Run.start(world, path, 95, report_every=10, checkpoint_every=10).advance(handle_signals=False)
+    saved = sorted(p.name for p in (path / "phylogeny").glob("trees-*.npz"))
+    # Saved at each checkpoint on a report; the newest 3 kept, as many as the checkpoints
+    # (`keep`). At tick 95, the run's last, the trees were fed past their last regular
+    # report: nothing saved.
+    assert saved == ["trees-70.npz", "trees-80.npz", "trees-90.npz"]
+    reports = [line["tick"] for line in read_metrics(path / "metrics.jsonl")]
+    state = build(world).init()  # the recorder reads the state only from tick 0
+
+    def resumed(tick):
+        return Recorder.resume(world, path, state, tick, [t for t in reports if t <= tick], 10)
+
+    restored = resumed(90)
+    assert restored.restored_from == 90
+    hidden = tmp_path / "hidden"
+    hidden.mkdir()
+    for name in saved:
+        (path / "phylogeny" / name).rename(hidden / name)
+    replayed = resumed(90)  # from the journals alone, as before any file was saved
+    assert replayed.restored_from == -1
+    for a, b in zip(restored.trees, replayed.trees):
+        assert tree_contents(a) == tree_contents(b)
+        assert len(a.taxa) > 10 and a.seen and a.snapshots
+        # One taxon made per organism in the tree, where the replay made one per organism
+        # that lived through a report.
+        assert a.systematics.get_next_id() == len(a.taxa) < b.systematics.get_next_id()
+    # A file cut short by a kill is passed over for the one before it.
+    (hidden / "trees-90.npz").write_bytes((hidden / "trees-90.npz").read_bytes()[:1000])
+    for name in saved:
+        (hidden / name).rename(path / "phylogeny" / name)
+    older = resumed(90)
+    assert older.restored_from == 80
+    for a, b in zip(older.trees, replayed.trees):
+        assert tree_contents(a) == tree_contents(b)
+    # A file taken after other reports than the metrics kept (here one line lost) is not used.
+    assert Recorder.resume(world, path, state, 90, [t for t in reports if t <= 90 and t != 30], 10).restored_from == -1
+    # Resumed from an earlier checkpoint, the newest file at or before it.
+    assert resumed(75).restored_from == 70
+
+
+def test_trees_fed_since_their_last_report_are_not_saved(tmp_path, monkeypatch):
+    # Reports every 20, checkpoints every 25: at 50 the trees are saved as the report at
+    # 40 left them, unless events drained since were fed to them.
+    for name, limit in (("at_reports", phylogeny.PENDING_LIMIT), ("early", 0)):  # 0: fed at each drain
+        monkeypatch.setattr(phylogeny, "PENDING_LIMIT", limit)
+        Run.start(phylo_world(), tmp_path / name, 100, report_every=20, checkpoint_every=25).advance(
+            handle_signals=False)
+    born, died = phylogeny.read_journals(tmp_path / "early" / "phylogeny")
+    assert ((born["origin_time"] >= 40) & (born["origin_time"] < 48)).any()  # drained at 48
+    assert sorted(p.name for p in (tmp_path / "at_reports" / "phylogeny").glob("trees-*")) == [
+        "trees-100.npz", "trees-40.npz", "trees-60.npz"]
+    early = sorted(p.name for p in (tmp_path / "early" / "phylogeny").glob("trees-*"))
+    assert "trees-40.npz" not in early and "trees-100.npz" in early
+
+
+def test_a_resume_reads_and_cuts_only_the_journals_tails(tmp_path, monkeypatch):
+    # A journal as drains append it: each drain the events of at most `every` ticks
+    # before it, in any order within the drain; a kill may leave a partial record.
+    monkeypatch.setattr(phylogeny, "TAIL_BLOCK", 7)  # so that the scan crosses blocks
+    generator = np.random.default_rng(5)
+    every, times, drains, tick = 8, [], [], 0
+    while tick < 300:
+        drain = tick + int(generator.integers(1, every + 1))
+        times += generator.integers(tick, drain, int(generator.integers(0, 6))).tolist()
+        drains.append(drain)
+        tick = drain
+    times = np.array(times)
+    table = {key: np.zeros(len(times), np.int64) for key in phylogeny.DIED_COLUMNS}
+    table["destruction_time"], table["id"] = times, np.arange(1, len(times) + 1)
+    record = phylogeny.DIED_RECORD
+    path = tmp_path / "died.bin"
+    whole = phylogeny._records(record, table).tobytes()
+    for since in (-1, 0, 5, 50, 51, 200, 299, 400):
+        path.write_bytes(whole)
+        start, tail = phylogeny._journal_tail(path, record, "destruction_time", since, every)
+        assert (times[:start] < since).all() and (tail["id"] == table["id"][start:]).all()
+        # Read from no earlier than two drains' spans before `since`.
+        assert since <= 0 and start == 0 or (times[start:] >= since - 2 * every).all()
+    assert start == len(times)
+    # At a drain's tick the records cut are the last: the file is truncated in place.
+    # Within a drain (not seen in practice) it is written anew.
+    interleaved = next(t for t in range(100, 300) if (np.diff((times < t).astype(int)) > 0).any())
+    for last, in_place in ((drains[10], True), (interleaved, False)):
+        path.write_bytes(whole + b"\x01\x02")  # and a record cut short by a kill
+        inode = path.stat().st_ino
+        start, tail = phylogeny._journal_tail(path, record, "destruction_time", last - 20, every)
+        keep = tail["destruction_time"] < last
+        phylogeny._cut_journal(path, record, start, tail, keep)
+        assert path.read_bytes() == phylogeny._records(record, {k: v[times < last] for k, v in table.items()}).tobytes()
+        assert start > 0 and not keep.all() and (path.stat().st_ino == inode) == in_place
