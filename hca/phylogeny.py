@@ -78,6 +78,7 @@ BORN_COLUMNS = BORN_RECORD.names
 DIED_COLUMNS = DIED_RECORD.names
 SAVED_TREES = "trees-{tick}.npz"  # the trees at a regular report, saved with a checkpoint
 TAIL_BLOCK = 1 << 20  # records a resume reads at a time, from a journal's end back
+STANDARD_ROWS = 1 << 16  # rows of phylogeny.csv formatted at a time
 TYPE_BITS = 16
 # Births and deaths a tree keeps drained before it is fed at the latest (~70 MB).
 PENDING_LIMIT = 1_000_000
@@ -705,23 +706,26 @@ def standard_table(run_path: str | os.PathLike[str], prune: bool = False) -> dic
 
 def write_standard(run_path: str | os.PathLike[str], out: str | os.PathLike[str] | None = None,
                    prune: bool = False) -> Path:
-    """Write the phylogeny in the ALife data standard (default ``RUN/phylogeny.csv``)."""
+    """Write the phylogeny in the ALife data standard (default ``RUN/phylogeny.csv``),
+    ``STANDARD_ROWS`` rows at a time: a long run's file is far larger than its tables."""
     table = standard_table(run_path, prune)
     out = Path(out) if out is not None else Path(run_path) / STANDARD
-    header = "id,ancestor_list,origin_time,destruction_time,region,cell,generation,type,complexity\n"
     regions = list(_region_names(run_path))
-    parts = [header]
-    for row in zip(*(table[key].tolist() for key in
-                     ("id", "parent", "origin_time", "destruction_time", "region", "cell", "generation", "type",
-                      "complexity"))):
-        organism, parent, origin, destruction, region, cell, generation, kind, complexity = row
-        ancestors = "[NONE]" if parent == 0 else f"[{parent}]"
-        parts.append(
-            f"{organism},{ancestors},{origin},{'inf' if destruction < 0 else destruction},{regions[region]},"
-            f"{cell},{generation},{'' if kind < 0 else kind},{'' if complexity < 0 else complexity}\n"
-        )
     out.parent.mkdir(parents=True, exist_ok=True)
-    _write_atomic(out, "".join(parts))
+    temporary = out.with_name(f".{out.name}.tmp")
+    with open(temporary, "w", encoding="utf-8") as csv:
+        csv.write("id,ancestor_list,origin_time,destruction_time,region,cell,generation,type,complexity\n")
+        for first in range(0, len(table["id"]), STANDARD_ROWS):
+            columns = (table[key][first:first + STANDARD_ROWS].tolist() for key in
+                       ("id", "parent", "origin_time", "destruction_time", "region", "cell", "generation", "type",
+                        "complexity"))
+            csv.write("".join(
+                f"{organism},{'[NONE]' if parent == 0 else f'[{parent}]'},{origin},"
+                f"{'inf' if destruction < 0 else destruction},{regions[region]},{cell},{generation},"
+                f"{'' if kind < 0 else kind},{'' if complexity < 0 else complexity}\n"
+                for organism, parent, origin, destruction, region, cell, generation, kind, complexity in zip(*columns)
+            ))
+    os.replace(temporary, out)
     return out
 
 

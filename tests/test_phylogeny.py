@@ -133,6 +133,15 @@ def test_the_standard_file_opens_in_the_fields_tools(tmp_path):
     assert 0 < leaves <= (pruned["destruction_time"] == float("inf")).sum()
 
 
+def test_the_standard_file_is_written_in_pieces(tmp_path, monkeypatch):
+    Run.start(phylo_world(), tmp_path / "r", 40, report_every=10).advance(handle_signals=False)
+    whole = (tmp_path / "r" / "phylogeny.csv").read_bytes()
+    rows = len(phylogeny.standard_table(tmp_path / "r")["id"])
+    assert whole.count(b"\n") == rows + 1 and rows > 3 * 7
+    monkeypatch.setattr(phylogeny, "STANDARD_ROWS", 7)
+    assert phylogeny.write_standard(tmp_path / "r", tmp_path / "pieces.csv").read_bytes() == whole
+
+
 @pytest.mark.parametrize("cut", [27, 40])  # off and on the drain grid
 def test_resume_writes_the_same_phylogeny_and_metrics(tmp_path, cut):
     world = phylo_world()
