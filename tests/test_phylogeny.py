@@ -411,25 +411,25 @@ def tree_contents(tree):
 def test_a_resumed_run_rebuilds_its_trees_from_the_newest_saved_file(tmp_path):
     world = phylo_world()
     path = tmp_path / "r"
-    Run.start(world, path, 95, report_every=10, checkpoint_every=10).advance(handle_signals=False)
+    Run.start(world, path, 95, report_every=10, checkpoint_every=20).advance(handle_signals=False)
     saved = sorted(p.name for p in (path / "phylogeny").glob("trees-*.npz"))
     # Saved at each checkpoint on a report; the newest 3 kept, as many as the checkpoints
     # (`keep`). At tick 95, the run's last, the trees were fed past their last regular
     # report: nothing saved.
-    assert saved == ["trees-70.npz", "trees-80.npz", "trees-90.npz"]
+    assert saved == ["trees-40.npz", "trees-60.npz", "trees-80.npz"]
     reports = [line["tick"] for line in read_metrics(path / "metrics.jsonl")]
     state = build(world).init()  # the recorder reads the state only from tick 0
 
     def resumed(tick):
         return Recorder.resume(world, path, state, tick, [t for t in reports if t <= tick], 10)
 
-    restored = resumed(90)
-    assert restored.restored_from == 90
+    restored = resumed(80)
+    assert restored.restored_from == 80
     hidden = tmp_path / "hidden"
     hidden.mkdir()
     for name in saved:
         (path / "phylogeny" / name).rename(hidden / name)
-    replayed = resumed(90)  # from the journals alone, as before any file was saved
+    replayed = resumed(80)  # from the journals alone, as before any file was saved
     assert replayed.restored_from == -1
     for a, b in zip(restored.trees, replayed.trees):
         assert tree_contents(a) == tree_contents(b)
@@ -438,17 +438,17 @@ def test_a_resumed_run_rebuilds_its_trees_from_the_newest_saved_file(tmp_path):
         # that lived through a report.
         assert a.systematics.get_next_id() == len(a.taxa) < b.systematics.get_next_id()
     # A file cut short by a kill is passed over for the one before it.
-    (hidden / "trees-90.npz").write_bytes((hidden / "trees-90.npz").read_bytes()[:1000])
+    (hidden / "trees-80.npz").write_bytes((hidden / "trees-80.npz").read_bytes()[:1000])
     for name in saved:
         (hidden / name).rename(path / "phylogeny" / name)
-    older = resumed(90)
-    assert older.restored_from == 80
+    older = resumed(80)
+    assert older.restored_from == 60
     for a, b in zip(older.trees, replayed.trees):
         assert tree_contents(a) == tree_contents(b)
     # A file taken after other reports than the metrics kept (here one line lost) is not used.
-    assert Recorder.resume(world, path, state, 90, [t for t in reports if t <= 90 and t != 30], 10).restored_from == -1
+    assert Recorder.resume(world, path, state, 80, [t for t in reports if t <= 80 and t != 30], 10).restored_from == -1
     # Resumed from an earlier checkpoint, the newest file at or before it.
-    assert resumed(75).restored_from == 70
+    assert resumed(55).restored_from == 40
 
 
 def test_trees_fed_since_their_last_report_are_not_saved(tmp_path, monkeypatch):
