@@ -21,7 +21,9 @@ beaches). Ids are the state's ``organism_id``, unique in the world.
 
 ``write_standard`` joins the journals into ``phylogeny.csv`` in the ALife data
 standard (``id, ancestor_list, origin_time, destruction_time`` plus the columns
-above), optionally pruned to the ancestors of the living.
+above), optionally pruned to the ancestors of the living; the run's own file keeps the
+rows of the dead that come before the oldest organism alive when it was last written
+(``phylogeny/standard.json``), and writes only the rows after them.
 
 From what it drains, the ``Recorder`` keeps the tree of each region (the organisms
 born there; a child born to an immigrant is a root there, its parent in the journals)
@@ -52,6 +54,7 @@ hca, or rolled back past every file) it replays the journals from tick 0.
 
 from __future__ import annotations
 
+import json
 import math
 import os
 import zipfile
@@ -71,6 +74,8 @@ DIRECTORY = "phylogeny"
 BORN = "born.bin"
 DIED = "died.bin"
 STANDARD = "phylogeny.csv"
+STANDARD_HEADER = "id,ancestor_list,origin_time,destruction_time,region,cell,generation,type,complexity\n"
+FINAL = "standard.json"  # how much of phylogeny.csv is final, and where its rest lies in the journals
 BORN_RECORD = np.dtype([("id", "<i8"), ("parent", "<i8"), ("origin_time", "<i4"), ("region", "<i4"),
                         ("cell", "<i4"), ("generation", "<i4"), ("type", "<i4"), ("complexity", "<i4")])
 DIED_RECORD = np.dtype([("id", "<i8"), ("region", "<i4"), ("destruction_time", "<i4"), ("cell", "<i4")])
@@ -267,6 +272,7 @@ class Recorder:
             recorder.path.mkdir(parents=True, exist_ok=True)
             for name in (BORN, DIED):
                 _write_atomic(recorder.path / name, b"")
+            forget_final(recorder.path)
             for tick in recorder._saved_ticks():  # of a run started again from tick 0
                 (recorder.path / SAVED_TREES.format(tick=tick)).unlink()
         recorder.drained = int(state.tick)
@@ -294,6 +300,8 @@ class Recorder:
         tails = [_journal_tail(recorder.path / name, record, column, since, recorder.every)
                  for name, record, column in journals]
         parallel.barrier("hca-journals-read")  # every process has read them before they are cut
+        if recorder.writes:
+            forget_final(recorder.path, after=last)  # phylogeny.csv's final part may end after the cut
         tables = []
         for (name, record, column), (start, table) in zip(journals, tails):
             keep = table[column] < last
@@ -618,10 +626,7 @@ def _journal_tail(path: Path, record: np.dtype, column: str, since: int,
                 start = max(end - TAIL_BLOCK, 0) + int(before[-1]) + 1
                 break
         del times
-    with open(path, "rb") as journal:
-        journal.seek(start * record.itemsize)
-        rows = np.frombuffer(journal.read((size - start) * record.itemsize), record)
-    return start, {name: rows[name].astype(np.int64) for name in record.names}
+    return start, _records_from(path, record, start)[1]
 
 
 def _cut_journal(path: Path, record: np.dtype, start: int, table: dict[str, np.ndarray], keep: np.ndarray) -> None:
@@ -635,6 +640,18 @@ def _cut_journal(path: Path, record: np.dtype, start: int, table: dict[str, np.n
         _write_atomic(path, head + tail.tobytes())
     elif path.stat().st_size != (start + kept) * record.itemsize:
         os.truncate(path, (start + kept) * record.itemsize)
+
+
+def _records_from(path: Path, record: np.dtype, start: int) -> tuple[int, dict[str, np.ndarray]]:
+    """(records in the journal, columns of those from record ``start`` on)."""
+    size = path.stat().st_size // record.itemsize if path.exists() else 0
+    data = b""
+    if size > start:
+        with open(path, "rb") as journal:
+            journal.seek(start * record.itemsize)
+            data = journal.read((size - start) * record.itemsize)
+    rows = np.frombuffer(data, record)
+    return size, {name: rows[name].astype(np.int64) for name in record.names}
 
 
 def _read(path: Path, record: np.dtype) -> dict[str, np.ndarray]:
@@ -692,41 +709,127 @@ def standard_table(run_path: str | os.PathLike[str], prune: bool = False) -> dic
     """The phylogeny as columns: every organism recorded, by id, with its destruction
     time (-1 while alive). ``prune`` keeps only the living and their ancestors."""
     born, died = read_journals(Path(run_path) / DIRECTORY)
+    table = _joined(born, died)
+    if prune and len(table["id"]):
+        keep = with_ancestors(table["destruction_time"] < 0, parent_rows(table))
+        table = {key: value[keep] for key, value in table.items()}
+    return table
+
+
+def _joined(born: dict[str, np.ndarray], died: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    """Born records sorted by id, with each one's destruction time from ``died`` (-1:
+    alive, or not in ``died``)."""
     order = np.argsort(born["id"], kind="stable")
     table = {key: value[order] for key, value in born.items()}
     destruction = np.full(len(table["id"]), -1, np.int64)
     where = rows_of(table["id"], died["id"])
     destruction[where[where >= 0]] = died["destruction_time"][where >= 0]
     table["destruction_time"] = destruction
-    if prune and len(table["id"]):
-        keep = with_ancestors(destruction < 0, parent_rows(table))
-        table = {key: value[keep] for key, value in table.items()}
     return table
 
 
 def write_standard(run_path: str | os.PathLike[str], out: str | os.PathLike[str] | None = None,
                    prune: bool = False) -> Path:
     """Write the phylogeny in the ALife data standard (default ``RUN/phylogeny.csv``),
-    ``STANDARD_ROWS`` rows at a time: a long run's file is far larger than its tables."""
-    table = standard_table(run_path, prune)
-    out = Path(out) if out is not None else Path(run_path) / STANDARD
+    ``STANDARD_ROWS`` rows at a time: a long run's file is far larger than its tables.
+
+    The run's own file, unpruned, is written from where its last writing left its
+    final part (``FINAL``): its rows are sorted by id, ids grow with the tick of birth,
+    and the rows before the oldest organism then living are of the dead, which never
+    change. So that part is kept, and only the organisms from there on are read from
+    the journals' ends and written again; the file is the same, bytes for bytes."""
+    run_path = Path(run_path)
     regions = list(_region_names(run_path))
-    out.parent.mkdir(parents=True, exist_ok=True)
-    temporary = out.with_name(f".{out.name}.tmp")
-    with open(temporary, "w", encoding="utf-8") as csv:
-        csv.write("id,ancestor_list,origin_time,destruction_time,region,cell,generation,type,complexity\n")
-        for first in range(0, len(table["id"]), STANDARD_ROWS):
-            columns = (table[key][first:first + STANDARD_ROWS].tolist() for key in
-                       ("id", "parent", "origin_time", "destruction_time", "region", "cell", "generation", "type",
-                        "complexity"))
-            csv.write("".join(
-                f"{organism},{'[NONE]' if parent == 0 else f'[{parent}]'},{origin},"
-                f"{'inf' if destruction < 0 else destruction},{regions[region]},{cell},{generation},"
-                f"{'' if kind < 0 else kind},{'' if complexity < 0 else complexity}\n"
-                for organism, parent, origin, destruction, region, cell, generation, kind, complexity in zip(*columns)
-            ))
-    os.replace(temporary, out)
+    if out is not None or prune:
+        out = Path(out) if out is not None else run_path / STANDARD
+        out.parent.mkdir(parents=True, exist_ok=True)
+        temporary = out.with_name(f".{out.name}.tmp")
+        with open(temporary, "wb") as csv:
+            csv.write(STANDARD_HEADER.encode())
+            _write_rows(csv, standard_table(run_path, prune), regions)
+        os.replace(temporary, out)
+        if out.resolve() == (run_path / STANDARD).resolve():
+            (run_path / DIRECTORY / FINAL).unlink(missing_ok=True)
+        return out
+    path, out = run_path / DIRECTORY, run_path / STANDARD
+    final = _final_part(path, out)
+    starts = {}
+    tails = []
+    latest = final["tick"]  # the latest tick the journals record
+    for name, record, column, at in ((BORN, BORN_RECORD, "origin_time", final["born"]),
+                                     (DIED, DIED_RECORD, "destruction_time", final["died"])):
+        size, tail = _records_from(path / name, record, at)
+        latest = max(latest, int(tail[column].max(initial=-1)))
+        fresh = tail["id"] >= final["id"]
+        tails.append({key: value[fresh] for key, value in tail.items()})
+        starts[name] = (at, np.flatnonzero(fresh), size)
+    table = _joined(*tails)
+    living = np.flatnonzero(table["destruction_time"] < 0)
+    cut = int(living[0]) if len(living) else len(table["id"])
+    first = int(table["id"][cut]) if cut < len(table["id"]) else max(final["id"], int(table["id"].max(initial=0)) + 1)
+    # The records of the organisms from `first` on lie from these on in the journals.
+    marks = {}
+    for name, (at, fresh, size) in starts.items():
+        ids = tails[0 if name == BORN else 1]["id"]
+        later = fresh[ids >= first]
+        marks[name] = at + int(later[0]) if len(later) else size
+    # The final part kept in place, the rest written after it; or a new file, whole.
+    written = out if final["bytes"] else out.with_name(f".{out.name}.tmp")
+    with open(written, "r+b" if final["bytes"] else "wb") as csv:
+        csv.truncate(final["bytes"])
+        csv.seek(final["bytes"])
+        if not final["bytes"]:
+            csv.write(STANDARD_HEADER.encode())
+        _write_rows(csv, {key: value[:cut] for key, value in table.items()}, regions)
+        csv.flush()
+        done = csv.tell()
+        _write_rows(csv, {key: value[cut:] for key, value in table.items()}, regions)
+    if written != out:
+        os.replace(written, out)
+    # Written after the file: a writing cut short leaves the part written before final.
+    if path.is_dir():
+        _write_atomic(path / FINAL, json.dumps({"bytes": done, "id": first, "born": marks[BORN],
+                                                "died": marks[DIED], "tick": latest}))
     return out
+
+
+def _final_part(path: Path, out: Path) -> dict[str, int]:
+    """What ``FINAL`` says of ``out``, or nothing final (no file, or one that does not
+    fit the file and the journals as they are)."""
+    nothing = {"bytes": 0, "id": 0, "born": 0, "died": 0, "tick": -1}
+    try:
+        final = json.loads((path / FINAL).read_text())
+        fits = (
+            out.stat().st_size >= final["bytes"] > 0
+            and (path / BORN).stat().st_size >= final["born"] * BORN_RECORD.itemsize
+            and (path / DIED).stat().st_size >= final["died"] * DIED_RECORD.itemsize
+        )
+    except (OSError, ValueError, KeyError, TypeError):
+        return nothing
+    return {key: int(final[key]) for key in nothing} if fits else nothing
+
+
+def forget_final(path: Path, after: int | None = None) -> None:
+    """Drop ``FINAL`` (if it was written when the journals recorded tick ``after`` or
+    later): the journals were started again, or cut back before it."""
+    try:
+        if after is None or json.loads((path / FINAL).read_text())["tick"] >= after:
+            (path / FINAL).unlink()
+    except (OSError, ValueError, KeyError, TypeError):
+        (path / FINAL).unlink(missing_ok=True)
+
+
+def _write_rows(csv, table: dict[str, np.ndarray], regions: list[str]) -> None:
+    for first in range(0, len(table["id"]), STANDARD_ROWS):
+        columns = (table[key][first:first + STANDARD_ROWS].tolist() for key in
+                   ("id", "parent", "origin_time", "destruction_time", "region", "cell", "generation", "type",
+                    "complexity"))
+        csv.write("".join(
+            f"{organism},{'[NONE]' if parent == 0 else f'[{parent}]'},{origin},"
+            f"{'inf' if destruction < 0 else destruction},{regions[region]},{cell},{generation},"
+            f"{'' if kind < 0 else kind},{'' if complexity < 0 else complexity}\n"
+            for organism, parent, origin, destruction, region, cell, generation, kind, complexity in zip(*columns)
+        ).encode())
 
 
 class MissingExtra(Exception):

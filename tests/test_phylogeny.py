@@ -3,6 +3,7 @@ state and with resumes; diversity and MODES measured as defined."""
 
 from __future__ import annotations
 
+import json
 import shutil
 
 import numpy as np
@@ -142,6 +143,40 @@ def test_the_standard_file_is_written_in_pieces(tmp_path, monkeypatch):
     assert phylogeny.write_standard(tmp_path / "r", tmp_path / "pieces.csv").read_bytes() == whole
 
 
+def test_the_standard_file_keeps_its_final_part_and_writes_the_rest(tmp_path, monkeypatch):
+    world, run = phylo_world(), tmp_path / "r"
+    Run.start(world, run, 40, report_every=10).advance(handle_signals=False)
+    final = json.loads((run / "phylogeny" / phylogeny.FINAL).read_text())
+    csv = (run / "phylogeny.csv").read_bytes()
+    table = phylogeny.standard_table(run)
+    dead_before = table["id"] < final["id"]
+    assert 0 < dead_before.sum() < len(dead_before) and (table["destruction_time"][dead_before] >= 0).all()
+    assert table["destruction_time"][~dead_before][0] < 0  # the oldest organism living then
+    assert csv[:final["bytes"]].count(b"\n") == dead_before.sum() + 1
+
+    written = []
+    rows = phylogeny._write_rows
+    monkeypatch.setattr(phylogeny, "_write_rows", lambda out, part, regions: (
+        written.append(len(part["id"])), rows(out, part, regions)))
+    Run.resume(run, steps=30).advance(handle_signals=False)
+    whole = tmp_path / "whole.csv"
+    assert phylogeny.write_standard(run, whole).read_bytes() == (run / "phylogeny.csv").read_bytes()
+    table = phylogeny.standard_table(run)
+    assert sum(written[:2]) == (table["id"] >= final["id"]).sum() < len(table["id"])  # the rest only
+
+    # A final part that does not fit the file (here: the file cut short) is written anew.
+    (run / "phylogeny.csv").write_bytes(csv[:final["bytes"] // 2])
+    written.clear()
+    assert phylogeny.write_standard(run).read_bytes() == whole.read_bytes()
+    assert written[0] + written[1] == len(table["id"])
+    # Journals cut back before the final part's last tick forget it; a new run too.
+    last = json.loads((run / "phylogeny" / phylogeny.FINAL).read_text())["tick"]
+    phylogeny.forget_final(run / "phylogeny", after=last + 1)
+    assert (run / "phylogeny" / phylogeny.FINAL).exists()
+    phylogeny.forget_final(run / "phylogeny", after=last)
+    assert not (run / "phylogeny" / phylogeny.FINAL).exists()
+
+
 @pytest.mark.parametrize("cut", [27, 40])  # off and on the drain grid
 def test_resume_writes_the_same_phylogeny_and_metrics(tmp_path, cut):
     world = phylo_world()
@@ -156,8 +191,10 @@ def test_resume_writes_the_same_phylogeny_and_metrics(tmp_path, cut):
     for saved in (tmp_path / "part" / "checkpoints").iterdir():
         if int(saved.name) > cut:
             shutil.rmtree(saved)
+    assert (tmp_path / "part" / "phylogeny" / phylogeny.FINAL).exists()
     resumed = Run.resume(tmp_path / "part", steps=90 - cut)
     assert resumed.start_tick == cut
+    assert not (tmp_path / "part" / "phylogeny" / phylogeny.FINAL).exists()  # it ended after the cut
     resumed.advance(handle_signals=False)
 
     same = (tmp_path / "whole" / "phylogeny.csv").read_bytes() == (tmp_path / "part" / "phylogeny.csv").read_bytes()
