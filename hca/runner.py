@@ -250,6 +250,9 @@ class Run:
                         write_report()  # and its tick's metrics line written
                         saver.save(state, self._meta())
                         recorder.save(settings["keep"])  # the trees, so that a resume need not replay them
+                        if writer() and tick < target and not simulation.config.run.phylogeny.prune:
+                            # Kept current: a stop or the end writes only what follows.
+                            write_standard(self.run_dir.path)
                     if on_chunk is not None:
                         on_chunk(chunk, written)
                     if people is not None:

@@ -144,8 +144,12 @@ def test_the_standard_file_is_written_in_pieces(tmp_path, monkeypatch):
 
 
 def test_the_standard_file_keeps_its_final_part_and_writes_the_rest(tmp_path, monkeypatch):
+    written = []  # rows formatted by each call, in order
+    rows = phylogeny._write_rows
+    monkeypatch.setattr(phylogeny, "_write_rows", lambda out, part, regions: (
+        written.append(len(part["id"])), rows(out, part, regions)))
     world, run = phylo_world(), tmp_path / "r"
-    Run.start(world, run, 40, report_every=10).advance(handle_signals=False)
+    Run.start(world, run, 60, report_every=10, checkpoint_every=40).advance(handle_signals=False)
     final = json.loads((run / "phylogeny" / phylogeny.FINAL).read_text())
     csv = (run / "phylogeny.csv").read_bytes()
     table = phylogeny.standard_table(run)
@@ -153,12 +157,11 @@ def test_the_standard_file_keeps_its_final_part_and_writes_the_rest(tmp_path, mo
     assert 0 < dead_before.sum() < len(dead_before) and (table["destruction_time"][dead_before] >= 0).all()
     assert table["destruction_time"][~dead_before][0] < 0  # the oldest organism living then
     assert csv[:final["bytes"]].count(b"\n") == dead_before.sum() + 1
+    # Written at the checkpoint of tick 40 (whole: the first time) and at the end (the rest).
+    assert len(written) == 4 and 0 < sum(written[2:]) < len(table["id"]) == written[0] + sum(written[2:])
 
-    written = []
-    rows = phylogeny._write_rows
-    monkeypatch.setattr(phylogeny, "_write_rows", lambda out, part, regions: (
-        written.append(len(part["id"])), rows(out, part, regions)))
-    Run.resume(run, steps=30).advance(handle_signals=False)
+    written.clear()
+    Run.resume(run, steps=15).advance(handle_signals=False)  # no checkpoint before its end
     whole = tmp_path / "whole.csv"
     assert phylogeny.write_standard(run, whole).read_bytes() == (run / "phylogeny.csv").read_bytes()
     table = phylogeny.standard_table(run)
