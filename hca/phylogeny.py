@@ -606,7 +606,7 @@ def shannon_bits(counts: np.ndarray) -> float:
 def read_journals(path: str | os.PathLike[str]) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray]]:
     """The two journals as columns of int64 (a record cut short by a kill is dropped)."""
     path = Path(path)
-    return _read(path / BORN, BORN_RECORD), _read(path / DIED, DIED_RECORD)
+    return _records_from(path / BORN, BORN_RECORD, 0)[1], _records_from(path / DIED, DIED_RECORD, 0)[1]
 
 
 def _journal_tail(path: Path, record: np.dtype, column: str, since: int,
@@ -654,10 +654,6 @@ def _records_from(path: Path, record: np.dtype, start: int) -> tuple[int, dict[s
     return size, {name: rows[name].astype(np.int64) for name in record.names}
 
 
-def _read(path: Path, record: np.dtype) -> dict[str, np.ndarray]:
-    data = path.read_bytes() if path.exists() else b""
-    rows = np.frombuffer(data, record, count=len(data) // record.itemsize)
-    return {name: rows[name].astype(np.int64) for name in record.names}
 
 
 def _records(record: np.dtype, table: dict[str, np.ndarray]) -> np.ndarray:
