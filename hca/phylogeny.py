@@ -749,8 +749,7 @@ def write_standard(run_path: str | os.PathLike[str], out: str | os.PathLike[str]
         return out
     path, out = run_path / DIRECTORY, run_path / STANDARD
     final = _final_part(path, out)
-    starts = {}
-    tails = []
+    tails, places = [], []  # per journal: the records from the final part's id on, and where they lie
     latest = final["tick"]  # the latest tick the journals record
     for name, record, column, at in ((BORN, BORN_RECORD, "origin_time", final["born"]),
                                      (DIED, DIED_RECORD, "destruction_time", final["died"])):
@@ -758,17 +757,14 @@ def write_standard(run_path: str | os.PathLike[str], out: str | os.PathLike[str]
         latest = max(latest, int(tail[column].max(initial=-1)))
         fresh = tail["id"] >= final["id"]
         tails.append({key: value[fresh] for key, value in tail.items()})
-        starts[name] = (at, np.flatnonzero(fresh), size)
+        places.append((at + np.flatnonzero(fresh), size))
     table = _joined(*tails)
     living = np.flatnonzero(table["destruction_time"] < 0)
     cut = int(living[0]) if len(living) else len(table["id"])
     first = int(table["id"][cut]) if cut < len(table["id"]) else max(final["id"], int(table["id"].max(initial=0)) + 1)
-    # The records of the organisms from `first` on lie from these on in the journals.
-    marks = {}
-    for name, (at, fresh, size) in starts.items():
-        ids = tails[0 if name == BORN else 1]["id"]
-        later = fresh[ids >= first]
-        marks[name] = at + int(later[0]) if len(later) else size
+    # The first record of an organism from `first` on in each journal (its size: none).
+    marks = [int(where[tail["id"] >= first][0]) if (tail["id"] >= first).any() else size
+             for tail, (where, size) in zip(tails, places)]
     # The final part kept in place, the rest written after it; or a new file, whole.
     written = out if final["bytes"] else out.with_name(f".{out.name}.tmp")
     with open(written, "r+b" if final["bytes"] else "wb") as csv:
@@ -784,8 +780,8 @@ def write_standard(run_path: str | os.PathLike[str], out: str | os.PathLike[str]
         os.replace(written, out)
     # Written after the file: a writing cut short leaves the part written before final.
     if path.is_dir():
-        _write_atomic(path / FINAL, json.dumps({"bytes": done, "id": first, "born": marks[BORN],
-                                                "died": marks[DIED], "tick": latest}))
+        _write_atomic(path / FINAL, json.dumps({"bytes": done, "id": first, "born": marks[0],
+                                                "died": marks[1], "tick": latest}))
     return out
 
 
