@@ -408,13 +408,16 @@ def test_page_in_a_real_browser(served, tmp_path):
             page.wait_for_selector(f"{mine} button", timeout=60000)
             # With the pointer over it, as a person reaching for a button, the list holds
             # still while the run goes on (else its buttons are replaced under the click).
-            page.hover("#questions")
+            # The pointer rests on the button itself, scrolled into view first: a click that
+            # had to scroll would move the list from under the pointer and let it be rebuilt.
+            page.locator(f"{mine} button").first.hover()
             button = page.query_selector(f"{mine} button")
             now = int(page.text_content("#tick").replace(",", ""))
             page.wait_for_function(
                 f"Number(document.getElementById('tick').textContent.replace(/,/g, '')) > {now + 3}", timeout=30000)
             assert button.evaluate("(b) => b.isConnected")
-            button.click()
+            # Clicked as a person would: whichever of eve's buttons is under the pointer now.
+            page.locator(f"{mine} button").first.click()
             page.wait_for_function("Number(document.getElementById('paid').textContent.replace(/,/g, '')) > 0",
                                    timeout=60000)
             page.wait_for_selector("#messages div:has-text('tokens paid at tick')", timeout=30000)
