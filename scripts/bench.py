@@ -16,7 +16,8 @@ think + learn + answer + act, settle claims, transfer, energy out) compiled on i
 from the same code and timed over one super-step of the stretch schedule; and the
 kernels of the fused tick, traced in one run (``jax.profiler``), each counted to the
 hca function it was compiled from (the phases compiled apart cannot fuse with their
-neighbours, so they add up to more than the tick; the kernels are the tick itself).
+neighbours, so they add up to more than the tick; the kernels are the tick itself),
+with the share of the traced tick's wall time in which no kernel runs at all.
 ``--resize sm=32 --resize warp=64`` makes the default world 131,072 cells (838 MB to
 move a tick), beyond the caches of the machines here.
 """
@@ -247,13 +248,13 @@ def kernel_origins(hlo: str) -> dict[str, str]:
     return out
 
 
-def kernel_seconds(simulation, state, ticks: int, hlo: str) -> tuple[list[dict], object]:
-    """(rows, the state after): the fused tick's kernel time per tick, by origin
-    (``kernel_origins`` of ``hlo``, the compiled run of ``ticks``), from one run traced
-    by ``jax.profiler``; each row {"origin", "seconds", "kernels"} (kernels launched a
-    tick), largest first. Kernel times are summed over the executor's threads:
-    independent kernels run side by side, so the sum can exceed the tick's wall time.
-    Takes over ``state``."""
+def kernel_seconds(simulation, state, ticks: int, hlo: str) -> tuple[list[dict], dict, object]:
+    """(rows, timeline, the state after): the fused tick's kernel time per tick, by
+    origin (``kernel_origins`` of ``hlo``, the compiled run of ``ticks``), from one run
+    traced by ``jax.profiler``; each row {"origin", "seconds", "kernels"} (kernels
+    launched a tick), largest first. Kernel times are summed over the executor's
+    threads: independent kernels run side by side, so the sum can exceed the tick's
+    wall time. ``timeline``: see ``kernel_timeline``. Takes over ``state``."""
     origins = kernel_origins(hlo)
     with tempfile.TemporaryDirectory() as directory:
         with jax.profiler.trace(directory, create_perfetto_trace=True):
@@ -262,16 +263,36 @@ def kernel_seconds(simulation, state, ticks: int, hlo: str) -> tuple[list[dict],
         events = json.loads(gzip.decompress(trace.read_bytes()))
     events = events["traceEvents"] if isinstance(events, dict) else events
     seconds, kernels = collections.Counter(), collections.Counter()
+    intervals = []
     for event in events:
         origin = origins.get(event.get("name"))
         if event.get("ph") == "X" and origin is not None:
             seconds[origin] += event.get("dur", 0) * 1e-6 / ticks
             kernels[origin] += 1 / ticks
+            intervals.append((event["ts"] * 1e-6, (event["ts"] + event.get("dur", 0)) * 1e-6))
     rows = [
         {"origin": origin, "seconds": spent, "kernels": kernels[origin]}
         for origin, spent in seconds.most_common()
     ]
-    return rows, state
+    return rows, kernel_timeline(intervals, ticks), state
+
+
+def kernel_timeline(intervals: list[tuple[float, float]], ticks: int) -> dict[str, float]:
+    """Where the wall time of a traced run of ``ticks`` goes, per tick, from its kernels'
+    (start, end) times in seconds: "span", from the first kernel's start to the last
+    one's end; "busy", while at least one kernel runs; "idle", while none does (the
+    executor between kernels, control flow, and the tracing itself); "parallel", while
+    two or more run at once."""
+    edges = sorted([(start, 1) for start, _ in intervals] + [(end, -1) for _, end in intervals])
+    busy = parallel = 0.0
+    running, last = 0, None
+    for time, change in edges:
+        if last is not None:
+            busy += (time - last) * (running >= 1)
+            parallel += (time - last) * (running >= 2)
+        running, last = running + change, time
+    span = max(end for _, end in intervals) - min(start for start, _ in intervals) if intervals else 0.0
+    return {"span": span / ticks, "busy": busy / ticks, "idle": (span - busy) / ticks, "parallel": parallel / ticks}
 
 
 class Bandwidth:
@@ -376,10 +397,10 @@ def main() -> int:
     phases = None
     if not args.no_phases:
         phases, state = phase_seconds(simulation, state)
-    kernels = None
+    kernels = timeline = None
     if not args.no_kernels:
         try:
-            kernels, state = kernel_seconds(simulation, state, args.ticks, compiled.as_text())
+            kernels, timeline, state = kernel_seconds(simulation, state, args.ticks, compiled.as_text())
         except (RuntimeError, StopIteration, OSError) as error:  # e.g. a profiler already running
             print(f"bench: the kernels were not traced: {error or 'no trace written'}", file=sys.stderr)
 
@@ -403,6 +424,7 @@ def main() -> int:
         "brain_ratio": brain_bytes / brain_time / bandwidth if brain_bytes else None,
         "phase_seconds": phases,
         "kernel_seconds": kernels,
+        "kernel_timeline": timeline,
         "state_bytes": state_bytes,
         "peak_bytes": peak_bytes,
         "peak_over_state": peak_bytes / state_bytes if peak_bytes else None,
@@ -454,6 +476,12 @@ def main() -> int:
         for row in shown:
             print(f"    {row['origin']:<36} {row['seconds'] * 1e3:8.3f} ms  {row['seconds'] / total:6.1%}"
                   f"  {row['kernels']:7.1f} kernels")
+        span = timeline["span"]
+        print(f"  the traced tick's wall time {span * 1e3:.2f} ms: a kernel running {timeline['busy'] * 1e3:.2f} ms"
+              f" ({timeline['busy'] / span:.0%}), two or more at once {timeline['parallel'] * 1e3:.2f} ms"
+              f" ({timeline['parallel'] / span:.0%}),")
+        print(f"                              none {timeline['idle'] * 1e3:.2f} ms ({timeline['idle'] / span:.0%}:"
+              " the executor between kernels, control flow, the tracing)")
     return 0
 
 

@@ -81,6 +81,26 @@ def test_bench_reports_speed_bandwidth_memory_and_phases(small_world):
     assert all(row["seconds"] > 0 and row["kernels"] > 0 for row in kernels)
     assert [row["seconds"] for row in kernels] == sorted((row["seconds"] for row in kernels), reverse=True)
     assert all(origin.split(".")[0] in MODULES for origin in origins if not origin.startswith("("))
+    # The traced tick's wall time: a kernel running, or none; the kernels' summed time
+    # counts the time two run at once twice.
+    timeline = report["kernel_timeline"]
+    assert 0 < timeline["busy"] <= timeline["span"] and timeline["parallel"] <= timeline["busy"]
+    assert timeline["idle"] == pytest.approx(timeline["span"] - timeline["busy"])
+    assert sum(row["seconds"] for row in kernels) >= (timeline["busy"] + timeline["parallel"]) * (1 - 1e-9)
+
+
+def test_kernel_timeline_splits_wall_time_into_busy_idle_and_parallel():
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("bench", ROOT / "scripts" / "bench.py")
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
+    # Two kernels overlapping for 1 s, a gap of 2 s, a third kernel; over 2 ticks.
+    timeline = bench.kernel_timeline([(1.0, 3.0), (0.0, 2.0), (5.0, 6.0)], 2)
+    assert timeline == {"span": 3.0, "busy": 2.0, "idle": 1.0, "parallel": 0.5}
+    # Nested and touching intervals: one runs throughout, never two after the first ends.
+    assert bench.kernel_timeline([(0.0, 4.0), (1.0, 2.0), (4.0, 5.0)], 1) == {
+        "span": 5.0, "busy": 5.0, "idle": 0.0, "parallel": 1.0}
 
 
 def test_bench_resizes_axes(small_world):
