@@ -286,11 +286,11 @@ def kernel_timeline(intervals: list[tuple[float, float]], ticks: int) -> dict[st
     edges = sorted([(start, 1) for start, _ in intervals] + [(end, -1) for _, end in intervals])
     busy = parallel = 0.0
     running, last = 0, None
-    for time, change in edges:
+    for at, change in edges:
         if last is not None:
-            busy += (time - last) * (running >= 1)
-            parallel += (time - last) * (running >= 2)
-        running, last = running + change, time
+            busy += (at - last) * (running >= 1)
+            parallel += (at - last) * (running >= 2)
+        running, last = running + change, at
     span = max(end for _, end in intervals) - min(start for start, _ in intervals) if intervals else 0.0
     return {"span": span / ticks, "busy": busy / ticks, "idle": (span - busy) / ticks, "parallel": parallel / ticks}
 
