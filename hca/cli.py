@@ -436,6 +436,14 @@ def _run(args: argparse.Namespace) -> int:
     seconds = run.compile()
     if not args.quiet:
         print(f" {seconds:.1f} s", file=sys.stderr)
+    if run.interrupted is not None:  # Ctrl-C while compiling: nothing stepped, nothing more written
+        if live is not None:
+            live.close()
+        if not args.process_id:
+            name = signal.Signals(run.interrupted).name if run.interrupted else "stopped"
+            print(f"hca: {name}: stopped before tick {run.start_tick} was stepped; continue with:\n"
+                  f"  hca run --resume {run.run_dir.path}", file=sys.stderr)
+        return 128 + run.interrupted
     with tqdm(total=run.target - run.start_tick, unit="tick", disable=args.quiet, file=sys.stderr,
               dynamic_ncols=True) as progress:
 

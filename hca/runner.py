@@ -67,6 +67,7 @@ class Run:
         self.settings = settings
         self.start_tick = start
         self.previous = previous  # the last metrics line already written, if any
+        self.interrupted: int | None = None  # a signal held while ``compile`` ran
 
     @property
     def target(self) -> int:
@@ -149,11 +150,25 @@ class Run:
         recorder = Recorder.resume(world, run_dir.path, state, start, reports, settings["report_every"])
         return Run(run_dir, simulation, state, settings, start, previous, recorder, people)
 
-    def compile(self) -> float:
+    def compile(self, handle_signals: bool = True) -> float:
         """Compile the run's step now (a run of zero ticks); returns the seconds it took.
-        ``advance`` compiles on its first chunk otherwise."""
+        ``advance`` compiles on its first chunk otherwise.
+
+        With ``handle_signals`` (honoured in the main thread), SIGINT and SIGTERM wait for
+        the compiler to finish (interrupted, XLA's compiler can crash the process) and
+        are then in ``interrupted``, for the caller to stop before the first tick; with
+        several processes, as the first process got (0 where only the first did)."""
         started = time.perf_counter()
-        self.state = jax.block_until_ready(self.simulation.run(self.state, 0))
+        held = _StopRequest() if handle_signals and threading.current_thread() is threading.main_thread() else None
+        if held is not None:
+            held.__enter__()
+        try:
+            self.state = jax.block_until_ready(self.simulation.run(self.state, 0))
+        finally:
+            if held is not None:
+                held.__exit__()
+        got = None if held is None else held.signal
+        self.interrupted = (0 if got is None else got) if _agreed(got is not None) else None
         return time.perf_counter() - started
 
     def advance(

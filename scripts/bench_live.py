@@ -52,7 +52,7 @@ def main() -> None:
         alone, watched = (Run.start(world, Path(directory) / name, args.warm, checkpoint_every=10**9)
                           for name in ("alone", "watched"))
         for run in (alone, watched):
-            run.compile()
+            run.compile(handle_signals=False)
             run.advance(handle_signals=False)
         live = Live(watched.simulation, watched.people)
         live.start()

@@ -333,6 +333,36 @@ def test_sigint_saves_and_says_how_to_resume(tmp_path, world_file, capsys):
     assert digest(capsys, out)["tick"] == stopped + 10
 
 
+def test_sigint_while_compiling_stops_before_the_first_tick(tmp_path, world_file, capsys):
+    """Ctrl-C while the step compiles: the compiler finishes (interrupted, it could crash
+    the process), then the run stops before its first tick without a traceback, says
+    how to go on, and resumes from tick 0."""
+    import threading
+
+    out = tmp_path / "early"
+    # A cache of its own, so that the step is compiled, not read from the suite's cache.
+    env = {**os.environ, "JAX_PLATFORMS": "cpu", "JAX_COMPILATION_CACHE_DIR": str(tmp_path / "cache")}
+    process = subprocess.Popen([sys.executable, "-m", "hca", "run", str(world_file), "--steps", "20", "--out", str(out)],
+                               env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    err = []
+    reader = threading.Thread(target=lambda: err.extend(iter(lambda: process.stderr.read(1), "")), daemon=True)
+    reader.start()
+    try:
+        assert _wait_for(lambda: "compiling the step ..." in "".join(err), 240), "".join(err)
+        process.send_signal(signal.SIGINT)
+        process.wait(timeout=240)
+        reader.join(timeout=10)
+    finally:
+        process.kill()
+    err = "".join(err)
+    assert process.returncode == 128 + signal.SIGINT, err
+    assert "Traceback" not in err and "SIGINT: stopped before tick 0 was stepped" in err
+    assert f"hca run --resume {out}" in err
+    assert RunDirectory(out).saved_ticks() == [] and not (out / "metrics.jsonl").exists()
+    assert run("run", "--resume", out, "--quiet") == 0
+    assert digest(capsys, out)["tick"] == 20
+
+
 def test_checkpoints_of_another_format_are_skipped_and_added_keys_keep_the_world(
     tmp_path, worlds_dir, capsys
 ):
