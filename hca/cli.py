@@ -440,7 +440,7 @@ def _run(args: argparse.Namespace) -> int:
         if live is not None:
             live.close()
         if not args.process_id:
-            name = signal.Signals(run.interrupted).name if run.interrupted else "stopped"
+            name = signal.Signals(run.interrupted).name  # the first process stops on its own signal
             print(f"hca: {name}: stopped before tick {run.start_tick} was stepped; continue with:\n"
                   f"  hca run --resume {run.run_dir.path}", file=sys.stderr)
         return 128 + run.interrupted

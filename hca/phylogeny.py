@@ -654,8 +654,6 @@ def _records_from(path: Path, record: np.dtype, start: int) -> tuple[int, dict[s
     return size, {name: rows[name].astype(np.int64) for name in record.names}
 
 
-
-
 def _records(record: np.dtype, table: dict[str, np.ndarray]) -> np.ndarray:
     rows = np.zeros(len(table[record.names[0]]), record)
     for name in record.names:

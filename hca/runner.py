@@ -14,6 +14,7 @@ checkpoint) on SIGINT or SIGTERM. The ``hca run`` command is a thin shell over t
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
@@ -160,13 +161,8 @@ class Run:
         several processes, as the first process got (0 where only the first did)."""
         started = time.perf_counter()
         held = _StopRequest() if handle_signals and threading.current_thread() is threading.main_thread() else None
-        if held is not None:
-            held.__enter__()
-        try:
+        with held or contextlib.nullcontext():
             self.state = jax.block_until_ready(self.simulation.run(self.state, 0))
-        finally:
-            if held is not None:
-                held.__exit__()
         got = None if held is None else held.signal
         self.interrupted = (0 if got is None else got) if _agreed(got is not None) else None
         return time.perf_counter() - started
