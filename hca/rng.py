@@ -36,7 +36,13 @@ def _mix(h: Any, xp: Any) -> Any:
 
 def hash_u32(*words: Any, xp: Any) -> Any:
     """uint32 hash of integer words (scalars or arrays, broadcast together)."""
-    h = xp.asarray(0x9E3779B9, dtype=xp.uint32)
+    return hash_more(xp.asarray(0x9E3779B9, dtype=xp.uint32), *words, xp=xp)
+
+
+def hash_more(h: Any, *words: Any, xp: Any) -> Any:
+    """The hash of more words after those hashed into ``h``:
+    ``hash_more(hash_u32(a, b), c) == hash_u32(a, b, c)``. Words shared by many draws
+    are hashed once (e.g. a child's, before one draw per genome entry)."""
     with np.errstate(over="ignore"):  # uint32 wrap-around is the point (NumPy scalars warn)
         for word in words:
             h = _mix(h ^ xp.asarray(word).astype(xp.uint32), xp)
@@ -71,7 +77,11 @@ def normal(*words: Any, xp: Any) -> Any:
 def normal_steps(*words: Any, xp: Any) -> Any:
     """``normal``'s draws in whole steps of NORMAL_STEP: whole numbers in [-510, 510] as
     float32."""
-    h = hash_u32(*words, xp=xp)
+    return steps_of(hash_u32(*words, xp=xp), xp=xp)
+
+
+def steps_of(h: Any, xp: Any) -> Any:
+    """``normal_steps`` of the hash ``h`` (uint32)."""
     byte = xp.uint32(0xFF)
     total = (h & byte) + ((h >> xp.uint32(8)) & byte) + ((h >> xp.uint32(16)) & byte) + (h >> xp.uint32(24))
     # Each byte has mean 127.5.

@@ -25,7 +25,7 @@ from hca.claims import Claims
 from hca.decide import NO_SLOT, Intent
 from hca.energy import fraction_dynamic
 from hca.organisms import Life
-from hca.reproduction import mutate
+from hca.reproduction import mutate, mutation_keys
 from hca.state import LifeState
 
 
@@ -157,7 +157,11 @@ def arrive(
         count = (fullest + chunk - 1) // chunk
     else:
         count = life.capacity // chunk
-    write = functools.partial(_write_rows, life, departures, incoming, ashore, tick, seed, chunk)
+    keys = None
+    if life.config.mutation.enabled:  # hashed once for all targets, outside the passes
+        cell = geometry.cell_index(tiling.tiles)[..., None] * tiling.cells + departures.targets
+        keys = mutation_keys(cell, tick, seed, life.index)
+    write = functools.partial(_write_rows, life, departures, incoming, ashore, tick, keys, chunk)
     carry = jax.lax.fori_loop(0, count, write, carry)
     fields, births, moves, landed = carry
     state = state.replace(
@@ -170,9 +174,10 @@ def arrive(
     return state, tiling.total(departures.paid), landed
 
 
-def _write_rows(life: Life, departures: Departures, incoming, ashore, tick, seed, chunk: int, index, carry):
+def _write_rows(life: Life, departures: Departures, incoming, ashore, tick, keys, chunk: int, index, carry):
     """One pass of ``arrive``: the rows of targets [index * chunk, (index + 1) * chunk)
-    of every tile, written into ``carry`` = (fields, births, moves, landed)."""
+    of every tile, written into ``carry`` = (fields, births, moves, landed); ``keys``:
+    the targets' ``mutation_keys`` (None: no mutation)."""
     tiling = life.tiling
     fields, births, moves, landed = carry
 
@@ -210,10 +215,9 @@ def _write_rows(life: Life, departures: Departures, incoming, ashore, tick, seed
     # offset); a child born on tick t at the world's living cell c is (t + 1) * W + c + 1.
     cell = tile * tiling.cells + targets
     new_id = (tick.astype(jnp.int64) + 1) * life.world_cells + life.offset + cell.astype(jnp.int64) + 1
-    mutation = life.config.mutation
     child_genome = moved["genome"]
-    if mutation.enabled:
-        child_genome = mutate(life.layout, child_genome, cell, tick, seed, life.index, mutation.meta_scale)
+    if keys is not None:
+        child_genome = mutate(life.layout, child_genome, part(keys), life.config.mutation.meta_scale)
 
     rows = {
         "occupied": valid,

@@ -70,3 +70,18 @@ def test_mutation_steps_round_once_however_compiled(log_scales, x):
     got = np.asarray(_fused(base, np.broadcast_to(steps, product.shape), np.broadcast_to(size, product.shape)))
     np.testing.assert_array_equal(got, base + product)
     np.testing.assert_array_equal(np.asarray(rng.step_size(jnp.asarray(scales), xp=jnp)), size)
+
+
+@settings(max_examples=100, deadline=None)
+@given(st.lists(st.integers(0, 2**31 - 1), min_size=2, max_size=7), st.integers(1, 6))
+def test_a_hash_continues_from_its_first_words(words, split):
+    # Mutation hashes a child's words once and each genome entry after them: the same
+    # draws as hashing all the words together (jitted, as the step does).
+    split = min(split, len(words) - 1)
+    whole = rng.hash_u32(*words, xp=np)
+    assert rng.hash_more(rng.hash_u32(*words[:split], xp=np), *words[split:], xp=np) == whole
+    continued = jax.jit(lambda h, rest: rng.hash_more(h, *rest, xp=jnp))(
+        rng.hash_u32(*words[:split], xp=jnp), jnp.asarray(words[split:], jnp.uint32)
+    )
+    assert int(continued) == int(whole)
+    assert rng.steps_of(whole, xp=np) == rng.normal_steps(*words, xp=np)
