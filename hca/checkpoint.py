@@ -18,6 +18,7 @@ import hashlib
 import json
 import logging
 import os
+import shutil
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -96,22 +97,28 @@ class RunDirectory:
 
     def create(self, world: WorldConfig, settings: dict[str, Any]) -> None:
         """Make a new run directory (it must not exist or be empty); with several
-        processes the first writes it and the others wait for it."""
+        processes the first writes it and the others wait for it. All or nothing: it is
+        made beside its place and renamed there, so a run stopped meanwhile (Ctrl-C)
+        leaves no half-made directory in the way of the next."""
         from hca.parallel import barrier, writer
 
         barrier("hca-run-directory-checked")
         if writer():
-            self.path.mkdir(parents=True, exist_ok=True)
-            _write_atomic(self.world_file, world.to_yaml())
-            self.write_settings(settings)
-            self.checkpoints.mkdir(exist_ok=True)
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            staging = self.path.with_name(f".{self.path.name}.new")
+            shutil.rmtree(staging, ignore_errors=True)  # left by a run stopped here before
+            staging.mkdir()
+            (staging / WORLD_FILE).write_text(world.to_yaml(), encoding="utf-8")
+            (staging / SETTINGS_FILE).write_text(_settings_text(settings), encoding="utf-8")
+            (staging / CHECKPOINTS).mkdir()
+            os.replace(staging, self.path)  # onto no directory or an empty one
         barrier("hca-run-directory-made")
 
     def write_settings(self, settings: dict[str, Any]) -> None:
         from hca.parallel import writer
 
         if writer():
-            _write_atomic(self.settings_file, json.dumps(settings, indent=2) + "\n")
+            _write_atomic(self.settings_file, _settings_text(settings))
 
     # -- reading -------------------------------------------------------------------
 
@@ -277,6 +284,10 @@ def _same_world(saved: Any, world: WorldConfig) -> bool:
 def _first_line(error: BaseException) -> str:
     text = str(error).strip().splitlines()
     return (text[0] if text else type(error).__name__)[:200]
+
+
+def _settings_text(settings: dict[str, Any]) -> str:
+    return json.dumps(settings, indent=2) + "\n"
 
 
 def _write_atomic(path: Path, text: str) -> None:

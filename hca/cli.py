@@ -417,6 +417,8 @@ def _run(args: argparse.Namespace) -> int:
         if args.steps is None or args.out is None:
             raise UsageError("a new run needs --steps N and --out RUN_DIR")
         world = load_world(args.world, seed=args.seed)
+        out = Path(args.out)
+        args.out_was_free = not out.exists() or (out.is_dir() and not any(out.iterdir()))
         run = Run.start(world, args.out, args.steps, **options)
     first = run.start_tick
     if run.simulation.mesh is not None:
@@ -524,6 +526,25 @@ def main(argv: Sequence[str] | None = None) -> int:
     except UsageError as error:
         print(f"hca: error: {error}", file=sys.stderr)
         return EXIT_BAD_INPUT
+    except KeyboardInterrupt:  # Ctrl-C before a run's loop holds it (building, restoring)
+        print(f"hca: SIGINT: stopped{_interrupted_run(args)}", file=sys.stderr)
+        return 128 + signal.SIGINT
+
+
+def _interrupted_run(args: argparse.Namespace) -> str:
+    """How to go on after Ctrl-C stopped ``hca run`` early: resume the run directory if
+    it was made (it is made whole or not at all), else nothing was written."""
+    if args.command != "run":
+        return ""
+    from hca.checkpoint import RunDirectory
+
+    if args.resume is not None:
+        return f"; continue with:\n  hca run --resume {RunDirectory(args.resume).path}"
+    if not getattr(args, "out_was_free", False):  # stopped before the new run's checks
+        return ""
+    if RunDirectory(args.out).world_file.is_file():
+        return f"; continue with:\n  hca run --resume {RunDirectory(args.out).path}"
+    return "; nothing was written"
 
 
 def _report_line(line: str) -> None:

@@ -363,6 +363,56 @@ def test_sigint_while_compiling_stops_before_the_first_tick(tmp_path, world_file
     assert digest(capsys, out)["tick"] == 20
 
 
+def _interrupt(*_args, **_kwargs):
+    raise KeyboardInterrupt
+
+
+def test_sigint_before_the_loop_stops_cleanly_and_says_how_to_go_on(tmp_path, world_file, capsys, monkeypatch):
+    """Ctrl-C before a run's loop holds signals (the world being built, the directory
+    written, a checkpoint restored): exit 130 with one line and no traceback; a run
+    directory is made whole or not at all, and what was made resumes."""
+    import hca.checkpoint
+    import hca.phylogeny
+    import hca.runner
+
+    whole = tmp_path / "whole"
+    assert run("run", world_file, "--steps", 10, "--out", whole, "--quiet") == 0
+    expected = digest(capsys, whole)["state_digest"]
+
+    # While the world is built: nothing written.
+    out = tmp_path / "early"
+    with monkeypatch.context() as patch:
+        patch.setattr(hca.runner, "build", _interrupt)
+        capsys.readouterr()
+        assert run("run", world_file, "--steps", 10, "--out", out, "--quiet") == 128 + signal.SIGINT
+    err = capsys.readouterr().err
+    assert err == "hca: SIGINT: stopped; nothing was written\n"
+    assert not out.exists()
+
+    # While the run directory is written: none is left, not even half of one.
+    with monkeypatch.context() as patch:
+        patch.setattr(hca.checkpoint, "_settings_text", _interrupt)
+        assert run("run", world_file, "--steps", 10, "--out", out, "--quiet") == 128 + signal.SIGINT
+    assert capsys.readouterr().err == "hca: SIGINT: stopped; nothing was written\n"
+    assert sorted(path.name for path in tmp_path.iterdir()) == [".early.new", "whole"]
+
+    # After it was made (here while the phylogeny files are started): resume it.
+    with monkeypatch.context() as patch:
+        patch.setattr(hca.phylogeny.Recorder, "start", _interrupt)
+        assert run("run", world_file, "--steps", 10, "--out", out, "--quiet") == 128 + signal.SIGINT
+    err = capsys.readouterr().err
+    assert "Traceback" not in err and f"SIGINT: stopped; continue with:\n  hca run --resume {out}\n" in err
+    assert sorted(path.name for path in tmp_path.iterdir()) == ["early", "whole"]  # the stale one is gone
+
+    # While it is restored on resume: the same hint, and the run goes on unharmed.
+    with monkeypatch.context() as patch:
+        patch.setattr(hca.runner, "build", _interrupt)
+        assert run("run", "--resume", out, "--quiet") == 128 + signal.SIGINT
+    assert f"continue with:\n  hca run --resume {out}\n" in capsys.readouterr().err
+    assert run("run", "--resume", out, "--quiet") == 0
+    assert digest(capsys, out)["state_digest"] == expected
+
+
 def test_checkpoints_of_another_format_are_skipped_and_added_keys_keep_the_world(
     tmp_path, worlds_dir, capsys
 ):
