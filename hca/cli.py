@@ -435,8 +435,8 @@ def _run(args: argparse.Namespace) -> int:
         live.observe(run.state, run.start_tick, force=True)
     if not args.quiet:
         print("hca: compiling the step ...", end="", file=sys.stderr, flush=True)
-    seconds = run.compile()
-    if not args.quiet:
+    seconds = run.compile(on_signal=_signal_notice("when the compiler is done, before the first tick", args, run))
+    if not args.quiet and run.interrupted is None:  # else the line was ended by the notice
         print(f" {seconds:.1f} s", file=sys.stderr)
     if run.interrupted is not None:  # Ctrl-C while compiling: nothing stepped, nothing more written
         if live is not None:
@@ -455,7 +455,9 @@ def _run(args: argparse.Namespace) -> int:
                 postfix = {"population": f"{line['life']['population']:,}"} if "life" in line else {}
                 progress.set_postfix(**postfix, total=f"{line['ledger']['total']:,}", refresh=False)
 
-        outcome = run.advance(on_chunk, observer=None if live is None else live.observe)
+        outcome = run.advance(on_chunk, observer=None if live is None else live.observe,
+                              on_signal=_signal_notice("after this chunk of ticks, with a checkpoint", args, run,
+                                                       progress))
     if live is not None:
         live.observe(run.state, outcome.tick, force=True)
         if outcome.stopped_by is None:
@@ -483,6 +485,34 @@ def _run(args: argparse.Namespace) -> int:
         print(f"{run.run_dir.path}: {recorded:,} organisms recorded since tick 0, in phylogeny.csv{pruned}; "
               f"hca tree {run.run_dir.path} --out tree.png draws them")
     return 0 if ledger["balanced"] else 1
+
+
+def _signal_notice(when: str, args: argparse.Namespace, run, progress=None) -> Any:
+    """``Run``'s ``on_signal``: the first SIGINT or SIGTERM is acknowledged at once (the
+    run stops ``when``); a second stops the process at once, as a kill would: the last
+    checkpoint stays, and a resume continues from it. Without a ``progress`` bar the
+    line "compiling the step ..." is waiting for its end."""
+
+    def say(text: str) -> None:
+        if not args.quiet:
+            sys.stderr.write(text)
+            sys.stderr.flush()
+
+    def notice(number: int, count: int) -> None:
+        name = signal.Signals(number).name
+        if count == 1:
+            text = f"hca: {name}: stopping {when} ({name} again: at once)"
+            if progress is None:
+                say(f"\n{text}\n")
+            elif not args.quiet:
+                progress.write(text, file=sys.stderr)
+            return
+        # After the progress bar's line, which is not drawn again.
+        say(f"{'' if progress is None else chr(10)}hca: {name} again: stopped at once; continue from the last "
+            f"checkpoint with:\n  hca run --resume {run.run_dir.path}\n")
+        os._exit(128 + number)
+
+    return notice
 
 
 def _serve_until_interrupted(live) -> None:

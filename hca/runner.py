@@ -151,16 +151,17 @@ class Run:
         recorder = Recorder.resume(world, run_dir.path, state, start, reports, settings["report_every"])
         return Run(run_dir, simulation, state, settings, start, previous, recorder, people)
 
-    def compile(self, handle_signals: bool = True) -> float:
+    def compile(self, handle_signals: bool = True, on_signal: Callable[[int, int], None] | None = None) -> float:
         """Compile the run's step now (a run of zero ticks); returns the seconds it took.
         ``advance`` compiles on its first chunk otherwise.
 
         With ``handle_signals`` (honoured in the main thread), SIGINT and SIGTERM wait for
         the compiler to finish (interrupted, XLA's compiler can crash the process) and
         are then in ``interrupted``, for the caller to stop before the first tick; with
-        several processes, as the first process got (0 where only the first did)."""
+        several processes, as the first process got (0 where only the first did).
+        ``on_signal(number, count)`` is told of each at once (see ``advance``)."""
         started = time.perf_counter()
-        held = _StopRequest() if handle_signals and threading.current_thread() is threading.main_thread() else None
+        held = _StopRequest(on_signal) if handle_signals and threading.current_thread() is threading.main_thread() else None
         with held or contextlib.nullcontext():
             self.state = jax.block_until_ready(self.simulation.run(self.state, 0))
         got = None if held is None else held.signal
@@ -173,6 +174,7 @@ class Run:
         handle_signals: bool = True,
         observer: Callable[[Any, int, dict[str, Any]], None] | None = None,
         stop_event: threading.Event | None = None,
+        on_signal: Callable[[int, int], None] | None = None,
     ) -> Outcome:
         """Run to the target tick, writing metrics and checkpoints as it goes.
 
@@ -180,7 +182,10 @@ class Run:
         the metrics line written after it (None between reports). With
         ``handle_signals`` (honoured in the main thread), SIGINT and SIGTERM stop the run
         after the current chunk with a checkpoint (``Outcome.stopped_by``); so does
-        ``stop_event`` once set (``stopped_by`` 0). ``observer(state, tick, line)`` sees
+        ``stop_event`` once set (``stopped_by`` 0). ``on_signal(number, count)`` is called
+        on each such signal at once, from another thread, while the chunk still runs
+        (count: how many have come; e.g. to say so, or to exit on the second, which a
+        kill would equal: the last checkpoint stays). ``observer(state, tick, line)`` sees
         the state after every chunk (before the next is dispatched; the live page).
         People's actions (``hca.people``) take effect between chunks, at the tick the
         next chunk starts from; logged ones being replayed end the chunk before theirs.
@@ -198,7 +203,7 @@ class Run:
         line = self.previous
         state = self.state
         main_thread = threading.current_thread() is threading.main_thread()
-        stop = _StopRequest() if handle_signals and main_thread else None
+        stop = _StopRequest(on_signal) if handle_signals and main_thread else None
         try:
             if stop is not None:
                 stop.__enter__()
@@ -396,20 +401,49 @@ def keep_metrics_until(path: Path, tick: int) -> dict[str, Any] | None:
 
 
 class _StopRequest:
-    """Turns SIGINT and SIGTERM into a request the run loop honours between chunks."""
+    """Turns SIGINT and SIGTERM into a request the run loop honours between chunks.
 
-    def __init__(self) -> None:
+    ``on_signal(number, count)``, if given, is called at once on each of them, from a
+    thread of its own: Python runs signal handlers only between bytecodes of the main
+    thread, which may be waiting for the device for a long chunk; the watcher reads the
+    signal numbers that Python writes to its wakeup file descriptor as they come."""
+
+    def __init__(self, on_signal: Callable[[int, int], None] | None = None) -> None:
         self.signal: int | None = None
         self._previous: dict[int, Any] = {}
+        self._on_signal = on_signal
+        self._watcher: tuple[threading.Thread, int, int, int] | None = None
 
     def __enter__(self) -> _StopRequest:
         for number in (signal.SIGINT, signal.SIGTERM):
             self._previous[number] = signal.signal(number, self._handle)
+        if self._on_signal is not None:
+            read, write = os.pipe()
+            os.set_blocking(write, False)
+            previous_fd = signal.set_wakeup_fd(write, warn_on_full_buffer=False)
+            watcher = threading.Thread(target=self._watch, args=(read,), name="hca-signals", daemon=True)
+            watcher.start()
+            self._watcher = (watcher, read, write, previous_fd)
         return self
 
     def _handle(self, number: int, frame: Any) -> None:
         self.signal = number
 
+    def _watch(self, read: int) -> None:
+        count = 0
+        while data := os.read(read, 64):  # until the write end is closed
+            for number in data:
+                if number in (signal.SIGINT, signal.SIGTERM):
+                    count += 1
+                    self._on_signal(number, count)
+
     def __exit__(self, *exc: Any) -> None:
         for number, handler in self._previous.items():
             signal.signal(number, handler)
+        if self._watcher is not None:
+            watcher, read, write, previous_fd = self._watcher
+            signal.set_wakeup_fd(previous_fd)
+            os.close(write)
+            watcher.join(timeout=5)
+            os.close(read)
+            self._watcher = None

@@ -357,10 +357,45 @@ def test_sigint_while_compiling_stops_before_the_first_tick(tmp_path, world_file
     err = "".join(err)
     assert process.returncode == 128 + signal.SIGINT, err
     assert "Traceback" not in err and "SIGINT: stopped before tick 0 was stepped" in err
+    assert "hca: SIGINT: stopping when the compiler is done, before the first tick (SIGINT again: at once)" in err
     assert f"hca run --resume {out}" in err
     assert RunDirectory(out).saved_ticks() == [] and not (out / "metrics.jsonl").exists()
     assert run("run", "--resume", out, "--quiet") == 0
     assert digest(capsys, out)["tick"] == 20
+
+
+def test_a_second_sigint_stops_at_once(tmp_path, worlds_dir):
+    """The first Ctrl-C is acknowledged at once, though the main thread is inside the
+    compiler; a second stops the process at once, as a kill would, saying so."""
+    import threading
+
+    out = tmp_path / "run"
+    env = {**os.environ, "JAX_PLATFORMS": "cpu", "JAX_COMPILATION_CACHE_DIR": str(tmp_path / "cache")}
+    command = [sys.executable, "-m", "hca", "run", str(worlds_dir / "default.yaml"), "--steps", "20", "--out", str(out)]
+    process = subprocess.Popen(command, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    err = []
+    reader = threading.Thread(target=lambda: err.extend(iter(lambda: process.stderr.read(1), "")), daemon=True)
+    reader.start()
+    try:
+        assert _wait_for(lambda: "compiling the step ..." in "".join(err), 240), "".join(err)
+        process.send_signal(signal.SIGINT)
+        # The default world takes 10 s and more to compile, here with a cache of its own.
+        assert _wait_for(lambda: "(SIGINT again: at once)" in "".join(err), 10), "".join(err)
+        assert process.poll() is None
+        process.send_signal(signal.SIGINT)
+        process.wait(timeout=30)
+        reader.join(timeout=10)
+    finally:
+        process.kill()
+    err = "".join(err)
+    assert process.returncode == 128 + signal.SIGINT, err
+    assert (
+        "hca: compiling the step ...\n"
+        "hca: SIGINT: stopping when the compiler is done, before the first tick (SIGINT again: at once)\n"
+        f"hca: SIGINT again: stopped at once; continue from the last checkpoint with:\n  hca run --resume {out}\n"
+    ) in err
+    assert "Traceback" not in err
+    assert RunDirectory(out).saved_ticks() == [] and not (out / "metrics.jsonl").exists()
 
 
 def _interrupt(*_args, **_kwargs):

@@ -48,3 +48,34 @@ def test_start_refuses_a_directory_in_use(tmp_path):
     with pytest.raises(RunDirectoryError, match="not empty"):
         Run.start(world, tmp_path / "r", 10)
     assert (tmp_path / "r" / "keep.txt").read_text() == "mine"
+
+
+def test_a_signal_is_told_at_once_while_the_main_thread_waits(tmp_path):
+    """``on_signal`` hears each SIGINT from a thread of its own, while the main thread is
+    still inside a call that Python's signal handlers cannot interrupt (here a lock held
+    by another thread, as the device is during a long chunk); the run loop's request is
+    recorded all the same, and the wakeup descriptor is given back afterwards."""
+    import os
+    import signal
+    import threading
+
+    from hca.runner import _StopRequest
+
+    handler, wakeup = signal.getsignal(signal.SIGINT), signal.set_wakeup_fd(-1)
+    signal.set_wakeup_fd(wakeup)
+    heard = []
+    busy = threading.Lock()
+    busy.acquire()
+
+    def on_signal(number, count):
+        heard.append((number, count))
+        if count == 2:
+            busy.release()  # what the main thread waits for
+
+    with _StopRequest(on_signal) as stop:
+        os.kill(os.getpid(), signal.SIGINT)
+        os.kill(os.getpid(), signal.SIGINT)
+        assert busy.acquire(timeout=20), heard  # released by the watcher, not by the handler
+        assert heard == [(signal.SIGINT, 1), (signal.SIGINT, 2)]
+    assert stop.signal == signal.SIGINT
+    assert signal.set_wakeup_fd(wakeup) == wakeup and signal.getsignal(signal.SIGINT) is handler
