@@ -68,7 +68,8 @@ def _parser() -> argparse.ArgumentParser:
         help="run a world and record its metrics",
         description="Run a world for a number of ticks, or resume a run. Writes "
         "RUN_DIR/world.yaml (the resolved world), RUN_DIR/metrics.jsonl (one JSON line per "
-        "report) and RUN_DIR/checkpoints/. Ctrl-C or SIGTERM saves a checkpoint and stops.",
+        "report) and RUN_DIR/checkpoints/. Ctrl-C or SIGTERM saves a checkpoint and stops; "
+        "a second stops at once, without it.",
     )
     run.add_argument("world", metavar="WORLD.yaml", nargs="?", help="the world file to run")
     run.add_argument(
