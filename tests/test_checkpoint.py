@@ -333,29 +333,37 @@ def test_sigint_saves_and_says_how_to_resume(tmp_path, world_file, capsys):
     assert digest(capsys, out)["tick"] == stopped + 10
 
 
-def test_sigint_while_compiling_stops_before_the_first_tick(tmp_path, world_file, capsys):
-    """Ctrl-C while the step compiles: the compiler finishes (interrupted, it could crash
-    the process), then the run stops before its first tick without a traceback, says
-    how to go on, and resumes from tick 0."""
+def _signalled_while_compiling(tmp_path, world: Path, out: Path, signals) -> tuple[int, str]:
+    """(exit status, stderr) of ``hca run WORLD --steps 20 --out OUT`` in a process of
+    its own, given ``signals(process, stderr)`` once it says it is compiling the step."""
     import threading
 
-    out = tmp_path / "early"
     # A cache of its own, so that the step is compiled, not read from the suite's cache.
     env = {**os.environ, "JAX_PLATFORMS": "cpu", "JAX_COMPILATION_CACHE_DIR": str(tmp_path / "cache")}
-    process = subprocess.Popen([sys.executable, "-m", "hca", "run", str(world_file), "--steps", "20", "--out", str(out)],
+    process = subprocess.Popen([sys.executable, "-m", "hca", "run", str(world), "--steps", "20", "--out", str(out)],
                                env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     err = []
     reader = threading.Thread(target=lambda: err.extend(iter(lambda: process.stderr.read(1), "")), daemon=True)
     reader.start()
     try:
         assert _wait_for(lambda: "compiling the step ..." in "".join(err), 240), "".join(err)
-        process.send_signal(signal.SIGINT)
+        signals(process, lambda: "".join(err))
         process.wait(timeout=240)
         reader.join(timeout=10)
     finally:
         process.kill()
-    err = "".join(err)
-    assert process.returncode == 128 + signal.SIGINT, err
+    return process.returncode, "".join(err)
+
+
+def test_sigint_while_compiling_stops_before_the_first_tick(tmp_path, world_file, capsys):
+    """Ctrl-C while the step compiles: the compiler finishes (interrupted, it could crash
+    the process), then the run stops before its first tick without a traceback, says
+    how to go on, and resumes from tick 0."""
+    out = tmp_path / "early"
+    status, err = _signalled_while_compiling(
+        tmp_path, world_file, out, lambda process, err: process.send_signal(signal.SIGINT)
+    )
+    assert status == 128 + signal.SIGINT, err
     assert "Traceback" not in err and "SIGINT: stopped before tick 0 was stepped" in err
     assert "hca: SIGINT: stopping when the compiler is done, before the first tick (SIGINT again: at once)" in err
     assert f"hca run --resume {out}" in err
@@ -367,28 +375,17 @@ def test_sigint_while_compiling_stops_before_the_first_tick(tmp_path, world_file
 def test_a_second_sigint_stops_at_once(tmp_path, worlds_dir):
     """The first Ctrl-C is acknowledged at once, though the main thread is inside the
     compiler; a second stops the process at once, as a kill would, saying so."""
-    import threading
-
     out = tmp_path / "run"
-    env = {**os.environ, "JAX_PLATFORMS": "cpu", "JAX_COMPILATION_CACHE_DIR": str(tmp_path / "cache")}
-    command = [sys.executable, "-m", "hca", "run", str(worlds_dir / "default.yaml"), "--steps", "20", "--out", str(out)]
-    process = subprocess.Popen(command, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    err = []
-    reader = threading.Thread(target=lambda: err.extend(iter(lambda: process.stderr.read(1), "")), daemon=True)
-    reader.start()
-    try:
-        assert _wait_for(lambda: "compiling the step ..." in "".join(err), 240), "".join(err)
+
+    def twice(process, err):
         process.send_signal(signal.SIGINT)
         # The default world takes 10 s and more to compile, here with a cache of its own.
-        assert _wait_for(lambda: "(SIGINT again: at once)" in "".join(err), 10), "".join(err)
+        assert _wait_for(lambda: "(SIGINT again: at once)" in err(), 10), err()
         assert process.poll() is None
         process.send_signal(signal.SIGINT)
-        process.wait(timeout=30)
-        reader.join(timeout=10)
-    finally:
-        process.kill()
-    err = "".join(err)
-    assert process.returncode == 128 + signal.SIGINT, err
+
+    status, err = _signalled_while_compiling(tmp_path, worlds_dir / "default.yaml", out, twice)
+    assert status == 128 + signal.SIGINT, err
     assert (
         "hca: compiling the step ...\n"
         "hca: SIGINT: stopping when the compiler is done, before the first tick (SIGINT again: at once)\n"
