@@ -436,7 +436,10 @@ def _run(args: argparse.Namespace) -> int:
         live.observe(run.state, run.start_tick, force=True)
     if not args.quiet:
         print("hca: compiling the step ...", end="", file=sys.stderr, flush=True)
-    seconds = run.compile(on_signal=_signal_notice("when the compiler is done, before the first tick", args, run))
+    resume = f"continue from the last checkpoint with:\n  hca run --resume {run.run_dir.path}"
+    # After the line "compiling the step ...", which waits for its end.
+    seconds = run.compile(on_signal=_signal_notice("when the compiler is done, before the first tick", args, resume,
+                                                   pending=True))
     if not args.quiet and run.interrupted is None:  # else the line was ended by the notice
         print(f" {seconds:.1f} s", file=sys.stderr)
     if run.interrupted is not None:  # Ctrl-C while compiling: nothing stepped, nothing more written
@@ -457,8 +460,8 @@ def _run(args: argparse.Namespace) -> int:
                 progress.set_postfix(**postfix, total=f"{line['ledger']['total']:,}", refresh=False)
 
         outcome = run.advance(on_chunk, observer=None if live is None else live.observe,
-                              on_signal=_signal_notice("after this chunk of ticks, with a checkpoint", args, run,
-                                                       progress))
+                              on_signal=_signal_notice("after this chunk of ticks, with a checkpoint", args, resume,
+                                                       progress=progress))
     if live is not None:
         live.observe(run.state, outcome.tick, force=True)
         if outcome.stopped_by is None:
@@ -488,14 +491,15 @@ def _run(args: argparse.Namespace) -> int:
     return 0 if ledger["balanced"] else 1
 
 
-def _signal_notice(when: str, args: argparse.Namespace, run, progress=None) -> Any:
+def _signal_notice(when: str, args: argparse.Namespace, resume: str, progress=None, pending: bool = False) -> Any:
     """``Run``'s ``on_signal``: the first SIGINT or SIGTERM is acknowledged at once (the
-    run stops ``when``); a second stops the process at once, as a kill would: the last
-    checkpoint stays, and a resume continues from it. Without a ``progress`` bar the
-    line "compiling the step ..." is waiting for its end."""
+    run stops ``when``), above the ``progress`` bar if there is one, after the ``pending``
+    line (one not yet ended) if there is one; a second stops the process at once, as a
+    kill would, saying ``resume``: how to continue from the last checkpoint."""
+    quiet = getattr(args, "quiet", False)
 
     def say(text: str) -> None:
-        if not args.quiet:
+        if not quiet:
             sys.stderr.write(text)
             sys.stderr.flush()
 
@@ -504,13 +508,12 @@ def _signal_notice(when: str, args: argparse.Namespace, run, progress=None) -> A
         if count == 1:
             text = f"hca: {name}: stopping {when} ({name} again: at once)"
             if progress is None:
-                say(f"\n{text}\n")
-            elif not args.quiet:
+                say(f"{chr(10) * pending}{text}\n")
+            elif not quiet:
                 progress.write(text, file=sys.stderr)
             return
         # After the progress bar's line, which is not drawn again.
-        say(f"{'' if progress is None else chr(10)}hca: {name} again: stopped at once; continue from the last "
-            f"checkpoint with:\n  hca run --resume {run.run_dir.path}\n")
+        say(f"{chr(10) * (progress is not None)}hca: {name} again: stopped at once; {resume}\n")
         os._exit(128 + number)
 
     return notice
@@ -565,6 +568,8 @@ def main(argv: Sequence[str] | None = None) -> int:
 def _interrupted_run(args: argparse.Namespace) -> str:
     """How to go on after Ctrl-C stopped ``hca run`` early: resume the run directory if
     it was made (it is made whole or not at all), else nothing was written."""
+    if args.command == "experiment":
+        return "; run the same command again to continue"
     if args.command != "run":
         return ""
     from hca.checkpoint import RunDirectory
@@ -698,6 +703,8 @@ def _experiment(args: argparse.Namespace) -> int:
         summary = experiment.experiment(
             world, control, args.out, args.steps, args.seeds, args.metric, args.report_every, args.late,
             report=_report_line, description=", ".join(args.control),
+            on_signal=_signal_notice("after this chunk of ticks, with a checkpoint", args,
+                                     "run the same command again to continue from the last checkpoints"),
         )
     except experiment.Stopped as stop:
         print(f"hca: {signal.Signals(stop.signal).name}: stopped with a checkpoint; run the same command "

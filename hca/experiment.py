@@ -98,8 +98,10 @@ class Stopped(Exception):
 
 
 def run_arm(world: WorldConfig, out: Path, ticks: int, report_every: int | None,
-            report: Callable[[str], None] = lambda line: None) -> list[dict]:
-    """Run (or finish) one arm's run directory; its metrics lines."""
+            report: Callable[[str], None] = lambda line: None,
+            on_signal: Callable[[int, int], None] | None = None) -> list[dict]:
+    """Run (or finish) one arm's run directory; its metrics lines. ``on_signal``: see
+    ``Run.advance``."""
     if (out / "world.yaml").exists():
         lines = read_metrics(out / "metrics.jsonl")
         if lines and lines[-1]["tick"] >= ticks:
@@ -110,7 +112,7 @@ def run_arm(world: WorldConfig, out: Path, ticks: int, report_every: int | None,
         run = Run.start(world, out, ticks, report_every=report_every, keep=1,
                         checkpoint_every=max(ticks // 4, report_every or world.run.report_every))
     report(f"{out}: ticks {run.start_tick}..{ticks}")
-    outcome = run.advance()
+    outcome = run.advance(on_signal=on_signal)
     if outcome.stopped_by is not None:
         raise Stopped(outcome.stopped_by)
     return read_metrics(out / "metrics.jsonl")
@@ -254,16 +256,18 @@ def experiment(
     late: float = 0.1,
     report: Callable[[str], None] = lambda line: None,
     description: str = "",
+    on_signal: Callable[[int, int], None] | None = None,
 ) -> dict[str, Any]:
     """Run both arms over the seeds (continuing what exists) and summarise; writes
-    OUT/summary.md, OUT/summary.json and, with matplotlib, OUT/experiment.png."""
+    OUT/summary.md, OUT/summary.json and, with matplotlib, OUT/experiment.png.
+    ``on_signal``: see ``Run.advance``."""
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     results: dict[str, dict[int, list[dict]]] = {arm: {} for arm in ARMS}
     for seed in seeds:
         for arm in ARMS:
             results[arm][seed] = run_arm(arm_world(world, control, arm, seed), out / f"{arm}-s{seed}", ticks,
-                                         report_every, report)
+                                         report_every, report, on_signal)
     metrics = metrics or default_metrics(results["treatment"][seeds[0]])
     summary = summarise(results, metrics, late)
     summary.update(world=world.name, ticks=ticks, control=description)

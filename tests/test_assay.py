@@ -126,3 +126,41 @@ def test_values_at_paths_and_intervals():
     stats = assay.interval([1.0, 2.0, 3.0])
     assert stats["mean"] == 2.0 and stats["low"] == pytest.approx(2 - 4.303 / 3 ** 0.5)
     assert assay.interval([4.0])["low"] is None and assay.interval([])["mean"] is None
+
+
+def test_experiment_hears_ctrl_c_like_hca_run(tmp_path, monkeypatch, capsys):
+    """``hca experiment`` hands its runs the same signal notice as ``hca run``: the first
+    Ctrl-C is acknowledged at once, a second stops the process at once (here the exit
+    is caught), saying how to continue."""
+    import os
+    import signal
+
+    import yaml
+
+    world_file = tmp_path / "w.yaml"
+    world_file.write_text(yaml.safe_dump(living_world()))
+    advance = Run.advance
+    exits = []
+
+    class Exit(Exception):
+        pass
+
+    def interrupted(self, *args, on_signal=None, **kwargs):
+        on_signal(signal.SIGINT, 1)
+        assert "hca: SIGINT: stopping after this chunk of ticks, with a checkpoint (SIGINT again: at once)\n" in (
+            capsys.readouterr().err
+        )
+        with pytest.raises(Exit):
+            on_signal(signal.SIGINT, 2)
+        return advance(self, *args, **kwargs)
+
+    def exit_(status):
+        exits.append(status)
+        raise Exit
+
+    monkeypatch.setattr(Run, "advance", interrupted)
+    monkeypatch.setattr(os, "_exit", exit_)
+    argv = ["experiment", str(world_file), "--steps", "10", "--out", str(tmp_path / "exp"), "--seeds", "1"]
+    assert main(argv) == 0
+    assert exits == [128 + signal.SIGINT] * 2  # one run per arm
+    assert "hca: SIGINT again: stopped at once; run the same command again to continue" in capsys.readouterr().err
