@@ -436,7 +436,7 @@ def _run(args: argparse.Namespace) -> int:
         live.observe(run.state, run.start_tick, force=True)
     if not args.quiet:
         print("hca: compiling the step ...", end="", file=sys.stderr, flush=True)
-    resume = f"continue from the last checkpoint with:\n  hca run --resume {run.run_dir.path}"
+    resume = _continue(run.run_dir.path, " from the last checkpoint")
     # After the line "compiling the step ...", which waits for its end.
     seconds = run.compile(on_signal=_signal_notice("when the compiler is done, before the first tick", args, resume,
                                                    pending=True))
@@ -447,8 +447,8 @@ def _run(args: argparse.Namespace) -> int:
             live.close()
         if not args.process_id:
             name = signal.Signals(run.interrupted).name  # the first process stops on its own signal
-            print(f"hca: {name}: stopped before tick {run.start_tick} was stepped; continue with:\n"
-                  f"  hca run --resume {run.run_dir.path}", file=sys.stderr)
+            print(f"hca: {name}: stopped before tick {run.start_tick} was stepped; {_continue(run.run_dir.path)}",
+                  file=sys.stderr)
         return 128 + run.interrupted
     with tqdm(total=run.target - run.start_tick, unit="tick", disable=args.quiet, file=sys.stderr,
               dynamic_ncols=True) as progress:
@@ -471,11 +471,8 @@ def _run(args: argparse.Namespace) -> int:
         return 128 + outcome.stopped_by if outcome.stopped_by is not None else (0 if outcome.balanced else 1)
     if outcome.stopped_by is not None:
         name = signal.Signals(outcome.stopped_by).name
-        print(
-            f"hca: {name}: stopped at tick {outcome.tick} with a checkpoint; continue with:\n"
-            f"  hca run --resume {run.run_dir.path}",
-            file=sys.stderr,
-        )
+        print(f"hca: {name}: stopped at tick {outcome.tick} with a checkpoint; {_continue(run.run_dir.path)}",
+              file=sys.stderr)
         return 128 + outcome.stopped_by
     ledger = outcome.line["ledger"]
     verdict = "balanced" if ledger["balanced"] else "NOT BALANCED"
@@ -508,12 +505,12 @@ def _signal_notice(when: str, args: argparse.Namespace, resume: str, progress=No
         if count == 1:
             text = f"hca: {name}: stopping {when} ({name} again: at once)"
             if progress is None:
-                say(f"{chr(10) * pending}{text}\n")
+                say(("\n" if pending else "") + text + "\n")
             elif not quiet:
                 progress.write(text, file=sys.stderr)
             return
         # After the progress bar's line, which is not drawn again.
-        say(f"{chr(10) * (progress is not None)}hca: {name} again: stopped at once; {resume}\n")
+        say(("\n" if progress is not None else "") + f"hca: {name} again: stopped at once; {resume}\n")
         os._exit(128 + number)
 
     return notice
@@ -574,13 +571,20 @@ def _interrupted_run(args: argparse.Namespace) -> str:
         return ""
     from hca.checkpoint import RunDirectory
 
-    if args.resume is not None:
-        return f"; continue with:\n  hca run --resume {RunDirectory(args.resume).path}"
-    if not getattr(args, "out_was_free", False):  # stopped before the new run's checks
-        return ""
-    if RunDirectory(args.out).world_file.is_file():
-        return f"; continue with:\n  hca run --resume {RunDirectory(args.out).path}"
-    return "; nothing was written"
+    path = args.resume
+    if path is None:
+        if not getattr(args, "out_was_free", False):  # stopped before the new run's checks
+            return ""
+        if not RunDirectory(args.out).world_file.is_file():
+            return "; nothing was written"
+        path = args.out
+    return f"; {_continue(RunDirectory(path).path)}"
+
+
+def _continue(path, whence: str = "") -> str:
+    """How to continue the run in ``path`` (``whence``: e.g. " from the last checkpoint"),
+    the command on a line of its own."""
+    return f"continue{whence} with:\n  hca run --resume {path}"
 
 
 def _report_line(line: str) -> None:
