@@ -21,6 +21,7 @@ crosses between cells (signals, claims, free energy, packed rows), never the gen
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -133,9 +134,18 @@ class Tick:
         return tuple(out)
 
     def sense(self, regions: tuple[RegionState, ...], branch) -> tuple[RegionState, ...]:
-        """Halos refreshed along the ticking axes (a branch of the schedule)."""
+        """Halos refreshed along the ticking axes (a branch of the schedule).
+
+        On one device and without beaches, each axis is refreshed on its own: in a
+        ``lax.cond`` on whether this tick's branch ticks it (none for an axis that ticks
+        on every tick). The halo is then written in place; returned from a branch of the
+        schedule's switch, XLA copied it whole at the end of every branch but one. On a
+        mesh the branches hold the exchanges between devices (``hca.parallel.collectives``
+        counts them by branch), and beaches cross by branch."""
         if not self.any_life:
             return regions
+        if not self.spread and not self.beaches.crossing:
+            return tuple(self._sense_by_axis(index, region, branch) for index, region in enumerate(regions))
 
         def make(ticking, beaches):
             def refresh(inputs):
@@ -169,6 +179,21 @@ class Tick:
             region if halo is None else region.replace(life=region.life.replace(halo=halo))
             for region, halo in zip(regions, halos)
         )
+
+    def _sense_by_axis(self, index: int, region: RegionState, branch) -> RegionState:
+        """``sense`` for one region, an axis at a time (see there)."""
+        life, state = self.lives[index], region.life
+        if life is None:
+            return region
+        halo = state.halo
+        for axis in range(len(life.region.axes)):
+            ticks = np.array([axis in ticking[index] for ticking in self.schedule.ticking])
+            refresh = functools.partial(sense, life, state.signal, state.occupied, ticking=(axis,))
+            if ticks.all():
+                halo = refresh(halo)
+            elif ticks.any():
+                halo = jax.lax.cond(jnp.asarray(ticks)[branch], refresh, lambda same: same, halo)
+        return region.replace(life=state.replace(halo=halo))
 
     def decide(self, regions: tuple[RegionState, ...], phase, tick, seed) -> tuple[tuple[RegionState, ...], list]:
         """Every organism thinks, learns, answers its task and acts on its own;

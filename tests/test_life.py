@@ -405,7 +405,9 @@ def test_slot_exists_matches_the_neighbour_tables(worlds_dir):
 def test_the_step_embeds_no_constant_of_the_lattices_size():
     """Per-cell tables that follow from the geometry (which slots exist, their features)
     are computed in the step, where XLA fuses them into their readers: as constants they
-    were read from memory every tick (38 MB a tick on a 131,072-cell world)."""
+    were read from memory every tick (38 MB a tick on a 131,072-cell world). And the halo
+    is refreshed in place, never copied whole (as it was at the end of a branch of the
+    stretch schedule)."""
     world = living_world()
     world["regions"] = {
         "tiles": {
@@ -421,11 +423,14 @@ def test_the_step_embeds_no_constant_of_the_lattices_size():
         }
     }
     simulation = build(parse_world(world))
-    text = simulation.run.lower(simulation.init(), 1).compile().as_text()
+    state = simulation.init()
+    text = simulation.run.lower(state, 1).compile().as_text()
     shapes = re.findall(r"\[([\d,]*)\]\{[^}]*\} constant\(", text)
     sizes = [math.prod(int(n) for n in shape.split(",")) for shape in shapes if shape]
     # The largest table left is per tile: each slot's neighbour in the tile (8 x 64).
     assert sizes and max(sizes) < 4 * 4 * 8 * 8
+    halo = ",".join(map(str, state.regions[0].life.halo.shape))
+    assert f"f32[{halo}]" in text and not re.search(rf"= f32\[{halo}\]\{{[^}}]*\}} copy\(", text)
 
 
 @pytest.mark.parametrize(
