@@ -72,7 +72,7 @@ def main() -> None:
             page.wait_for_function("Number(document.getElementById('paid').textContent.replace(/,/g, '')) > 0",
                                    timeout=120000)
             page.wait_for_timeout(3000)  # answers come in
-            cell = page.evaluate(f"frame.questions[0].cells.find((c) => c.answer !== null).cell")
+            cell = page.evaluate("frame.questions[0].cells.find((c) => c.answer !== null).cell")
             x, y = page.evaluate(f"place(views.{region}, {cell})")
             scale = page.evaluate(f"views.{region}.scale")
             page.click(f"canvas[data-region={region}]", position={"x": x + scale / 2, "y": y + scale / 2})

@@ -441,7 +441,7 @@ class LifeReference:
     def write(self, rows, before, tick):
         """Write the arriving rows: target -> (source life, its cell, birth, energy),
         read from ``before`` (per source life: its body and genome before any transfer)."""
-        s, n = self.s, self.n
+        s = self.s
         for target, (source_life, source, birth, energy) in rows.items():
             body_before, genome_before = before[id(source_life)]
             s["occupied"][target] = True

@@ -21,7 +21,7 @@ from hca.parallel import make_mesh
 from hca.runner import Run
 from hca.phylogeny import read_journals
 from hca.world import build, measure_state
-from reference import Reference, WorldReference
+from reference import Reference
 from test_life import living_world
 
 import yaml
