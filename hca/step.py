@@ -134,32 +134,30 @@ class Tick:
         return tuple(out)
 
     def sense(self, regions: tuple[RegionState, ...], branch) -> tuple[RegionState, ...]:
-        """Halos refreshed along the ticking axes (a branch of the schedule).
+        """Halos refreshed along the ticking axes, and beach slots across the ticking
+        beaches (a branch of the schedule).
 
-        On one device and without beaches, each axis is refreshed on its own: in a
-        ``lax.cond`` on whether this tick's branch ticks it (none for an axis that ticks
-        on every tick). The halo is then written in place; returned from a branch of the
-        schedule's switch, XLA copied it whole at the end of every branch but one. On a
-        mesh the branches hold the exchanges between devices (``hca.parallel.collectives``
-        counts them by branch), and beaches cross by branch."""
+        On one device each axis is refreshed on its own, in a ``lax.cond`` on whether this
+        tick's branch ticks it (none for an axis that ticks on every tick), and only the
+        beach slots' values come out of the schedule's switch: the halo is written in
+        place. Returned from a branch of the switch, XLA copied it whole at the end of
+        every branch but one. On a mesh the halos are refreshed in the switch's branches,
+        which hold the exchanges between devices (``hca.parallel.collectives`` counts
+        them by branch)."""
         if not self.any_life:
             return regions
-        if not self.spread and not self.beaches.crossing:
-            return tuple(self._sense_by_axis(index, region, branch) for index, region in enumerate(regions))
+        if not self.spread:
+            return self._sense_in_place(regions, branch)
 
         def make(ticking, beaches):
             def refresh(inputs):
                 across = [None] * len(inputs)
                 if self.beaches.crossing:
-                    # The beach slot: what the partner across the ticking beaches shows.
-                    shores = [None if life is None or life.beach_slot is None else life for life in self.lives]
-                    across = self.beaches.across(
-                        [None if life is None else emitted(signal, occupied)
-                         for life, (signal, occupied, _) in zip(shores, inputs)],
-                        beaches,
-                        [None if life is None else halo[..., life.beach_slot, :]
-                         for life, (_, _, halo) in zip(shores, inputs)],
-                    )
+                    across = self._across(beaches, [
+                        None if item is None or life is None or life.beach_slot is None
+                        else (item[0], item[1], item[2][..., life.beach_slot, :])
+                        for item, life in zip(inputs, self.lives)
+                    ])
                 return tuple(
                     None if life is None else sense(life, *operands, axes, seen)
                     for operands, life, axes, seen in zip(inputs, self.lives, ticking, across)
@@ -180,20 +178,47 @@ class Tick:
             for region, halo in zip(regions, halos)
         )
 
-    def _sense_by_axis(self, index: int, region: RegionState, branch) -> RegionState:
-        """``sense`` for one region, an axis at a time (see there)."""
-        life, state = self.lives[index], region.life
-        if life is None:
-            return region
-        halo = state.halo
-        for axis in range(len(life.region.axes)):
-            ticks = np.array([axis in ticking[index] for ticking in self.schedule.ticking])
-            refresh = functools.partial(sense, life, state.signal, state.occupied, ticking=(axis,))
-            if ticks.all():
-                halo = refresh(halo)
-            elif ticks.any():
-                halo = jax.lax.cond(jnp.asarray(ticks)[branch], refresh, lambda same: same, halo)
-        return region.replace(life=state.replace(halo=halo))
+    def _across(self, beaches: tuple[int, ...], inputs: list) -> list:
+        """Per region, what its beach slot receives across the ticking ``beaches`` (its
+        last value where none of them ticks), None for regions without a beach slot:
+        ``inputs`` per region with one, (signal, occupied, the beach slot's last value)."""
+        return self.beaches.across(
+            [None if item is None else emitted(item[0], item[1]) for item in inputs],
+            beaches,
+            [None if item is None else item[2] for item in inputs],
+        )
+
+    def _sense_in_place(self, regions: tuple[RegionState, ...], branch) -> tuple[RegionState, ...]:
+        """``sense`` on one device: an axis at a time, and the beach slots (see there)."""
+        across = [None] * len(regions)
+        if self.beaches.crossing:
+            across = self._by_branch(
+                lambda ticking, beaches: lambda inputs: tuple(self._across(beaches, list(inputs))),
+                branch,
+                tuple(
+                    None if life is None or region.life is None or life.beach_slot is None
+                    else (region.life.signal, region.life.occupied, region.life.halo[..., life.beach_slot, :])
+                    for region, life in zip(regions, self.lives)
+                ),
+            )
+        out = []
+        for index, (region, life, seen) in enumerate(zip(regions, self.lives, across)):
+            if life is None or region.life is None:
+                out.append(region)
+                continue
+            state = region.life
+            halo = state.halo
+            if seen is not None:  # first: then nothing reads the halo as it was after its writes
+                halo = halo.at[..., life.beach_slot, :].set(seen)
+            for axis in range(len(life.region.axes)):
+                ticks = np.array([axis in ticking[index] for ticking in self.schedule.ticking])
+                refresh = functools.partial(sense, life, state.signal, state.occupied, ticking=(axis,))
+                if ticks.all():
+                    halo = refresh(halo)
+                elif ticks.any():
+                    halo = jax.lax.cond(jnp.asarray(ticks)[branch], refresh, lambda same: same, halo)
+            out.append(region.replace(life=state.replace(halo=halo)))
+        return tuple(out)
 
     def decide(self, regions: tuple[RegionState, ...], phase, tick, seed) -> tuple[tuple[RegionState, ...], list]:
         """Every organism thinks, learns, answers its task and acts on its own;
