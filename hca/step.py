@@ -146,18 +146,16 @@ class Tick:
         them by branch)."""
         if not self.any_life:
             return regions
+        inputs = tuple(
+            None if region.life is None else (region.life.signal, region.life.occupied, region.life.halo)
+            for region in regions
+        )
         if not self.spread:
-            return self._sense_in_place(regions, branch)
+            return self._sense_in_place(regions, inputs, branch)
 
         def make(ticking, beaches):
             def refresh(inputs):
-                across = [None] * len(inputs)
-                if self.beaches.crossing:
-                    across = self._across(beaches, [
-                        None if item is None or life is None or life.beach_slot is None
-                        else (item[0], item[1], item[2][..., life.beach_slot, :])
-                        for item, life in zip(inputs, self.lives)
-                    ])
+                across = self._across(beaches, self._shores(inputs)) if self.beaches.crossing else [None] * len(inputs)
                 return tuple(
                     None if life is None else sense(life, *operands, axes, seen)
                     for operands, life, axes, seen in zip(inputs, self.lives, ticking, across)
@@ -165,41 +163,39 @@ class Tick:
 
             return refresh
 
-        halos = self._by_branch(
-            make,
-            branch,
-            tuple(
-                None if region.life is None else (region.life.signal, region.life.occupied, region.life.halo)
-                for region in regions
-            ),
-        )
+        halos = self._by_branch(make, branch, inputs)
         return tuple(
             region if halo is None else region.replace(life=region.life.replace(halo=halo))
             for region, halo in zip(regions, halos)
         )
 
-    def _across(self, beaches: tuple[int, ...], inputs: list) -> list:
+    def _shores(self, inputs) -> list:
+        """Per region with a beach slot, (signal, occupied, the slot's last value) from its
+        ``inputs`` (signal, occupied, halo); None for the others."""
+        return [
+            None if item is None or life is None or life.beach_slot is None
+            else (item[0], item[1], item[2][..., life.beach_slot, :])
+            for item, life in zip(inputs, self.lives)
+        ]
+
+    def _across(self, beaches: tuple[int, ...], shores: list) -> list:
         """Per region, what its beach slot receives across the ticking ``beaches`` (its
-        last value where none of them ticks), None for regions without a beach slot:
-        ``inputs`` per region with one, (signal, occupied, the beach slot's last value)."""
+        last value where none of them ticks), None for regions without a beach slot;
+        ``shores`` as ``_shores`` makes them."""
         return self.beaches.across(
-            [None if item is None else emitted(item[0], item[1]) for item in inputs],
+            [None if shore is None else emitted(shore[0], shore[1]) for shore in shores],
             beaches,
-            [None if item is None else item[2] for item in inputs],
+            [None if shore is None else shore[2] for shore in shores],
         )
 
-    def _sense_in_place(self, regions: tuple[RegionState, ...], branch) -> tuple[RegionState, ...]:
+    def _sense_in_place(self, regions: tuple[RegionState, ...], inputs, branch) -> tuple[RegionState, ...]:
         """``sense`` on one device: an axis at a time, and the beach slots (see there)."""
         across = [None] * len(regions)
-        if self.beaches.crossing:
+        if self.beaches.crossing:  # only the beach slots' values come out of the switch
             across = self._by_branch(
-                lambda ticking, beaches: lambda inputs: tuple(self._across(beaches, list(inputs))),
+                lambda ticking, beaches: lambda shores: tuple(self._across(beaches, list(shores))),
                 branch,
-                tuple(
-                    None if life is None or region.life is None or life.beach_slot is None
-                    else (region.life.signal, region.life.occupied, region.life.halo[..., life.beach_slot, :])
-                    for region, life in zip(regions, self.lives)
-                ),
+                tuple(self._shores(inputs)),
             )
         out = []
         for index, (region, life, seen) in enumerate(zip(regions, self.lives, across)):
