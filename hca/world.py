@@ -239,21 +239,18 @@ def assemble(config: WorldConfig, mesh: Any = None) -> Simulation:
         shardings = parallel.state_shardings(
             config, jax.eval_shape(make_state, jax.ShapeDtypeStruct((), jnp.uint32)), mesh
         )
-    # On one device the state is committed to it, as one restored from a checkpoint is:
-    # JAX compiles a step of committed arrays apart from one of uncommitted arrays, so
-    # a resumed run would compile again what a fresh run of the world had compiled.
+    # On one device the state lives on the first: made there, restored there, and stepped
+    # there whatever the arrays it is given. JAX compiles a step of committed arrays
+    # apart from one of uncommitted arrays (a state built by hand, or placed by an
+    # assay), so without the shardings a run would compile again, and miss the
+    # persistent cache for, what another run of the world had compiled.
     placed = jax.sharding.SingleDeviceSharding(jax.devices()[0]) if mesh is None else shardings
     initial = jax.jit(make_state, out_shardings=placed)
 
     def run_ticks(state: WorldState, n_ticks: jax.Array | int) -> WorldState:
         return jax.lax.fori_loop(0, n_ticks, lambda _, s: tick(s), state)
 
-    if mesh is None:
-        run = jax.jit(run_ticks, donate_argnums=0)
-    else:
-        run = jax.jit(
-            run_ticks, donate_argnums=0, in_shardings=(shardings, None), out_shardings=shardings
-        )
+    run = jax.jit(run_ticks, donate_argnums=0, in_shardings=(placed, None), out_shardings=placed)
 
     measure = jax.jit(functools.partial(measure_state, config))
 
@@ -261,7 +258,7 @@ def assemble(config: WorldConfig, mesh: Any = None) -> Simulation:
         config=config,
         schedule=tick.schedule,
         initial=initial,
-        step=jax.jit(tick),
+        step=jax.jit(tick, in_shardings=(placed,), out_shardings=placed),
         run=run,
         measure=measure,
         tick=tick,

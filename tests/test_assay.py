@@ -73,6 +73,9 @@ def test_founders_are_drawn_again_and_placement_interleaves(evolved):
         pool = a_rows if cell in side_a else b_rows
         assert (pool == rows[cell]).all(axis=1).any()
     assert bool(simulation.ledger(state)["world"]["balanced"])
+    # A placed state runs the program a fresh one runs (which the run above compiled, so
+    # an assay of a run's world starts from JAX's persistent cache): one program, not two.
+    assert simulation.run.lower(state, 1).as_text() == simulation.run.lower(simulation.init(), 1).as_text()
 
 
 def test_compete_command_prints_and_rejects(evolved, tmp_path, capsys, worlds_dir):
