@@ -239,11 +239,11 @@ def assemble(config: WorldConfig, mesh: Any = None) -> Simulation:
         shardings = parallel.state_shardings(
             config, jax.eval_shape(make_state, jax.ShapeDtypeStruct((), jnp.uint32)), mesh
         )
-    # On one device the state lives on the first: made there, restored there, and stepped
-    # there whatever the arrays it is given. JAX compiles a step of committed arrays
-    # apart from one of uncommitted arrays (a state built by hand, or placed by an
-    # assay), so without the shardings a run would compile again, and miss the
-    # persistent cache for, what another run of the world had compiled.
+    # On one device the state is made, restored and stepped on the first device, whether
+    # or not the arrays given are committed to it (a state built by hand, or placed by
+    # an assay, is not). JAX compiles a step of uncommitted arrays apart from one of
+    # committed arrays: without these shardings such a state would compile the step
+    # again, missing the persistent cache that a run of the same world had filled.
     placed = jax.sharding.SingleDeviceSharding(jax.devices()[0]) if mesh is None else shardings
     initial = jax.jit(make_state, out_shardings=placed)
 
