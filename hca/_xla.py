@@ -1,6 +1,7 @@
 """Process-wide JAX settings that must be in place before JAX starts its backend."""
 
 import os
+import sys
 
 # jaxlib 0.10-0.11 on x86 CPU can crash or hang on rank-7/8 broadcast-multiply-reduce
 # through its "ynn" fusion; an empty fusion type turns that fusion off.
@@ -16,22 +17,30 @@ VECTOR_WIDTH = "--xla_cpu_prefer_vector_width=512"
 CPU_FLAGS = (YNN_WORKAROUND, REGION_COPIES, VECTOR_WIDTH)
 
 
+# Integer ledgers need int64; random draws must not depend on the device layout.
+JAX_SETTINGS = {"jax_enable_x64": True, "jax_threefry_partitionable": True}
+
+
 def configure_environment() -> None:
     """Append hca's CPU flags to XLA_FLAGS, keeping whatever is already there: a flag
-    already given, with any value, is left as given."""
+    already given, with any value, is left as given; and make JAX_SETTINGS. JAX itself
+    is not imported here, so that ``import hca`` takes no time."""
     flags = os.environ.get("XLA_FLAGS", "")
     for flag in CPU_FLAGS:
         if flag.split("=")[0] not in flags:
             flags = f"{flags} {flag}".strip()
     os.environ["XLA_FLAGS"] = flags
+    for name, value in JAX_SETTINGS.items():
+        _set(name, value)
 
 
-def configure_jax() -> None:
-    """Integer ledgers need int64; random draws must not depend on the device layout."""
-    import jax
-
-    jax.config.update("jax_enable_x64", True)
-    jax.config.update("jax_threefry_partitionable", True)
+def _set(name: str, value: bool | float | str) -> None:
+    """A JAX option: in JAX if it has been imported, else in the environment, from which
+    JAX reads it when it is imported (``jax_enable_x64``: ``$JAX_ENABLE_X64``)."""
+    if "jax" in sys.modules:
+        sys.modules["jax"].config.update(name, value)
+    else:
+        os.environ[name.upper()] = str(value)
 
 
 def configure_compilation_cache() -> str | None:
@@ -40,8 +49,6 @@ def configure_compilation_cache() -> str | None:
     ``$JAX_COMPILATION_CACHE_DIR`` if set, else ``$XDG_CACHE_HOME/hca/jax`` (by default
     ``~/.cache/hca/jax``); ``HCA_COMPILATION_CACHE=off`` turns it off. Returns the
     directory, or None when off or when it cannot be created."""
-    import jax
-
     if os.environ.get("HCA_COMPILATION_CACHE", "").lower() in ("off", "0", "no", "false"):
         return None
     directory = os.environ.get("JAX_COMPILATION_CACHE_DIR")
@@ -52,6 +59,6 @@ def configure_compilation_cache() -> str | None:
         os.makedirs(directory, exist_ok=True)
     except OSError:
         return None
-    jax.config.update("jax_compilation_cache_dir", directory)
-    jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.5)
+    _set("jax_compilation_cache_dir", directory)
+    _set("jax_persistent_cache_min_compile_time_secs", 0.5)
     return directory

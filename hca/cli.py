@@ -338,10 +338,13 @@ def _summary(world, path: str) -> str:
 
 def _validate(args: argparse.Namespace) -> int:
     from hca.config import load_world
-    from hca.parallel import make_mesh
 
     world = load_world(args.world, seed=args.seed)
-    mesh = make_mesh(world, args.devices) if args.devices is not None else None
+    mesh = None
+    if args.devices is not None:
+        from hca.parallel import make_mesh
+
+        mesh = make_mesh(world, args.devices)
     print(_summary(world, args.world))
     if args.devices is not None:
         print(_exchange_summary(world, mesh))
@@ -533,33 +536,48 @@ def _serve_until_interrupted(live) -> None:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
+    try:
+        return _command(args)
+    except KeyboardInterrupt:  # Ctrl-C before a run's loop holds it (loading JAX, building, restoring)
+        print(f"hca: SIGINT: stopped{_interrupted_run(args)}", file=sys.stderr)
+        return 128 + signal.SIGINT
+
+
+def _command(args: argparse.Namespace) -> int:
+    """Run the command ``args`` asks for; a problem with the input is one line on stderr
+    and exit status 2."""
     from hca._xla import configure_compilation_cache
-    from hca.config import WorldFileError
 
     configure_compilation_cache()
-    from hca.checkpoint import RunDirectoryError
-    from hca.live import Unavailable
-    from hca.parallel import PlacementError
-    from hca.phylogeny import MissingExtra
-    from hca.pictures import MissingViz
-
     try:
         return COMMANDS[args.command](args)
     except BrokenPipeError:  # the reader went away (e.g. `hca inspect RUN | head`)
         sys.stdout = open(os.devnull, "w")
         return 0
-    except (RunDirectoryError, MissingViz, PlacementError, MissingExtra, Unavailable) as error:
+    except Exception as error:
+        if not _bad_input(error):
+            raise
         print(f"hca: error: {error}", file=sys.stderr)
         return EXIT_BAD_INPUT
-    except WorldFileError as error:
-        print(f"hca: error: {error}", file=sys.stderr)
-        return EXIT_BAD_INPUT
-    except UsageError as error:
-        print(f"hca: error: {error}", file=sys.stderr)
-        return EXIT_BAD_INPUT
-    except KeyboardInterrupt:  # Ctrl-C before a run's loop holds it (building, restoring)
-        print(f"hca: SIGINT: stopped{_interrupted_run(args)}", file=sys.stderr)
-        return 128 + signal.SIGINT
+
+
+# The errors that report bad input (a world file, a run directory, an option), by module:
+# a module that has not been imported raised none of its own.
+_INPUT_ERRORS = (
+    ("hca.config", "WorldFileError"),
+    ("hca.checkpoint", "RunDirectoryError"),
+    ("hca.live", "Unavailable"),
+    ("hca.parallel", "PlacementError"),
+    ("hca.phylogeny", "MissingExtra"),
+    ("hca.pictures", "MissingViz"),
+)
+
+
+def _bad_input(error: Exception) -> bool:
+    if isinstance(error, UsageError):
+        return True
+    kinds = (getattr(sys.modules.get(module), name, None) for module, name in _INPUT_ERRORS)
+    return any(kind is not None and isinstance(error, kind) for kind in kinds)
 
 
 def _interrupted_run(args: argparse.Namespace) -> str:

@@ -120,3 +120,64 @@ def test_metrics_count_each_task(tmp_path, worlds_dir, capsys):
     if importlib.util.find_spec("matplotlib"):  # the plot draws partial results too
         assert main(["plot", str(out), "--out", str(tmp_path / "history.png")]) == 0
         assert (tmp_path / "history.png").stat().st_size > 0
+
+
+# Starts the command line as the `hca` script does, and sends itself SIGINT the moment
+# anything first imports JAX.
+_CTRL_C_AT_JAX = """
+import os, signal, sys
+import hca.cli
+assert "jax" not in sys.modules, "importing hca imported JAX"
+
+class CtrlC:
+    def find_spec(self, name, path=None, target=None):
+        if name == "jax":
+            sys.meta_path.remove(self)
+            os.kill(os.getpid(), signal.SIGINT)
+        return None
+
+sys.meta_path.insert(0, CtrlC())
+sys.exit(hca.cli.main(sys.argv[1:]))
+"""
+
+
+def test_ctrl_c_while_jax_loads_stops_without_a_traceback(tmp_path, worlds_dir):
+    """`import hca` does not import JAX, so the command line hears a Ctrl-C while JAX
+    loads: it stops with status 130, says so in one line, and writes nothing."""
+    import signal
+    import subprocess
+    import sys
+
+    out = tmp_path / "run"
+    result = subprocess.run(
+        [sys.executable, "-c", _CTRL_C_AT_JAX, "run", str(worlds_dir / "default.yaml"), "--out", str(out)],
+        capture_output=True, text=True, timeout=300, check=False,
+    )
+    assert result.returncode == 128 + signal.SIGINT, result.stderr
+    assert result.stderr == "hca: SIGINT: stopped\n"
+    assert not out.exists()
+
+
+def test_a_bad_world_file_is_reported_without_loading_jax(tmp_path):
+    import subprocess
+    import sys
+
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("name: x\nregions: {a: {axes: [{name: q, size: -1}]}}\n")
+    code = "import sys, hca.cli\nstatus = hca.cli.main(sys.argv[1:])\nassert 'jax' not in sys.modules\nsys.exit(status)"
+    result = subprocess.run([sys.executable, "-c", code, "validate", str(bad)],
+                            capture_output=True, text=True, timeout=300, check=False)
+    assert result.returncode == 2
+    assert result.stderr == f"hca: error: {bad}: 1 problem\n  regions.a.axes[0].size: expected a value >= 1 (got -1)\n"
+
+
+def test_jax_settings_hold_whichever_is_imported_first():
+    """hca's JAX settings (int64 ledgers) hold when JAX is imported after hca, from the
+    environment, and when before, in JAX's config."""
+    import subprocess
+    import sys
+
+    for first in ("import hca; import jax", "import jax; import hca"):
+        code = f"{first}; import jax.numpy as jnp; print(jnp.arange(3).dtype, jax.config.jax_threefry_partitionable)"
+        result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300, check=True)
+        assert result.stdout.split() == ["int64", "True"], first
