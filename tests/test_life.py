@@ -429,6 +429,25 @@ def test_the_step_embeds_no_constant_of_the_lattices_size():
     # The largest table left is per tile: each slot's neighbour in the tile (8 x 64).
     assert sizes and max(sizes) < 4 * 4 * 8 * 8
     assert halo_copies(simulation, text) == [0]
+    # The arriving rows are written by scatters at distinct targets, replacing what is
+    # there: the step is deterministic on GPU too.
+    assert set(scatters(text)) == {"replace"}
+
+
+def scatters(text: str) -> tuple[str, ...]:
+    """How each scatter of the compiled program ``text`` writes its updates: "replace",
+    or "combine" (an add, a max, ...: with repeated indices, on GPU, in no fixed order)."""
+    bodies = dict(re.findall(r"^%([\w.\-]+) \([^\n]*\{\n(.*?)^\}", text, re.M | re.S))
+    return tuple(
+        "replace" if re.search(r"ROOT \S+ = \S+ parameter\(1\)", bodies[name]) else "combine"
+        for name in re.findall(r" scatter\(.*?to_apply=%([\w.\-]+)", text)
+    )
+
+
+def test_scatters_tells_a_scatter_that_combines():
+    at = jnp.array([1, 1, 2])
+    for update, kind in ((lambda x: x.at[at].add(1.0), "combine"), (lambda x: x.at[at].set(1.0), "replace")):
+        assert scatters(jax.jit(update).lower(jnp.zeros(4, jnp.float32)).compile().as_text()) == (kind,)
 
 
 def halo_copies(simulation, text: str) -> list[int]:
