@@ -38,11 +38,28 @@ _positive_int = _whole_number(1)
 _count = _whole_number(0)
 
 
+def _versions() -> str:
+    """hca's version and those of what its results depend on (JAX and jaxlib: the
+    compiled step; Python), read without importing JAX."""
+    import platform
+    from importlib import metadata
+
+    def version(name: str) -> str:
+        try:
+            return metadata.version(name)
+        except metadata.PackageNotFoundError:
+            return "not installed"
+
+    return f"hca {version('hca')} (jax {version('jax')}, jaxlib {version('jaxlib')}, Python {platform.python_version()})"
+
+
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="hca",
         description="Hyperspace cellular automata: worlds shaped like a GPU cluster.",
     )
+    parser.add_argument("--version", action="version", version=_versions(),
+                        help="print the versions of hca, JAX, jaxlib and Python, and exit")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     validate = commands.add_parser(

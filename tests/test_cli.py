@@ -181,3 +181,16 @@ def test_jax_settings_hold_whichever_is_imported_first():
         code = f"{first}; import jax.numpy as jnp; print(jnp.arange(3).dtype, jax.config.jax_threefry_partitionable)"
         result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300, check=True)
         assert result.stdout.split() == ["int64", "True"], first
+
+
+def test_version_names_hca_jax_jaxlib_and_python(capsys):
+    import platform
+    from importlib import metadata
+
+    with pytest.raises(SystemExit) as exit:
+        main(["--version"])
+    assert exit.value.code == 0
+    assert capsys.readouterr().out == (
+        f"hca {metadata.version('hca')} (jax {metadata.version('jax')}, jaxlib {metadata.version('jaxlib')}, "
+        f"Python {platform.python_version()})\n"
+    )
