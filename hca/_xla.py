@@ -62,3 +62,19 @@ def configure_compilation_cache() -> str | None:
     _set("jax_compilation_cache_dir", directory)
     _set("jax_persistent_cache_min_compile_time_secs", 0.5)
     return directory
+
+
+def versions() -> dict[str, str]:
+    """The versions a run's floats depend on (hca, JAX, jaxlib), and Python's: read from
+    the installed packages, without importing JAX."""
+    import platform
+    from importlib import metadata
+
+    def version(name: str) -> str:
+        try:
+            return metadata.version(name)
+        except metadata.PackageNotFoundError:
+            return "not installed"
+
+    return {"hca": version("hca"), "jax": version("jax"), "jaxlib": version("jaxlib"),
+            "python": platform.python_version()}

@@ -39,18 +39,10 @@ _count = _whole_number(0)
 
 
 def _versions() -> str:
-    """hca's version and those of what its results depend on (JAX and jaxlib: the
-    compiled step; Python), read without importing JAX."""
-    import platform
-    from importlib import metadata
+    from hca._xla import versions
 
-    def version(name: str) -> str:
-        try:
-            return metadata.version(name)
-        except metadata.PackageNotFoundError:
-            return "not installed"
-
-    return f"hca {version('hca')} (jax {version('jax')}, jaxlib {version('jaxlib')}, Python {platform.python_version()})"
+    v = versions()
+    return f"hca {v['hca']} (jax {v['jax']}, jaxlib {v['jaxlib']}, Python {v['python']})"
 
 
 def _parser() -> argparse.ArgumentParser:

@@ -144,8 +144,17 @@ def summary(simulation, checkpoint: Checkpoint, path: str) -> dict[str, Any]:
         "regions": regions,
         **({} if people is None else {"people": people}),
         **({"beaches": beaches} if beaches else {}),
+        "sessions": _sessions(path, int(state.tick)),
         "state_digest": state_digest(state),
     }
+
+
+def _sessions(path: str, tick: int) -> list[dict[str, Any]]:
+    """The parts of the run that computed the state at ``tick`` (``run.json``: each from
+    its first tick, with the software and devices that ran it)."""
+    from hca.runner import sessions_before
+
+    return sessions_before(RunDirectory(path).settings().get("sessions"), tick)
 
 
 def _people(world, path: str, tick: int) -> dict[str, Any] | None:
@@ -256,5 +265,11 @@ def describe(report: dict[str, Any]) -> str:
         for person, given in report["people"]["people"].items():
             lines.append(f"person {person}: {given['asked']:,} questions asked, {given['paid']:,} tokens paid, "
                          f"{given['tokens']:,} left")
+    for entry in report.get("sessions", []):
+        get = lambda key: entry.get(key, "?")  # noqa: E731
+        devices, processes = entry.get("devices", 1), entry.get("processes", 1)
+        lines.append(f"from tick {get('from_tick')}: hca {get('hca')}, jax {get('jax')}, jaxlib {get('jaxlib')}, "
+                     f"Python {get('python')} on {devices} {get('platform')} device{'s' if devices != 1 else ''}"
+                     f"{f' in {processes} processes' if processes != 1 else ''}, started {get('started')}")
     lines.append(f"state_digest {report['state_digest']}")
     return "\n".join(lines)

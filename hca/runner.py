@@ -54,6 +54,53 @@ class Outcome:
         return bool(self.line["ledger"]["balanced"])
 
 
+# What a run's floats depend on: another version of these, or another kind of device,
+# may compute them differently in their last bits (the device count does not).
+SAME_FLOATS = ("hca", "jax", "jaxlib", "platform")
+
+
+def _session(simulation: Simulation, start: int) -> dict[str, Any]:
+    """What runs a part of a run, from tick ``start`` (``run.json``'s ``sessions``): the
+    versions of hca, JAX, jaxlib and Python, the platform, the devices and processes, and
+    when it started."""
+    from datetime import datetime, timezone
+
+    from hca._xla import versions
+
+    return {
+        "from_tick": start,
+        **versions(),
+        "platform": jax.default_backend(),
+        "devices": 1 if simulation.mesh is None else simulation.mesh.size,
+        "processes": jax.process_count(),
+        "started": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+    }
+
+
+def _sessions(before: Any, now: dict[str, Any], path: Path, report: Report) -> list[dict[str, Any]]:
+    """The sessions of ``before`` (``run.json``'s) that ran ticks before ``now`` starts
+    (the ticks after are run again), then ``now``; reports it when the session that
+    reached its tick ran other software or another platform."""
+    kept = [entry for entry in sessions_before(before, now["from_tick"]) if entry["from_tick"] < now["from_tick"]]
+    if kept:
+        changed = [key for key in SAME_FLOATS if kept[-1].get(key) != now[key]]
+        if changed:
+            then = " and ".join(f"{key} {kept[-1].get(key)}" for key in changed)
+            report(f"{path}: the ticks before {now['from_tick']} ran with {then}, the next with "
+                   + " and ".join(f"{key} {now[key]}" for key in changed)
+                   + ": their floats may differ in the last bits from a run that kept them")
+    return [*kept, now]
+
+
+def sessions_before(sessions: Any, tick: int) -> list[dict[str, Any]]:
+    """The sessions (``run.json``'s) that computed the state at ``tick``: those that
+    started before it, or at tick 0. Entries that are not sessions are left out."""
+    if not isinstance(sessions, list):
+        return []
+    return [entry for entry in sessions if isinstance(entry, dict) and isinstance(entry.get("from_tick"), int)
+            and (entry["from_tick"] < tick or entry["from_tick"] == 0)]
+
+
 class Run:
     """A run directory, its world's simulation and the state it has reached."""
 
@@ -100,6 +147,7 @@ class Run:
             "keep": keep or world.run.keep,
         }
         simulation = build(world, make_mesh(world, devices))
+        settings["sessions"] = [_session(simulation, 0)]
         state = simulation.init()
         run_dir.create(world, settings)
         recorder = Recorder.start(world, run_dir.path, state)
@@ -144,6 +192,7 @@ class Run:
         settings.setdefault("report_every", world.run.report_every)
         settings.setdefault("checkpoint_every", world.run.checkpoint_every)
         settings.setdefault("keep", world.run.keep)
+        settings["sessions"] = _sessions(settings.get("sessions"), _session(simulation, start), run_dir.path, report)
         run_dir.write_settings(settings)
         # From a checkpoint, its tick's metrics line stays; from tick 0, all are written again.
         previous = keep_metrics_until(run_dir.metrics_file, start if start else -1)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import shutil
 
 import pytest
 
@@ -39,6 +40,46 @@ def test_python_api_checkpoints_and_resumes_bitwise(tmp_path):
         sum(task["paid"] for task in line["regions"]["grid"]["tasks"].values()) for line in lines[1:]
     )
     assert set(tasks) == {"product", "logic", "parity", "function_1", "function_2"}
+
+
+def test_run_json_records_what_ran_each_part_and_resuming_says_what_changed(tmp_path, capsys):
+    """Each part of a run (its start, each resume) is recorded in run.json with the
+    versions, platform and devices that ran it; a part whose ticks are run again is
+    dropped; resuming with other software says so; inspect lists the parts."""
+    from hca._xla import versions
+    from hca.cli import main
+
+    world = parse_world(tasks_world())
+    run = Run.start(world, tmp_path / "r", 20, report_every=10, checkpoint_every=10)
+    run.advance(handle_signals=False)
+    first = json.loads((tmp_path / "r" / "run.json").read_text())["sessions"]
+    assert [entry["from_tick"] for entry in first] == [0]
+    assert first[0] | versions() == first[0] and first[0]["platform"] == "cpu"
+    assert (first[0]["devices"], first[0]["processes"]) == (1, 1)
+    Run.resume(tmp_path / "r", steps=10).advance(handle_signals=False)
+    sessions = json.loads((tmp_path / "r" / "run.json").read_text())["sessions"]
+    assert [entry["from_tick"] for entry in sessions] == [0, 20] and sessions[0] == first[0]
+    # Ticks 10.. run again: the parts that ran them are dropped; the one before ran
+    # another jaxlib on another platform.
+    settings = json.loads((tmp_path / "r" / "run.json").read_text())
+    settings["sessions"][0] |= {"jaxlib": "0.0.1", "platform": "gpu"}
+    (tmp_path / "r" / "run.json").write_text(json.dumps(settings))
+    shutil.rmtree(tmp_path / "r" / "checkpoints" / "20")
+    shutil.rmtree(tmp_path / "r" / "checkpoints" / "30")
+    told = []
+    Run.resume(tmp_path / "r", steps=5, report=told.append).advance(handle_signals=False)
+    assert told == [f"{tmp_path / 'r'}: the ticks before 10 ran with jaxlib 0.0.1 and platform gpu, the next with "
+                    f"jaxlib {versions()['jaxlib']} and platform cpu: their floats may differ in the last bits from a "
+                    "run that kept them"]
+    sessions = json.loads((tmp_path / "r" / "run.json").read_text())["sessions"]
+    assert [entry["from_tick"] for entry in sessions] == [0, 10]
+    capsys.readouterr()
+    assert main(["inspect", str(tmp_path / "r")]) == 0
+    out = capsys.readouterr().out
+    assert f"from tick 0: hca {versions()['hca']}, jax {versions()['jax']}, jaxlib 0.0.1, " in out
+    assert f"from tick 10: hca {versions()['hca']}" in out and "on 1 cpu device, started 20" in out
+    assert main(["inspect", str(tmp_path / "r"), "--tick", "10", "--json"]) == 0
+    assert [entry["from_tick"] for entry in json.loads(capsys.readouterr().out)["sessions"]] == [0]
 
 
 def test_start_refuses_a_directory_in_use(tmp_path):
