@@ -106,7 +106,7 @@ def run_arm(world: WorldConfig, out: Path, ticks: int, report_every: int | None,
         lines = read_metrics(out / "metrics.jsonl")
         if lines and lines[-1]["tick"] >= ticks:
             return lines
-        run = Run.resume(out)
+        run = Run.resume(out, report=report)
         run.settings["target_tick"] = ticks
     else:
         run = Run.start(world, out, ticks, report_every=report_every, keep=1,
