@@ -1,4 +1,5 @@
-"""Process-wide JAX settings that must be in place before JAX starts its backend."""
+"""Process-wide JAX settings that must be in place before JAX starts its backend, and
+the versions of what a run's results depend on."""
 
 import os
 import sys
@@ -37,8 +38,9 @@ def configure_environment() -> None:
 def _set(name: str, value: bool | float | str) -> None:
     """A JAX option: in JAX if it has been imported, else in the environment, from which
     JAX reads it when it is imported (``jax_enable_x64``: ``$JAX_ENABLE_X64``)."""
-    if "jax" in sys.modules:
-        sys.modules["jax"].config.update(name, value)
+    config = getattr(sys.modules.get("jax"), "config", None)  # None: JAX not (yet wholly) imported
+    if config is not None:
+        config.update(name, value)
     else:
         os.environ[name.upper()] = str(value)
 
