@@ -88,7 +88,7 @@ def summary(simulation, checkpoint: Checkpoint, path: str) -> dict[str, Any]:
     state = checkpoint.state
     world = simulation.config
     measured = simulation.ledger(state)
-    from hca.runner import read_metrics
+    from hca.runner import read_metrics, sessions_before
 
     reported = next(
         (line for line in read_metrics(Path(path) / "metrics.jsonl") if line.get("tick") == int(state.tick)), {}
@@ -144,17 +144,10 @@ def summary(simulation, checkpoint: Checkpoint, path: str) -> dict[str, Any]:
         "regions": regions,
         **({} if people is None else {"people": people}),
         **({"beaches": beaches} if beaches else {}),
-        "sessions": _sessions(path, int(state.tick)),
+        # The parts of the run that computed this state (run.json), with what ran them.
+        "sessions": sessions_before(RunDirectory(path).settings().get("sessions"), int(state.tick)),
         "state_digest": state_digest(state),
     }
-
-
-def _sessions(path: str, tick: int) -> list[dict[str, Any]]:
-    """The parts of the run that computed the state at ``tick`` (``run.json``: each from
-    its first tick, with the software and devices that ran it)."""
-    from hca.runner import sessions_before
-
-    return sessions_before(RunDirectory(path).settings().get("sessions"), tick)
 
 
 def _people(world, path: str, tick: int) -> dict[str, Any] | None:

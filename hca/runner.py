@@ -81,7 +81,7 @@ def _sessions(before: Any, now: dict[str, Any], path: Path, report: Report) -> l
     """The sessions of ``before`` (``run.json``'s) that ran ticks before ``now`` starts
     (the ticks after are run again), then ``now``; reports it when the session that
     reached its tick ran other software or another platform."""
-    kept = [entry for entry in sessions_before(before, now["from_tick"]) if entry["from_tick"] < now["from_tick"]]
+    kept = sessions_before(before, now["from_tick"]) if now["from_tick"] > 0 else []
     if kept:
         changed = [key for key in SAME_FLOATS if kept[-1].get(key) != now[key]]
         if changed:
