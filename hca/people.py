@@ -293,35 +293,32 @@ class Desk:
     def apply(self, apply_fns: Applier, state: Any, tick: int) -> Any:
         """Apply the actions due at ``tick`` (logged ones being replayed, then the queue)
         to ``state`` before it steps ``tick``; append them to the log."""
-        events = []
+        events: list[tuple[dict[str, Any], Ask | Pay | None]] = []  # (event, the queued request)
         while self.replay and self.replay[0]["tick"] == tick:
-            events.append(dict(self.replay.popleft()))
+            events.append((dict(self.replay.popleft()), None))
         if not self.replay:  # requests wait until the replay has caught up
             while True:
                 try:
                     number, request = self.pending.get_nowait()
                 except queue.Empty:
                     break
-                with self.lock:
-                    if isinstance(request, Pay):
-                        self.held[request.person] -= request.tokens
-                    else:
-                        self.queued_asks[request.region] -= 1
-                    if not self.held.get(request.person):
-                        self.held.pop(request.person, None)
                 event = {"request": number, "tick": tick, "action": "pay" if isinstance(request, Pay) else "ask",
                          **request.model_dump(exclude_none=True)}
                 if event["action"] == "ask":
                     event["cells"] = [cell.model_dump(exclude_none=True) for cell in request.cells]
                     event.setdefault("ticks", self.world.regions[request.region].people.ticks)
-                events.append(event)
+                events.append((event, request))
         if not events:
             return state
         lines = []
-        for event in events:
+        for event, request in events:
             state = self._carry_out(apply_fns, state, event)
             with self.lock:
+                # Booked and released at once: a request checked meanwhile counts the
+                # action either as queued (held) or as done (in the balances), never neither.
                 self._book(event)
+                if request is not None:
+                    self._release(request)
             lines.append(json.dumps(event, sort_keys=True))
         log = self.path / EVENTS
         with open(log, "a", encoding="utf-8") as out:
@@ -345,6 +342,15 @@ class Desk:
         state, paid, organism = apply_fns.pay(state, index, np.asarray(event["at"], np.int32), event["tokens"])
         event["paid"], event["organism"] = paid, organism
         return state
+
+    def _release(self, request: Ask | Pay) -> None:
+        """A queued request is no longer held (called under the lock, as it is booked)."""
+        if isinstance(request, Pay):
+            self.held[request.person] -= request.tokens
+        else:
+            self.queued_asks[request.region] -= 1
+        if not self.held.get(request.person):
+            self.held.pop(request.person, None)
 
     def _book(self, event: dict[str, Any]) -> None:
         """Balances and questions after one applied action (called under the lock)."""

@@ -250,6 +250,31 @@ def test_open_questions_and_the_queue_are_bounded(tmp_path):
     assert refused.value.status == 409 and "ended" in str(refused.value)
 
 
+def test_a_payment_checked_while_another_is_applied_counts_it(tmp_path, monkeypatch):
+    """The page checks a request while the run applies queued ones (in another thread):
+    each queued payment counts, as held or as paid, until and after it is booked. Bob
+    has 1,000 tokens and 900 queued; a fourth 300 is refused whenever it comes."""
+    desk = Desk.start(parse_world(WORLD), tmp_path)
+    pay = {"person": "bob", "region": "plaza", "at": [0, 0], "tokens": 300}
+    for _ in range(3):
+        desk.submit(parse("pay", pay))
+    refused = []
+
+    def carry_out(apply_fns, state, event):  # a payment applied in full, and a request meanwhile
+        event["paid"], event["organism"] = event["tokens"], 1
+        with pytest.raises(Refused) as error:
+            desk.submit(parse("pay", pay))
+        refused.append(error.value.status)
+        return state
+
+    monkeypatch.setattr(desk, "_carry_out", carry_out)
+    desk.apply(None, None, 0)
+    assert refused == [409, 409, 409]
+    assert desk.people["bob"]["tokens"] == 100 and not desk.held
+    with pytest.raises(Refused, match="100 tokens free"):
+        desk.submit(parse("pay", pay))
+
+
 def run_with_people(path, steps, actions, world=None, devices=None):
     """A run of the small agora whose observer submits ``actions`` {tick: [(kind, body)]}."""
     world = copy.deepcopy(WORLD if world is None else world)
