@@ -21,9 +21,9 @@ beaches). Ids are the state's ``organism_id``, unique in the world.
 
 ``write_standard`` joins the journals into ``phylogeny.csv`` in the ALife data
 standard (``id, ancestor_list, origin_time, destruction_time`` plus the columns
-above), optionally pruned to the ancestors of the living; the run's own file keeps the
-rows of the dead that come before the oldest organism alive when it was last written
-(``phylogeny/standard.json``), and writes only the rows after them.
+above), optionally pruned to the ancestors of the living: the dead in the order they
+died, then the living. The run's own file keeps the rows of those dead when it was last
+written (``phylogeny/standard.npz``), and writes only the rows after them.
 
 From what it drains, the ``Recorder`` keeps the tree of each region (the organisms
 born there; a child born to an immigrant is a root there, its parent in the journals)
@@ -54,7 +54,6 @@ hca, or rolled back past every file) it replays the journals from tick 0.
 
 from __future__ import annotations
 
-import json
 import math
 import os
 import zipfile
@@ -75,7 +74,7 @@ BORN = "born.bin"
 DIED = "died.bin"
 STANDARD = "phylogeny.csv"
 STANDARD_HEADER = "id,ancestor_list,origin_time,destruction_time,region,cell,generation,type,complexity\n"
-FINAL = "standard.json"  # how much of phylogeny.csv is final, and where its rest lies in the journals
+FINAL = "standard.npz"  # how much of phylogeny.csv is final, and where its rest lies in the journals
 BORN_RECORD = np.dtype([("id", "<i8"), ("parent", "<i8"), ("origin_time", "<i4"), ("region", "<i4"),
                         ("cell", "<i4"), ("generation", "<i4"), ("type", "<i4"), ("complexity", "<i4")])
 DIED_RECORD = np.dtype([("id", "<i8"), ("region", "<i4"), ("destruction_time", "<i4"), ("cell", "<i4")])
@@ -654,6 +653,15 @@ def _records_from(path: Path, record: np.dtype, start: int) -> tuple[int, dict[s
     return size, {name: rows[name].astype(np.int64) for name in record.names}
 
 
+def _records_at(path: Path, record: np.dtype, rows: np.ndarray) -> dict[str, np.ndarray]:
+    """Columns of the journal's records at ``rows`` (record numbers, in that order)."""
+    if not len(rows):
+        return {name: np.zeros(0, np.int64) for name in record.names}
+    size = path.stat().st_size // record.itemsize
+    picked = np.memmap(path, record, mode="r", shape=(size,))[rows]
+    return {name: picked[name].astype(np.int64) for name in record.names}
+
+
 def _records(record: np.dtype, table: dict[str, np.ndarray]) -> np.ndarray:
     rows = np.zeros(len(table[record.names[0]]), record)
     for name in record.names:
@@ -722,47 +730,51 @@ def _joined(born: dict[str, np.ndarray], died: dict[str, np.ndarray]) -> dict[st
     return table
 
 
+def file_order(table: dict[str, np.ndarray]) -> np.ndarray:
+    """The rows of a phylogeny table in the order ``phylogeny.csv`` lists them: the dead
+    in the order they died (by id within a tick), then the living by id."""
+    dead = table["destruction_time"] >= 0
+    return np.lexsort((table["id"], np.where(dead, table["destruction_time"], np.iinfo(np.int64).max)))
+
+
 def write_standard(run_path: str | os.PathLike[str], out: str | os.PathLike[str] | None = None,
                    prune: bool = False) -> Path:
     """Write the phylogeny in the ALife data standard (default ``RUN/phylogeny.csv``),
     ``STANDARD_ROWS`` rows at a time: a long run's file is far larger than its tables.
+    Rows in ``file_order``: the dead first, in the order they died, then the living.
 
     The run's own file, unpruned, is written from where its last writing left its
-    final part (``FINAL``): its rows are sorted by id, ids grow with the tick of birth,
-    and the rows before the oldest organism then living are of the dead, which never
-    change. So that part is kept, and only the organisms from there on are read from
-    the journals' ends and written again; the file is the same, bytes for bytes."""
+    final part (``FINAL``): the rows of every organism then dead, which never change,
+    and a later death is a later row. So that part is kept, and only the organisms
+    alive then (``FINAL`` says where their births lie in the journal) and those born
+    since are read from the journals and written again, however long any of them
+    lives; the file is the same, bytes for bytes, as one written whole."""
     run_path = Path(run_path)
     regions = list(_region_names(run_path))
     if out is not None or prune:
         out = Path(out) if out is not None else run_path / STANDARD
         out.parent.mkdir(parents=True, exist_ok=True)
         temporary = out.with_name(f".{out.name}.tmp")
+        table = standard_table(run_path, prune)
         with open(temporary, "wb") as csv:
             csv.write(STANDARD_HEADER.encode())
-            _write_rows(csv, standard_table(run_path, prune), regions)
+            _write_rows(csv, table, regions, file_order(table))
         os.replace(temporary, out)
         if out.resolve() == (run_path / STANDARD).resolve():
-            (run_path / DIRECTORY / FINAL).unlink(missing_ok=True)
+            forget_final(run_path / DIRECTORY)
         return out
     path, out = run_path / DIRECTORY, run_path / STANDARD
     final = _final_part(path, out)
-    tails, places = [], []  # per journal: the records from the final part's id on, and where they lie
-    latest = final["tick"]  # the latest tick the journals record
-    for name, record, column, at in ((BORN, BORN_RECORD, "origin_time", final["born"]),
-                                     (DIED, DIED_RECORD, "destruction_time", final["died"])):
-        size, tail = _records_from(path / name, record, at)
-        latest = max(latest, int(tail[column].max(initial=-1)))
-        fresh = tail["id"] >= final["id"]
-        tails.append({key: value[fresh] for key, value in tail.items()})
-        places.append((at + np.flatnonzero(fresh), size))
-    table = _joined(*tails)
-    living = np.flatnonzero(table["destruction_time"] < 0)
-    cut = int(living[0]) if len(living) else len(table["id"])
-    first = int(table["id"][cut]) if cut < len(table["id"]) else max(final["id"], int(table["id"].max(initial=0)) + 1)
-    # The first record of an organism from `first` on in each journal (its size: none).
-    marks = [int(where[tail["id"] >= first][0]) if (tail["id"] >= first).any() else size
-             for tail, (where, size) in zip(tails, places)]
+    # The organisms alive at the last writing, and those born since; the deaths since.
+    born_total, born = _records_from(path / BORN, BORN_RECORD, final["born"])
+    living = _records_at(path / BORN, BORN_RECORD, final["living"])
+    died_total, died = _records_from(path / DIED, DIED_RECORD, final["died"])
+    candidates = {key: np.concatenate([living[key], born[key]]) for key in BORN_COLUMNS}
+    candidates["at"] = np.concatenate([final["living"], np.arange(final["born"], born_total)])
+    table = _joined(candidates, died)
+    latest = max(final["tick"], int(born["origin_time"].max(initial=-1)), int(died["destruction_time"].max(initial=-1)))
+    order = file_order(table)
+    dead = int((table["destruction_time"] >= 0).sum())
     # The final part kept in place, the rest written after it; or a new file, whole.
     written = out if final["bytes"] else out.with_name(f".{out.name}.tmp")
     with open(written, "r+b" if final["bytes"] else "wb") as csv:
@@ -770,48 +782,58 @@ def write_standard(run_path: str | os.PathLike[str], out: str | os.PathLike[str]
         csv.seek(final["bytes"])
         if not final["bytes"]:
             csv.write(STANDARD_HEADER.encode())
-        _write_rows(csv, {key: value[:cut] for key, value in table.items()}, regions)
+        _write_rows(csv, table, regions, order[:dead])
         csv.flush()
         done = csv.tell()
-        _write_rows(csv, {key: value[cut:] for key, value in table.items()}, regions)
+        _write_rows(csv, table, regions, order[dead:])
     if written != out:
         os.replace(written, out)
     # Written after the file: a writing cut short leaves the part written before final.
     if path.is_dir():
-        _write_atomic(path / FINAL, json.dumps({"bytes": done, "id": first, "born": marks[0],
-                                                "died": marks[1], "tick": latest}))
+        temporary = path / f".{FINAL}.tmp"
+        with open(temporary, "wb") as saved:
+            np.savez(saved, bytes=done, born=born_total, died=died_total, tick=latest,
+                     living=table["at"][order[dead:]])
+        os.replace(temporary, path / FINAL)
     return out
 
 
-def _final_part(path: Path, out: Path) -> dict[str, int]:
+def _final_part(path: Path, out: Path) -> dict[str, Any]:
     """What ``FINAL`` says of ``out``, or nothing final (no file, or one that does not
     fit the file and the journals as they are)."""
-    nothing = {"bytes": 0, "id": 0, "born": 0, "died": 0, "tick": -1}
+    nothing = {"bytes": 0, "born": 0, "died": 0, "tick": -1, "living": np.zeros(0, np.int64)}
     try:
-        final = json.loads((path / FINAL).read_text())
+        with np.load(path / FINAL, allow_pickle=False) as saved:
+            final = {key: int(saved[key]) for key in ("bytes", "born", "died", "tick")}
+            final["living"] = saved["living"].astype(np.int64)
         fits = (
             out.stat().st_size >= final["bytes"] > 0
             and (path / BORN).stat().st_size >= final["born"] * BORN_RECORD.itemsize
             and (path / DIED).stat().st_size >= final["died"] * DIED_RECORD.itemsize
+            and ((final["living"] >= 0) & (final["living"] < final["born"])).all()
         )
-    except (OSError, ValueError, KeyError, TypeError):
+    except (OSError, ValueError, KeyError, TypeError, zipfile.BadZipFile):
         return nothing
-    return {key: int(final[key]) for key in nothing} if fits else nothing
+    return final if fits else nothing
 
 
 def forget_final(path: Path, after: int | None = None) -> None:
     """Drop ``FINAL`` (if it was written when the journals recorded tick ``after`` or
     later): the journals were started again, or cut back before it."""
     try:
-        if after is None or json.loads((path / FINAL).read_text())["tick"] >= after:
-            (path / FINAL).unlink()
-    except (OSError, ValueError, KeyError, TypeError):
+        with np.load(path / FINAL, allow_pickle=False) as saved:
+            keep = after is not None and int(saved["tick"]) < after
+    except (OSError, ValueError, KeyError, TypeError, zipfile.BadZipFile):
+        keep = False
+    if not keep:
         (path / FINAL).unlink(missing_ok=True)
 
 
-def _write_rows(csv, table: dict[str, np.ndarray], regions: list[str]) -> None:
-    for first in range(0, len(table["id"]), STANDARD_ROWS):
-        columns = (table[key][first:first + STANDARD_ROWS].tolist() for key in
+def _write_rows(csv, table: dict[str, np.ndarray], regions: list[str], rows: np.ndarray) -> None:
+    """Write the table's ``rows``, in that order."""
+    for first in range(0, len(rows), STANDARD_ROWS):
+        part = rows[first:first + STANDARD_ROWS]
+        columns = (table[key][part].tolist() for key in
                    ("id", "parent", "origin_time", "destruction_time", "region", "cell", "generation", "type",
                     "complexity"))
         csv.write("".join(

@@ -3,7 +3,6 @@ state and with resumes; diversity and MODES measured as defined."""
 
 from __future__ import annotations
 
-import json
 import shutil
 
 import numpy as np
@@ -144,39 +143,46 @@ def test_the_standard_file_is_written_in_pieces(tmp_path, monkeypatch):
 
 
 def test_the_standard_file_keeps_its_final_part_and_writes_the_rest(tmp_path, monkeypatch):
+    """phylogeny.csv lists the dead in the order they died, then the living; a writing
+    keeps the rows of those dead at the last one and formats only the organisms alive
+    then or born since, however long ago the oldest of them was born."""
     written = []  # rows formatted by each call, in order
     rows = phylogeny._write_rows
-    monkeypatch.setattr(phylogeny, "_write_rows", lambda out, part, regions: (
-        written.append(len(part["id"])), rows(out, part, regions)))
+    monkeypatch.setattr(phylogeny, "_write_rows", lambda out, table, regions, order: (
+        written.append(len(order)), rows(out, table, regions, order)))
     world, run = phylo_world(), tmp_path / "r"
-    Run.start(world, run, 60, report_every=10, checkpoint_every=40).advance(handle_signals=False)
-    final = json.loads((run / "phylogeny" / phylogeny.FINAL).read_text())
-    csv = (run / "phylogeny.csv").read_bytes()
-    table = phylogeny.standard_table(run)
-    dead_before = table["id"] < final["id"]
-    assert 0 < dead_before.sum() < len(dead_before) and (table["destruction_time"][dead_before] >= 0).all()
-    assert table["destruction_time"][~dead_before][0] < 0  # the oldest organism living then
-    assert csv[:final["bytes"]].count(b"\n") == dead_before.sum() + 1
-    # Written at the checkpoint of tick 40 (whole: the first time) and at the end (the rest).
-    assert len(written) == 4 and 0 < sum(written[2:]) < len(table["id"]) == written[0] + sum(written[2:])
-
+    Run.start(world, run, 40, report_every=10).advance(handle_signals=False)
+    at_40 = phylogeny.standard_table(run)
+    living_40 = at_40["destruction_time"] < 0
+    assert written == [(~living_40).sum(), living_40.sum()]  # the first writing: whole
     written.clear()
-    Run.resume(run, steps=15).advance(handle_signals=False)  # no checkpoint before its end
-    whole = tmp_path / "whole.csv"
-    assert phylogeny.write_standard(run, whole).read_bytes() == (run / "phylogeny.csv").read_bytes()
+    Run.resume(run, steps=20).advance(handle_signals=False)
     table = phylogeny.standard_table(run)
-    assert sum(written[:2]) == (table["id"] >= final["id"]).sum() < len(table["id"])  # the rest only
+    born_since = (table["origin_time"] >= 40) & ~np.isin(table["id"], at_40["id"])
+    # Only those alive at tick 40 and those born since were formatted, though dead
+    # organisms were born after the oldest of those alive (the rows of an order by id
+    # from the oldest living on).
+    assert sum(written) == living_40.sum() + born_since.sum() < len(table["id"])
+    oldest_living = at_40["id"][living_40].min()
+    assert ((at_40["id"] > oldest_living) & ~living_40).sum() > 0
+    csv = (run / "phylogeny.csv").read_bytes()
+    assert list(read_standard(run / "phylogeny.csv")["id"]) == list(table["id"][phylogeny.file_order(table)])
+    with np.load(run / "phylogeny" / phylogeny.FINAL) as final:
+        final = {key: final[key] for key in final.files}
+    dead = table["destruction_time"] >= 0
+    assert csv[:int(final["bytes"])].count(b"\n") == dead.sum() + 1 and len(final["living"]) == (~dead).sum()
+    whole = tmp_path / "whole.csv"
+    assert phylogeny.write_standard(run, whole).read_bytes() == csv
 
     # A final part that does not fit the file (here: the file cut short) is written anew.
-    (run / "phylogeny.csv").write_bytes(csv[:final["bytes"] // 2])
+    (run / "phylogeny.csv").write_bytes(csv[:int(final["bytes"]) // 2])
     written.clear()
-    assert phylogeny.write_standard(run).read_bytes() == whole.read_bytes()
-    assert written[0] + written[1] == len(table["id"])
+    assert phylogeny.write_standard(run).read_bytes() == csv
+    assert sum(written) == len(table["id"])
     # Journals cut back before the final part's last tick forget it; a new run too.
-    last = json.loads((run / "phylogeny" / phylogeny.FINAL).read_text())["tick"]
-    phylogeny.forget_final(run / "phylogeny", after=last + 1)
+    phylogeny.forget_final(run / "phylogeny", after=int(final["tick"]) + 1)
     assert (run / "phylogeny" / phylogeny.FINAL).exists()
-    phylogeny.forget_final(run / "phylogeny", after=last)
+    phylogeny.forget_final(run / "phylogeny", after=int(final["tick"]))
     assert not (run / "phylogeny" / phylogeny.FINAL).exists()
 
 
@@ -404,7 +410,7 @@ def test_a_pruned_run_writes_only_the_living_and_their_ancestors(tmp_path):
     everyone = phylogeny.standard_table(tmp_path / "r")
     pruned = phylogeny.standard_table(tmp_path / "r", prune=True)
     assert len(written) == len(pruned["id"]) < len(everyone["id"])
-    assert list(written["id"]) == list(pruned["id"])
+    assert list(written["id"]) == list(pruned["id"][phylogeny.file_order(pruned)])
 
 
 def test_untracked_runs_keep_the_same_phylogeny_without_tree_metrics(tmp_path):
