@@ -47,14 +47,20 @@ def _sizes(world: WorldConfig, name: str) -> list[int]:
 
 
 def device_factors(world: WorldConfig, devices: int) -> dict[str, int]:
-    """How many devices each placed axis spans, filling the innermost placed axis first.
+    """How many devices each placed axis spans, filling the outermost placed axis first.
+
+    Outermost first: the axes that devices split whole are then the lattice's leading
+    axes, of size 1 on each device, which XLA lays out as its arrays' most major; split
+    further in, they were laid out otherwise than the tick's reshapes want, and XLA
+    copied every genome tensor several times a tick. And the outer axes of a world
+    such as the default one are the most stretched, whose exchanges are rarest.
 
     Raises PlacementError when ``devices`` does not divide into the placed axes' sizes.
     """
     names = placed_axes(world)
     remaining = devices
     factors = {name: 1 for name in names}
-    for name in reversed(names):
+    for name in names:
         sizes = _sizes(world, name)
         for split in range(remaining, 0, -1):
             if remaining % split == 0 and all(size % split == 0 for size in sizes):

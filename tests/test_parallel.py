@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import math
+import re
 
 import jax
 import numpy as np
@@ -27,12 +29,14 @@ def worlds_dir_module():
     return WORLDS
 
 
-def test_device_factors_fill_the_innermost_placed_axes(default_world):
+def test_device_factors_fill_the_outermost_placed_axes(default_world):
     assert jax.device_count() == 8
-    assert device_factors(default_world, 8) == {"cluster": 1, "row": 1, "rack": 1, "server": 2, "gpu": 4}
-    assert device_factors(default_world, 2) == {"cluster": 1, "row": 1, "rack": 1, "server": 1, "gpu": 2}
+    assert device_factors(default_world, 8) == {"cluster": 2, "row": 2, "rack": 2, "server": 1, "gpu": 1}
+    assert device_factors(default_world, 2) == {"cluster": 2, "row": 1, "rack": 1, "server": 1, "gpu": 1}
     mesh = make_mesh(default_world, 8)
-    assert dict(mesh.shape) == {"server": 2, "gpu": 4}
+    assert dict(mesh.shape) == {"cluster": 2, "row": 2, "rack": 2}
+    # An axis that cannot take the devices passes them on inward.
+    assert device_factors(default_world, 4) == {"cluster": 2, "row": 2, "rack": 1, "server": 1, "gpu": 1}
     assert make_mesh(default_world, 1) is None
     assert make_mesh(default_world, None) is None  # CPU: one device unless asked
 
@@ -156,7 +160,7 @@ def test_hca_run_over_two_processes_checkpoints_is_killed_and_resumes_on_one(wor
         with contextlib.suppress(ProcessLookupError):
             os.killpg(launcher.pid, signal.SIGKILL)
     err = launcher.communicate()[1]
-    assert "running on 8 devices (server 2 x gpu 4)" in err
+    assert "running on 8 devices (cluster 2 x row 2 x rack 2)" in err
     resumed = subprocess.run([sys.executable, "-m", "hca", "run", "--resume", str(run), "--steps", "20", "--quiet"],
                              capture_output=True, text=True, timeout=500, check=False)
     assert resumed.returncode == 0, resumed.stderr[-3000:]
@@ -178,7 +182,7 @@ def test_devices_exchange_only_on_the_ticks_of_the_placed_axes(default_world, ca
     ticks and none on the others, so a super-step holds (period / stretch) x that many."""
     from hca.parallel import collectives, exchanges
 
-    simulation = build(default_world, make_mesh(default_world, 8))  # server 2 x gpu 4
+    simulation = build(default_world, make_mesh(default_world, 8))  # cluster 2 x row 2 x rack 2
     state = simulation.abstract_state()
     found = collectives(simulation, state)
     every_tick, per_branch = found
@@ -186,7 +190,7 @@ def test_devices_exchange_only_on_the_ticks_of_the_placed_axes(default_world, ca
     schedule = simulation.schedule
     names = [axis.name for axis in default_world.regions["gpu"].axes]
     per_tick = {}
-    for mesh_axis in ("server", "gpu"):
+    for mesh_axis in simulation.mesh.axis_names:
         counts = {}
         for branch, ticking in enumerate(schedule.ticking):
             crossing = [op for op in per_branch.get(branch, []) if mesh_axis in op[2]]
@@ -202,8 +206,18 @@ def test_devices_exchange_only_on_the_ticks_of_the_placed_axes(default_world, ca
         assert in_super_step == per_tick[mesh_axis] * schedule.period // stretch
     # Each message goes to one neighbour along one axis (a halo or a buffer of rows).
     assert all(len(op[2]) == 1 for ops in per_branch.values() for op in ops)
-    # Nothing near the genome's size crosses: each device holds a quarter of the gpu
-    # axis, so sending halos of genomes would move its whole share.
+    # No weight matrix of the genome (nor the plastic weights) is copied, in any shape:
+    # the axes split whole lead the lattice, laid out as XLA lays out a device's size-1
+    # axes (with inner axes split, it copied each several times a tick).
+    text = simulation.run.lower(state, 1).compile().as_text()
+    life = state.regions[0].life
+    matrices = {name: tensor for name, tensor in life.genome.items() if tensor.ndim == life.occupied.ndim + 2}
+    sizes = {math.prod(tensor.sharding.shard_shape(tensor.shape)) for tensor in matrices.values()}
+    assert len(matrices) == 3 and sizes
+    copied = [math.prod(map(int, shape.split(","))) for shape in re.findall(r"%\S*copy\S* = f32\[([\d,]+)\]", text)]
+    assert not sizes & set(copied)
+    # Nothing near the genome's size crosses: each device holds half of the rack axis,
+    # so sending halos of genomes would move its whole share.
     genome = sum(leaf.size * leaf.dtype.itemsize for leaf in jax.tree.leaves(state.regions[0].life.genome))
     per_axis, _ = exchanges(simulation, state, found)
     for axis in per_axis:
@@ -231,7 +245,7 @@ def test_without_stretch_devices_exchange_every_tick(default_world):
     simulation = build(flat, make_mesh(flat, 8))
     per_axis, every_tick = exchanges(simulation, simulation.abstract_state())
     assert every_tick  # a super-step of one tick: no branches, every axis crosses every tick
-    assert {axis.axis: axis.ticks for axis in per_axis} == {"server": 1000, "gpu": 1000}
+    assert {axis.axis: axis.ticks for axis in per_axis} == {"cluster": 1000, "row": 1000, "rack": 1000}
     assert all(axis.exchanges > 0 for axis in per_axis)
 
 
