@@ -216,8 +216,8 @@ def test_devices_exchange_only_on_the_ticks_of_the_placed_axes(default_world, ca
     assert len(matrices) == 3 and sizes
     copied = [math.prod(map(int, shape.split(","))) for shape in re.findall(r"%\S*copy\S* = f32\[([\d,]+)\]", text)]
     assert not sizes & set(copied)
-    # Nothing near the genome's size crosses: each device holds half of the rack axis,
-    # so sending halos of genomes would move its whole share.
+    # Nothing near the genome's size crosses: each device holds one layer of each split
+    # axis, so sending halos of genomes would move its whole share.
     genome = sum(leaf.size * leaf.dtype.itemsize for leaf in jax.tree.leaves(state.regions[0].life.genome))
     per_axis, _ = exchanges(simulation, state, found)
     for axis in per_axis:
