@@ -106,6 +106,9 @@ def main() -> int:
     for variant in (world, unstretched(world)):
         for devices in args.devices:
             if devices > jax.device_count():
+                if variant is world:
+                    print(f"bench_scaling: {devices} devices asked, {jax.device_count()} present: skipped",
+                          file=sys.stderr)
                 continue
             row = measure(variant, devices, args.ticks)
             rows.append(row)

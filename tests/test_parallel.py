@@ -161,10 +161,12 @@ def test_hca_run_over_two_processes_checkpoints_is_killed_and_resumes_on_one(wor
             os.killpg(launcher.pid, signal.SIGKILL)
     err = launcher.communicate()[1]
     assert "running on 8 devices (cluster 2 x row 2 x rack 2)" in err
-    resumed = subprocess.run([sys.executable, "-m", "hca", "run", "--resume", str(run), "--steps", "20", "--quiet"],
+    resumed = subprocess.run([sys.executable, "-m", "hca", "run", "--resume", str(run), "--steps", "20", "--devices", "1",
+                             "--quiet"],
                              capture_output=True, text=True, timeout=500, check=False)
     assert resumed.returncode == 0, resumed.stderr[-3000:]
     start = int(resumed.stderr.split("from tick ")[1].split()[0])
+    assert "running on" not in resumed.stderr  # one device: no mesh
     assert start >= 40 and start % 20 == 0
     capsys.readouterr()
     assert main(["inspect", str(run), "--json"]) == 0
