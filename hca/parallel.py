@@ -52,8 +52,9 @@ def device_factors(world: WorldConfig, devices: int) -> dict[str, int]:
     Outermost first: the axes that devices split whole are then the lattice's leading
     axes, of size 1 on each device, which XLA lays out as its arrays' most major; split
     further in, they were laid out otherwise than the tick's reshapes want, and XLA
-    copied the genome's weight matrices and the plastic weights several times a tick. And the outer axes of a world
-    such as the default one are the most stretched, whose exchanges are rarest.
+    copied the genome's weight matrices and the plastic weights several times a tick.
+    And the outer axes of a world such as the default one are the most stretched, whose
+    exchanges are rarest.
 
     Raises PlacementError when ``devices`` does not divide into the placed axes' sizes.
     """

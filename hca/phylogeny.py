@@ -54,6 +54,7 @@ hca, or rolled back past every file) it replays the journals from tick 0.
 
 from __future__ import annotations
 
+import io
 import math
 import os
 import zipfile
@@ -790,11 +791,9 @@ def write_standard(run_path: str | os.PathLike[str], out: str | os.PathLike[str]
         os.replace(written, out)
     # Written after the file: a writing cut short leaves the part written before final.
     if path.is_dir():
-        temporary = path / f".{FINAL}.tmp"
-        with open(temporary, "wb") as saved:
-            np.savez(saved, bytes=done, born=born_total, died=died_total, tick=latest,
-                     living=table["at"][order[dead:]])
-        os.replace(temporary, path / FINAL)
+        saved = io.BytesIO()
+        np.savez(saved, bytes=done, born=born_total, died=died_total, tick=latest, living=table["at"][order[dead:]])
+        _write_atomic(path / FINAL, saved.getvalue())
     return out
 
 

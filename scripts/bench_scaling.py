@@ -102,14 +102,13 @@ def main() -> int:
     args = parser.parse_args()
     world = hca.load_world(args.world)
     platform = jax.devices()[0].platform
+    present = jax.device_count()
+    for devices in args.devices:
+        if devices > present:
+            print(f"bench_scaling: {devices} devices asked, {present} present: skipped", file=sys.stderr)
     rows = []
     for variant in (world, unstretched(world)):
-        for devices in args.devices:
-            if devices > jax.device_count():
-                if variant is world:
-                    print(f"bench_scaling: {devices} devices asked, {jax.device_count()} present: skipped",
-                          file=sys.stderr)
-                continue
+        for devices in (devices for devices in args.devices if devices <= present):
             row = measure(variant, devices, args.ticks)
             rows.append(row)
             if args.json:

@@ -27,7 +27,8 @@ def small_world(tmp_path_factory):
 MODULES = {path.stem for path in (ROOT / "hca").glob("*.py")}
 
 
-def script(name, *args, devices=1, stderr=None):
+def run_script(name, *args, devices=1) -> subprocess.CompletedProcess:
+    """``scripts/NAME ARGS`` on ``devices`` fake CPU devices, which must succeed."""
     env = {**os.environ, "JAX_PLATFORMS": "cpu",
            "XLA_FLAGS": f"--xla_force_host_platform_device_count={devices}"}
     result = subprocess.run(
@@ -35,9 +36,11 @@ def script(name, *args, devices=1, stderr=None):
         capture_output=True, text=True, env=env, timeout=600, check=False,
     )
     assert result.returncode == 0, result.stderr[-3000:]
-    if stderr is not None:
-        stderr.append(result.stderr)
-    return result.stdout
+    return result
+
+
+def script(name, *args, devices=1):
+    return run_script(name, *args, devices=devices).stdout
 
 
 def resized_cells(path, axis, size):
@@ -126,14 +129,12 @@ def test_run_world_prints_a_balanced_ledger(small_world):
 
 
 def test_bench_scaling_reads_collectives_from_the_program(small_world):
-    err = []
-    rows = [json.loads(line) for line in
-            script("bench_scaling.py", small_world, "--devices", "2", "4", "--ticks", "3", "--json",
-                   devices=2, stderr=err).splitlines()]
+    result = run_script("bench_scaling.py", small_world, "--devices", "2", "4", "--ticks", "3", "--json", devices=2)
+    rows = [json.loads(line) for line in result.stdout.splitlines()]
     by = {(row["world"], row["devices"]): row for row in rows}
     # Device counts beyond those present are skipped, saying so once.
     assert set(by) == {("life", 2), ("life_unstretched", 2)}
-    assert err[0].count("bench_scaling: 4 devices asked, 2 present: skipped") == 1
+    assert result.stderr.count("bench_scaling: 4 devices asked, 2 present: skipped") == 1
     for name in ("life", "life_unstretched"):
         spread = by[(name, 2)]
         assert spread["collectives_per_tick"] > 0 and spread["bytes_sent_per_device_per_tick"] > 0
