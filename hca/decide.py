@@ -76,7 +76,12 @@ def decide(
         if asked is not None:
             open_, inputs = asked
             shown = jnp.where(open_[:, None], inputs, 0.0 if shown is None else shown)
+        # What the brain computed, made once: every decision and payment reads the same
+        # floats. XLA GPU recomputes cheap producers inside each consumer, and two such
+        # computations can differ in the last bit (XLA CPU removes the barrier before it
+        # fuses: the same program there).
         thought = think(life, cells, exists, features, phase_bits, shown, scored)
+        thought = jax.lax.optimization_barrier(thought)
         pay = counts = None
         if questions is not None:
             # A group's later cells are graded on what they pass on, their signal 0.
@@ -227,13 +232,7 @@ def act(
 
     # Intent: the best direction slot on a ticking axis, unless staying scores higher.
     valid = exists & ticks
-    # The first best slot (slot 0 where none is valid), by two plain reductions: XLA
-    # makes a reduction once, where it would recompute a chain of selects inside each
-    # consumer of the intent (and argmax's paired reduction is slow on CPU).
-    scores = jnp.where(valid, thought.slot_scores, -jnp.inf)
-    best_score = scores.max(axis=1)
-    slots = jnp.arange(life.slots, dtype=jnp.int32)
-    best = jnp.where(scores == best_score[:, None], slots, life.slots).min(axis=1)
+    best, best_score = first_best(jnp.where(valid, thought.slot_scores, -jnp.inf))
     goes = alive & (best_score > actions[:, brain.STAY])
     birth = actions[:, brain.REPRODUCE] >= actions[:, brain.MOVE]
     eager = jnp.where(birth, actions[:, brain.REPRODUCE], actions[:, brain.MOVE]) > 0.0
@@ -252,6 +251,27 @@ def act(
         "birth": birth,
         "endowment": jnp.minimum(_to_rate(actions[:, brain.ENDOW]), RATE_ONE - 1),
     }
+
+
+def first_best(scores: jax.Array) -> tuple[jax.Array, jax.Array]:
+    """((N,) int32, (N,) float32): the first slot of the highest score in each row of
+    ``scores`` (N, S), S < 256, and that score (-0.0 and 0.0 equal; slot 0 where all are
+    -inf).
+
+    One integer max over keys that order as the scores do, the slot in the low bits: a
+    plain reduction, which XLA makes once (where it would recompute a chain of selects
+    inside each consumer, and argmax's paired reduction is slow on CPU). The slot and
+    the score come from the same key: a maximum compared for equality with the scores
+    can miss them all where XLA computed the two apart (on GPU it did, in the last bit,
+    and the intent named a slot the region does not have)."""
+    slots = scores.shape[-1]
+    bits = jax.lax.bitcast_convert_type(jnp.where(scores == 0.0, 0.0, scores), jnp.int32)  # -0.0 as 0.0
+    order = jnp.where(bits < 0, bits ^ 0x7FFFFFFF, bits)  # ordered as the floats are
+    index = jnp.arange(slots - 1, -1, -1, dtype=jnp.int64)[None, :]  # the first slot wins a tie
+    key = ((order.astype(jnp.int64) << 8) | index).max(axis=-1)
+    order = (key >> 8).astype(jnp.int32)
+    best = jax.lax.bitcast_convert_type(jnp.where(order < 0, order ^ 0x7FFFFFFF, order), jnp.float32)
+    return (slots - 1 - (key & 0xFF)).astype(jnp.int32), best
 
 
 def _to_rate(x: jax.Array) -> jax.Array:

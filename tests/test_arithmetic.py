@@ -9,6 +9,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from hca import rng
+from hca.decide import first_best
 from hca.energy import quotient
 
 _quotient = jax.jit(quotient)
@@ -85,3 +86,22 @@ def test_a_hash_continues_from_its_first_words(words, split):
     )
     assert int(continued) == int(whole)
     assert rng.steps_of(whole, xp=np) == rng.normal_steps(*words, xp=np)
+
+
+_first_best = jax.jit(first_best)
+# Scores as a brain makes them, with the ties, signed zeros, infinities and neighbours in
+# the last bit that an order of the scores' bits gets wrong first (not subnormal: XLA
+# flushes those to zero).
+scores = st.one_of(
+    st.floats(-1e6, 1e6, width=32, allow_subnormal=False),
+    st.sampled_from([0.0, -0.0, -np.inf, np.inf, 1.0, float(np.nextafter(np.float32(1), np.float32(2)))]),
+)
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.integers(1, 15).flatmap(lambda s: st.lists(st.lists(scores, min_size=s, max_size=s), min_size=1, max_size=32)))
+def test_first_best_is_the_first_slot_of_the_highest_score(rows):
+    x = np.array(rows, np.float32)
+    best, score = _first_best(x)
+    np.testing.assert_array_equal(np.asarray(best), np.argmax(x, axis=1))
+    np.testing.assert_array_equal(np.asarray(score), x.max(axis=1))
