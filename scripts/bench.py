@@ -472,7 +472,7 @@ def main() -> int:
                       "seconds": sum(row["seconds"] for row in rest), "kernels": sum(row["kernels"] for row in rest)}
             shown = shown + [others]
         print(f"  the fused tick's kernels, by the function they come from ({total * 1e3:.2f} ms of kernels a"
-              " tick, both cores' together):")
+              " tick, summed over the kernels that run at once):")
         for row in shown:
             print(f"    {row['origin']:<36} {row['seconds'] * 1e3:8.3f} ms  {row['seconds'] / total:6.1%}"
                   f"  {row['kernels']:7.1f} kernels")
