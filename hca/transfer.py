@@ -134,10 +134,12 @@ def arrive(
     ``incoming`` (the lattice on one device) rows from other tiles are read where they
     are. Only the rows of target cells are written (at most ``capacity`` a tile).
 
-    The targets are taken ``life.arrival_chunk`` a tile at a time: with ``passes``, in as
+    With ``passes`` the targets are taken ``life.arrival_chunk`` a tile at a time, in as
     many passes as the fullest tile needs (a count over every tile: on one device, since
-    on a mesh it would be a reduction across devices every tick), else in all the passes
-    the capacity makes. A source cell is never a target (claims only win empty cells),
+    on a mesh it would be a reduction across devices every tick); else all the capacity,
+    in the fewest passes above one that divide it (two where it is even: every pass
+    runs there, so fewer, larger passes write the same rows in fewer kernels; a single
+    pass XLA unrolls, and then copies a genome matrix). A source cell is never a target (claims only win empty cells),
     so a pass reads its rows from the state the passes before it wrote, and the result
     is the same either way. The fields travel through the passes in the lattice's shape:
     XLA computes a field once only where every consumer sees it in one shape.
@@ -151,12 +153,13 @@ def arrive(
     }
     zero = tiling.counter()
     carry = (fields, zero, zero, None if ashore is None else zero)
-    chunk = life.arrival_chunk
     if passes:
+        chunk = life.arrival_chunk
         fullest = (departures.targets < tiling.cells).sum(axis=-1, dtype=jnp.int32).max()
         count = (fullest + chunk - 1) // chunk
     else:
-        count = life.capacity // chunk
+        count = next((n for n in range(2, life.capacity + 1) if life.capacity % n == 0), 1)
+        chunk = life.capacity // count
     keys = None
     if life.config.mutation.enabled:  # hashed once for all targets, outside the passes
         cell = geometry.cell_index(tiling.tiles)[..., None] * tiling.cells + departures.targets

@@ -208,9 +208,8 @@ def test_child_genome_is_parent_plus_its_own_scaled_mutation(simulation):
 def test_arrivals_written_in_passes_equal_one_pass():
     # On one device the arriving rows are written a few per tile at a time, in as many
     # passes as the fullest tile needs, and rows from other tiles are read where they
-    # are; on a mesh in all the passes the capacity makes, and rows from other tiles are
-    # sent. Here one row per pass, as many as needed, against one pass over the
-    # capacity with the rows sent.
+    # are; on a mesh in two passes of half the capacity, and rows from other tiles are
+    # sent. Here one row per pass, as many as needed, against the mesh's way.
     config = living_world(max_transfers=4, max_crossings=2)
     config["regions"]["grid"]["placement"] = ["a", "b"]
     world = parse_world(config)
