@@ -205,7 +205,7 @@ def test_child_genome_is_parent_plus_its_own_scaled_mutation(simulation):
     assert checked >= 5
 
 
-def test_arrivals_written_in_passes_equal_one_pass():
+def test_arrivals_written_a_row_a_pass_equal_the_meshs_passes():
     # On one device the arriving rows are written a few per tile at a time, in as many
     # passes as the fullest tile needs, and rows from other tiles are read where they
     # are; on a mesh in two passes of half the capacity, and rows from other tiles are
