@@ -106,9 +106,10 @@ def main() -> int:
     for devices in args.devices:
         if devices > present:
             print(f"bench_scaling: {devices} devices asked, {present} present: skipped", file=sys.stderr)
+    counts = [devices for devices in args.devices if devices <= present]
     rows = []
     for variant in (world, unstretched(world)):
-        for devices in (devices for devices in args.devices if devices <= present):
+        for devices in counts:
             row = measure(variant, devices, args.ticks)
             rows.append(row)
             if args.json:
