@@ -1,5 +1,6 @@
 """hca's XLA CPU flags: the "ynn" fusion crash on rank-7/8 contractions stays avoided, the
-conditional copy analysis and the full vector width are on, and flags a user gives are kept."""
+conditional copy analysis and the full vector width are on, loops over a short innermost
+axis are vectorised where JAX runs on the CPU alone, and flags a user gives are kept."""
 
 from __future__ import annotations
 
@@ -16,6 +17,7 @@ flags = os.environ["XLA_FLAGS"]
 assert "--xla_cpu_experimental_ynn_fusion_type=" in flags.split(), flags
 assert "--xla_cpu_copy_insertion_use_region_analysis=true" in flags.split(), flags
 assert "--xla_cpu_prefer_vector_width=512" in flags.split(), flags
+assert "--xla_backend_extra_options=-unroll-full-max-count=15" in flags.split(), flags
 assert "--xla_force_host_platform_device_count=2" in flags.split(), flags
 x = (jnp.arange(2 * 2 * 2 * 2 * 4 * 8 * 16) % 7).astype(jnp.float32).reshape(2, 2, 2, 2, 4, 8, 16, 1)
 w = jnp.ones((2, 2, 2, 2, 4, 8, 16, 6, 5), jnp.float32)
@@ -24,9 +26,10 @@ print(float(y.sum()), jax.device_count())
 """
 
 
-def _run(script: str, flags: str) -> str:
-    """What ``script`` prints, run in a new Python with ``XLA_FLAGS=flags`` on the CPU."""
-    env = {**os.environ, "XLA_FLAGS": flags, "JAX_PLATFORMS": "cpu"}
+def _run(script: str, flags: str, platforms: str = "cpu") -> str:
+    """What ``script`` prints, run in a new Python with ``XLA_FLAGS=flags`` and
+    ``JAX_PLATFORMS=platforms``."""
+    env = {**os.environ, "XLA_FLAGS": flags, "JAX_PLATFORMS": platforms}
     result = subprocess.run(
         [sys.executable, "-c", script], capture_output=True, text=True, env=env, timeout=300
     )
@@ -45,7 +48,40 @@ def test_flags_a_user_gives_are_kept():
     script = "import os, hca; print(os.environ['XLA_FLAGS'])"
     given = "--xla_cpu_copy_insertion_use_region_analysis=false"
     flags = _run(script, given).split()
-    assert flags == [given, "--xla_cpu_experimental_ynn_fusion_type=", "--xla_cpu_prefer_vector_width=512"], flags
+    assert flags == [given, "--xla_cpu_experimental_ynn_fusion_type=", "--xla_cpu_prefer_vector_width=512",
+                     "--xla_backend_extra_options=-unroll-full-max-count=15"], flags
+    given = "--xla_backend_extra_options=-unroll-threshold=100"
+    assert _run(script, given).split()[0] == given and "-unroll-full-max-count=15" not in _run(script, given)
+
+
+def test_llvms_unrolling_is_left_alone_where_jax_may_run_on_an_accelerator():
+    """LLVM's options reach XLA GPU's code generation too: with an accelerator named in
+    JAX_PLATFORMS the unrolling limit is not given (JAX is not started here)."""
+    script = "import os, hca; print(os.environ['XLA_FLAGS'])"
+    for platforms in ("cuda", "cuda,cpu", "tpu"):
+        flags = _run(script, "", platforms).split()
+        assert "--xla_cpu_prefer_vector_width=512" in flags and not any("unroll" in f for f in flags), flags
+
+
+def test_a_loop_over_a_short_innermost_axis_is_vectorised(tmp_path):
+    """An elementwise kernel over (..., 16) float32, XLA's own loop over the 16 fully
+    unrolled, is scalar code unless LLVM's full unrolling stops below 16 iterations:
+    read in the kernel's optimized LLVM IR."""
+    script = """
+import hca, jax, jax.numpy as jnp
+x = jnp.ones((4096, 16), jnp.float32)
+jax.jit(lambda c, x: c * 0.5 + x).lower(x, x).compile()
+"""
+
+    def vector_lines(name: str, flags: str) -> int:
+        dump = tmp_path / name
+        _run(script, f"--xla_dump_to={dump} {flags}".strip())
+        kernels = [path for path in dump.glob("*ir-with-opt.ll") if "lambda" in path.name]
+        assert len(kernels) == 1, sorted(path.name for path in dump.iterdir())
+        return sum("x float>" in line for line in kernels[0].read_text().splitlines())
+
+    assert vector_lines("hca", "") > 0
+    assert vector_lines("unrolled", "--xla_backend_extra_options=-unroll-full-max-count=16") == 0
 
 
 def test_the_copy_analysis_leaves_out_copies_a_branch_does_not_need():
