@@ -64,8 +64,8 @@ def test_llvms_unrolling_is_left_alone_where_jax_may_run_on_an_accelerator():
 
 
 def test_a_loop_over_a_short_innermost_axis_is_vectorised(tmp_path):
-    """An elementwise kernel over (..., 16) float32, XLA's own loop over the 16 fully
-    unrolled, is scalar code unless LLVM's full unrolling stops below 16 iterations:
+    """An elementwise kernel over (..., 16) float32, its loop over the 16 unrolled in
+    full by LLVM, is scalar code unless LLVM's full unrolling stops below 16 iterations:
     read in the kernel's optimized LLVM IR."""
     script = """
 import hca, jax, jax.numpy as jnp
