@@ -87,6 +87,18 @@ def configure_compilation_cache() -> str | None:
     return directory
 
 
+# XLA flags that cannot change a run's floats: the fake CPU device count (the device
+# count does not) and where XLA writes what it compiled.
+_FLOAT_NEUTRAL = ("--xla_force_host_platform_device_count", "--xla_dump")
+
+
+def float_flags() -> str:
+    """The flags of ``$XLA_FLAGS`` that a run's floats may depend on (hca's own among
+    them: LLVM's unrolling limit changes the last bits), in their order; "" if none."""
+    flags = os.environ.get("XLA_FLAGS", "").split()
+    return " ".join(flag for flag in flags if not flag.startswith(_FLOAT_NEUTRAL))
+
+
 def versions() -> dict[str, str]:
     """The versions a run's floats depend on (hca, JAX, jaxlib), and Python's: read from
     the installed packages, without importing JAX."""

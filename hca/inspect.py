@@ -263,6 +263,7 @@ def describe(report: dict[str, Any]) -> str:
         devices, processes = entry.get("devices", 1), entry.get("processes", 1)
         lines.append(f"from tick {get('from_tick')}: hca {get('hca')}, jax {get('jax')}, jaxlib {get('jaxlib')}, "
                      f"Python {get('python')} on {devices} {get('platform')} device{'s' if devices != 1 else ''}"
-                     f"{f' in {processes} processes' if processes != 1 else ''}, started {get('started')}")
+                     f"{f' in {processes} processes' if processes != 1 else ''}, started {get('started')}"
+                     f"{f'; XLA_FLAGS {flags}' if (flags := entry.get('xla_flags')) else ''}")
     lines.append(f"state_digest {report['state_digest']}")
     return "\n".join(lines)

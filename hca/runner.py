@@ -54,23 +54,26 @@ class Outcome:
         return bool(self.line["ledger"]["balanced"])
 
 
-# What a run's floats depend on: another version of these, or another kind of device,
-# may compute them differently in their last bits (the device count does not).
-SAME_FLOATS = ("hca", "jax", "jaxlib", "platform")
+# What a run's floats depend on: another version of these, another kind of device, or
+# other XLA flags may compute them differently in their last bits (the device count
+# does not).
+SAME_FLOATS = ("hca", "jax", "jaxlib", "platform", "xla_flags")
 
 
 def _session(simulation: Simulation, start: int) -> dict[str, Any]:
     """What runs a part of a run, from tick ``start`` (``run.json``'s ``sessions``): the
-    versions of hca, JAX, jaxlib and Python, the platform, the devices and processes, and
-    when it started."""
+    versions of hca, JAX, jaxlib and Python, the platform, the XLA flags that may change
+    the floats (``hca._xla.float_flags``), the devices and processes, and when it
+    started."""
     from datetime import datetime, timezone
 
-    from hca._xla import versions
+    from hca._xla import float_flags, versions
 
     return {
         "from_tick": start,
         **versions(),
         "platform": jax.default_backend(),
+        "xla_flags": float_flags(),
         "devices": 1 if simulation.mesh is None else simulation.mesh.size,
         "processes": jax.process_count(),
         "started": datetime.now(timezone.utc).isoformat(timespec="seconds"),
@@ -85,9 +88,10 @@ def _sessions(before: Any, now: dict[str, Any], path: Path, report: Report) -> l
     if kept:
         changed = [key for key in SAME_FLOATS if kept[-1].get(key) != now[key]]
         if changed:
-            then = " and ".join(f"{key} {kept[-1].get(key)}" for key in changed)
+            said = lambda value: "(none)" if value == "" else "(not recorded)" if value is None else value  # noqa: E731
+            then = " and ".join(f"{key} {said(kept[-1].get(key))}" for key in changed)
             report(f"{path}: the ticks before {now['from_tick']} ran with {then}, the next with "
-                   + " and ".join(f"{key} {now[key]}" for key in changed)
+                   + " and ".join(f"{key} {said(now[key])}" for key in changed)
                    + ": their floats may differ in the last bits from a run that kept them")
     return [*kept, now]
 

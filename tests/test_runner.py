@@ -44,9 +44,10 @@ def test_python_api_checkpoints_and_resumes_bitwise(tmp_path):
 
 def test_run_json_records_what_ran_each_part_and_resuming_says_what_changed(tmp_path, capsys):
     """Each part of a run (its start, each resume) is recorded in run.json with the
-    versions, platform and devices that ran it; a part whose ticks are run again is
-    dropped; resuming with other software says so; inspect lists the parts."""
-    from hca._xla import versions
+    versions, platform, XLA flags and devices that ran it; a part whose ticks are run
+    again is dropped; resuming with other software or flags says so; inspect lists the
+    parts."""
+    from hca._xla import float_flags, versions
     from hca.cli import main
 
     world = parse_world(tasks_world())
@@ -56,21 +57,25 @@ def test_run_json_records_what_ran_each_part_and_resuming_says_what_changed(tmp_
     assert [entry["from_tick"] for entry in first] == [0]
     assert first[0] | versions() == first[0] and first[0]["platform"] == "cpu"
     assert (first[0]["devices"], first[0]["processes"]) == (1, 1)
+    # hca's own flags, and not the fake device count, which cannot change the floats.
+    flags = first[0]["xla_flags"]
+    assert flags == float_flags() and "-unroll-full-max-count=15" in flags and "device_count" not in flags
     Run.resume(tmp_path / "r", steps=10).advance(handle_signals=False)
     sessions = json.loads((tmp_path / "r" / "run.json").read_text())["sessions"]
     assert [entry["from_tick"] for entry in sessions] == [0, 20] and sessions[0] == first[0]
     # Ticks 10.. run again: the parts that ran them are dropped; the one before ran
-    # another jaxlib on another platform.
+    # another jaxlib on another platform, and recorded no flags (as before they were).
     settings = json.loads((tmp_path / "r" / "run.json").read_text())
     settings["sessions"][0] |= {"jaxlib": "0.0.1", "platform": "gpu"}
+    del settings["sessions"][0]["xla_flags"]
     (tmp_path / "r" / "run.json").write_text(json.dumps(settings))
     shutil.rmtree(tmp_path / "r" / "checkpoints" / "20")
     shutil.rmtree(tmp_path / "r" / "checkpoints" / "30")
     told = []
     Run.resume(tmp_path / "r", steps=5, report=told.append).advance(handle_signals=False)
-    assert told == [f"{tmp_path / 'r'}: the ticks before 10 ran with jaxlib 0.0.1 and platform gpu, the next with "
-                    f"jaxlib {versions()['jaxlib']} and platform cpu: their floats may differ in the last bits from a "
-                    "run that kept them"]
+    assert told == [f"{tmp_path / 'r'}: the ticks before 10 ran with jaxlib 0.0.1 and platform gpu and xla_flags "
+                    f"(not recorded), the next with jaxlib {versions()['jaxlib']} and platform cpu and xla_flags "
+                    f"{flags}: their floats may differ in the last bits from a run that kept them"]
     sessions = json.loads((tmp_path / "r" / "run.json").read_text())["sessions"]
     assert [entry["from_tick"] for entry in sessions] == [0, 10]
     capsys.readouterr()
@@ -78,6 +83,7 @@ def test_run_json_records_what_ran_each_part_and_resuming_says_what_changed(tmp_
     out = capsys.readouterr().out
     assert f"from tick 0: hca {versions()['hca']}, jax {versions()['jax']}, jaxlib 0.0.1, " in out
     assert f"from tick 10: hca {versions()['hca']}" in out and "on 1 cpu device, started 20" in out
+    assert out.count(f"; XLA_FLAGS {flags}\n") == 1  # the part from tick 10; tick 0's recorded none
     assert main(["inspect", str(tmp_path / "r"), "--tick", "10", "--json"]) == 0
     assert [entry["from_tick"] for entry in json.loads(capsys.readouterr().out)["sessions"]] == [0]
 

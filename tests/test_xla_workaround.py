@@ -54,6 +54,17 @@ def test_flags_a_user_gives_are_kept():
     assert _run(script, given).split()[0] == given and "-unroll-full-max-count=15" not in _run(script, given)
 
 
+def test_the_flags_a_run_records_leave_out_what_cannot_change_its_floats():
+    """``float_flags`` (run.json's ``xla_flags``): XLA_FLAGS less the fake device count
+    and dumps, hca's own included, in their order."""
+    script = "import hca._xla as x; print(x.float_flags())"
+    given = "--xla_force_host_platform_device_count=2 --xla_dump_to=/tmp/nowhere --xla_cpu_enable_fast_math=false"
+    assert _run(script, given).split() == [
+        "--xla_cpu_enable_fast_math=false", "--xla_cpu_experimental_ynn_fusion_type=",
+        "--xla_cpu_copy_insertion_use_region_analysis=true", "--xla_cpu_prefer_vector_width=512",
+        "--xla_backend_extra_options=-unroll-full-max-count=15"]
+
+
 def test_llvms_unrolling_is_left_alone_where_jax_may_run_on_an_accelerator():
     """LLVM's options reach XLA GPU's code generation too: with an accelerator named in
     JAX_PLATFORMS the unrolling limit is not given (JAX is not started here)."""
