@@ -16,14 +16,14 @@ REGION_COPIES = "--xla_cpu_copy_insertion_use_region_analysis=true"
 # bit for bit). A machine without AVX-512 keeps its widest registers.
 VECTOR_WIDTH = "--xla_cpu_prefer_vector_width=512"
 CPU_FLAGS = (YNN_WORKAROUND, REGION_COPIES, VECTOR_WIDTH)
-# LLVM unrolls XLA CPU's loop over a short innermost axis (the 16 cells of a warp, the 16
-# hidden units) in full before it vectorises, and then leaves the unrolled body scalar:
-# an elementwise kernel on (..., 16) float32 took 3-4 times as long as on the same
-# values seen flat. Loops of up to 15 iterations are still unrolled in full; longer ones are
-# vectorised. LLVM's options also reach XLA GPU's code generation, so this is given only
-# where JAX runs on the CPU alone (see ``_cpu_only``). It changes the last bits of some
-# floats (they depend on the code LLVM makes of a kernel), so a world's states differ
-# from those of a process without it.
+# LLVM unrolls XLA CPU's loop over a short innermost axis (the 16 cells of a warp, the
+# 16 hidden units) in full before it vectorises, and then leaves the unrolled body
+# scalar: an elementwise kernel on (..., 16) float32 took 3-4 times as long as on the
+# same values seen flat. Loops of up to 15 iterations are still unrolled in full; longer
+# ones are vectorised. LLVM's options also reach XLA GPU's code generation, so this is
+# given only where JAX runs on the CPU alone (see ``_cpu_only``). It changes the last
+# bits of some floats (they depend on the code LLVM makes of a kernel), so a world's
+# states differ from those of a process without it.
 UNROLL_LIMIT = "--xla_backend_extra_options=-unroll-full-max-count=15"
 
 

@@ -264,11 +264,12 @@ def first_best(scores: jax.Array) -> tuple[jax.Array, jax.Array]:
     the score come from the same key: a maximum compared for equality with the scores
     can miss them all where XLA computed the two apart (on GPU it did, in the last bit,
     and the intent named a slot the region does not have)."""
-    def flip(bits):  # a float's bits <-> an integer ordered as the floats are (its own inverse)
+    def flip(bits):  # float bits <-> ints ordered as the floats are (its own inverse)
         return jnp.where(bits < 0, bits ^ 0x7FFFFFFF, bits)
 
     slots = scores.shape[-1]
-    order = flip(jax.lax.bitcast_convert_type(jnp.where(scores == 0.0, 0.0, scores), jnp.int32))  # -0.0 as 0.0
+    folded = jnp.where(scores == 0.0, 0.0, scores)  # -0.0 as 0.0
+    order = flip(jax.lax.bitcast_convert_type(folded, jnp.int32))
     index = jnp.arange(slots - 1, -1, -1, dtype=jnp.int64)[None, :]  # the first slot wins a tie
     key = ((order.astype(jnp.int64) << 8) | index).max(axis=-1)
     best = jax.lax.bitcast_convert_type(flip((key >> 8).astype(jnp.int32)), jnp.float32)

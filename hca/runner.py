@@ -88,12 +88,17 @@ def _sessions(before: Any, now: dict[str, Any], path: Path, report: Report) -> l
     if kept:
         changed = [key for key in SAME_FLOATS if kept[-1].get(key) != now[key]]
         if changed:
-            said = lambda value: "(none)" if value == "" else "(not recorded)" if value is None else value  # noqa: E731
-            then = " and ".join(f"{key} {said(kept[-1].get(key))}" for key in changed)
+            then = " and ".join(f"{key} {_said(kept[-1].get(key))}" for key in changed)
             report(f"{path}: the ticks before {now['from_tick']} ran with {then}, the next with "
-                   + " and ".join(f"{key} {said(now[key])}" for key in changed)
+                   + " and ".join(f"{key} {_said(now[key])}" for key in changed)
                    + ": their floats may differ in the last bits from a run that kept them")
     return [*kept, now]
+
+
+def _said(value: Any) -> Any:
+    """A session's entry as a resume reports it: "" (no flags) and None (an older
+    run.json, which recorded none) spelled out."""
+    return "(none)" if value == "" else "(not recorded)" if value is None else value
 
 
 def sessions_before(sessions: Any, tick: int) -> list[dict[str, Any]]:

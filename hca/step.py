@@ -79,9 +79,10 @@ class Tick:
         self.lives = list(lives)
         # On a mesh (``spread``), rows that cross into another tile are sent there
         # (``send``: an exchange between neighbouring devices), and arriving rows are
-        # written in two passes of half a tile's capacity (``arrive``): counting the passes
-        # the fullest tile needs would be a reduction across devices every tick. On one device a
-        # tile reads its arriving rows where they are, in the passes it needs.
+        # written in two passes of half a tile's capacity (``arrive``): counting the
+        # passes the fullest tile needs would be a reduction across devices every tick.
+        # On one device a tile reads its arriving rows where they are, in the passes it
+        # needs.
         self.spread = spread
         self.tilings = [geometry.Tiling.of(region) for region in regions]
         self.inflows = [energy.make_inflow(region, index) for index, region in enumerate(regions)]

@@ -141,8 +141,9 @@ def arrive(
     runs there, so fewer, larger passes write the same rows in fewer kernels; a single
     pass XLA unrolls, and then copies a genome matrix). A source cell is never a target
     (claims only win empty cells), so a pass reads its rows from the state the passes
-    before it wrote, and the result is the same either way. The fields travel through the passes in the lattice's shape:
-    XLA computes a field once only where every consumer sees it in one shape.
+    before it wrote, and the result is the same either way. The fields travel through
+    the passes in the lattice's shape: XLA computes a field once only where every
+    consumer sees it in one shape.
     """
     tiling = life.tiling
     fields = {
