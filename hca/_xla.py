@@ -25,6 +25,14 @@ CPU_FLAGS = (YNN_WORKAROUND, REGION_COPIES, VECTOR_WIDTH)
 # bits of some floats (they depend on the code LLVM makes of a kernel), so a world's
 # states differ from those of a process without it.
 UNROLL_LIMIT = "--xla_backend_extra_options=-unroll-full-max-count=15"
+# XLA GPU times candidate kernels for a fusion as it compiles (the native and the
+# Triton emitters of a reduction, a GEMM's algorithms) and keeps the fastest. Which one
+# wins can vary from one compilation to the next, and they sum in different orders: two
+# processes that compiled the default world apart on an H200 had different totals by
+# tick 224, though each run was bitwise repeatable within its process. Level 0 compiles
+# each fusion with its default kernel, so that a resumed run (a new process) computes
+# the floats the interrupted one did. Given only where JAX may run on an accelerator.
+NO_AUTOTUNING = "--xla_gpu_autotune_level=0"
 
 
 # Integer ledgers need int64; random draws must not depend on the device layout.
@@ -32,11 +40,11 @@ JAX_SETTINGS = {"jax_enable_x64": True, "jax_threefry_partitionable": True}
 
 
 def configure_environment() -> None:
-    """Append hca's CPU flags to XLA_FLAGS, keeping whatever is already there: a flag
+    """Append hca's flags to XLA_FLAGS, keeping whatever is already there: a flag
     already given, with any value, is left as given; and make JAX_SETTINGS. JAX itself
     is not imported here, so that ``import hca`` takes no time."""
     flags = os.environ.get("XLA_FLAGS", "")
-    for flag in CPU_FLAGS + ((UNROLL_LIMIT,) if _cpu_only() else ()):
+    for flag in CPU_FLAGS + ((UNROLL_LIMIT,) if _cpu_only() else (NO_AUTOTUNING,)):
         if flag.split("=")[0] not in flags:
             flags = f"{flags} {flag}".strip()
     os.environ["XLA_FLAGS"] = flags

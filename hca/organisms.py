@@ -25,11 +25,15 @@ from hca.config import PhylogenySettings, Region, WorldConfig, quantize_rate
 from hca.state import LifeState
 from hca.tasks import Tasks
 
-# The fewest arriving rows (over all tiles) a pass of hca.transfer.arrive writes: fewer
-# passes of more rows where the per-pass cost of launching its kernels would show, but
-# not so many that a pass gathers and mutates far more rows than arrive (the default
-# world takes about 17 rows a tick over its 64 tiles, the 131,072-cell one about 270).
-ARRIVAL_ROWS = 256
+# The fewest arriving rows (over all tiles) a pass of hca.transfer.arrive writes, by
+# the platform JAX runs on: fewer passes of more rows where the per-pass cost of
+# launching its kernels would show, but not so many that a pass gathers and mutates far
+# more rows than arrive (the default world takes about 17 rows a tick over its 64 tiles,
+# the 131,072-cell one about 270). On a GPU a pass also costs a read of its loop's
+# condition on the host: on an H200 the 2 M-cell world ran 96-97 ticks/s with 256 rows
+# a pass, 109 with 1,024 and 112 with 4,096. Other accelerators take the GPU's value.
+# The rows written are the same whatever the passes (a target is never a source).
+ARRIVAL_ROWS = {"cpu": 256, "gpu": 4096}
 
 if TYPE_CHECKING:
     from hca.beaches import Shoreline
@@ -103,11 +107,12 @@ class Life:
         self.crossing = min(life.max_crossings or max(1, self.capacity // 4), self.capacity)
         # Arriving rows are written this many a tile per pass, as many passes as the
         # fullest tile needs (hca.transfer.arrive): the smallest divisor of the capacity
-        # that makes a pass at least ARRIVAL_ROWS rows over all tiles.
+        # that makes a pass at least the platform's ARRIVAL_ROWS rows over all tiles.
         tiles = math.prod(self.tiling.tiles)
+        rows = ARRIVAL_ROWS.get(jax.default_backend(), ARRIVAL_ROWS["gpu"])
         self.arrival_chunk = next(
             size for size in range(1, self.capacity + 1)
-            if self.capacity % size == 0 and (size * tiles >= ARRIVAL_ROWS or size == self.capacity)
+            if self.capacity % size == 0 and (size * tiles >= rows or size == self.capacity)
         )
 
         tables = [geometry.neighbour_table(axis) for axis in region.axes]

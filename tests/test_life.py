@@ -5,7 +5,11 @@ from __future__ import annotations
 
 import copy
 import math
+import os
 import re
+import subprocess
+import sys
+from pathlib import Path
 
 import jax
 import jax.numpy as jnp
@@ -230,6 +234,24 @@ def test_arrivals_written_a_row_a_pass_equal_the_meshs_passes():
     assert fullest >= 2 * 5  # some tiles took more than one row a tick: several passes
 
 
+def test_a_pass_writes_at_least_the_platforms_arrival_rows(monkeypatch):
+    # The default world's 64 tiles take 16 transfers each, the 131,072-cell one's 256:
+    # on the CPU a pass is the fewest rows per tile that make 256 over all tiles, on a
+    # GPU (and other accelerators) 4,096, or the whole capacity where that is fewer.
+    import hca.organisms
+
+    world = hca.load_world(Path(__file__).parent.parent / "worlds" / "default.yaml")
+    data = world.model_dump(mode="json")
+    for axis in data["regions"]["gpu"]["axes"]:
+        axis["size"] = {"sm": 32, "warp": 64}.get(axis["name"], axis["size"])
+    regions = [world.regions["gpu"], parse_world(data).regions["gpu"]]
+    chunks = {}
+    for platform in ("cpu", "gpu", "tpu"):
+        monkeypatch.setattr(hca.organisms.jax, "default_backend", lambda: platform)
+        chunks[platform] = [Life(region, 0).arrival_chunk for region in regions]
+    assert chunks == {"cpu": [4, 4], "gpu": [16, 64], "tpu": [16, 64]}
+
+
 INTEGER_FIELDS = ("occupied", "energy", "age", "organism_id", "parent_id", "birth_tick",
                   "generation", "founder", "births", "deaths", "moves", "refused")
 FLOAT_FIELDS = ("hidden", "signal", "halo")
@@ -381,6 +403,24 @@ def test_bitwise_determinism_and_no_retrace(simulation):
     assert not np.array_equal(
         np.asarray(first.regions[0].life.energy), np.asarray(other.regions[0].life.energy)
     )
+
+
+@pytest.mark.slow
+def test_two_processes_that_compile_the_default_world_apart_agree_bitwise(worlds_dir):
+    """A resumed run is a new process that compiles its step again, and that compilation
+    must make the same floats. On the CPU it does; XLA GPU chooses some kernels by
+    timing them unless its autotuning is off (``hca._xla.NO_AUTOTUNING``). The two run
+    side by side, so that such timings would differ; 300 ticks, since on an H200 two
+    such runs with autotuning still agreed at tick 160 and differed by 224."""
+    script = ("import sys, hca; from hca.checkpoint import state_digest; "
+              "s = hca.build(hca.load_world(sys.argv[1])); print(state_digest(s.run(s.init(), 300)))")
+    env = {name: value for name, value in os.environ.items() if name != "JAX_COMPILATION_CACHE_DIR"}
+    runs = [subprocess.Popen([sys.executable, "-c", script, str(worlds_dir / "default.yaml")], env=env,
+                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for _ in range(2)]
+    printed = [run.communicate(timeout=900) for run in runs]
+    assert all(run.returncode == 0 for run in runs), [err[-2000:] for _, err in printed]
+    first, second = (out.split()[-1] for out, _ in printed)
+    assert first == second
 
 
 def test_slot_exists_matches_the_neighbour_tables(worlds_dir):

@@ -1,6 +1,7 @@
-"""hca's XLA CPU flags: the "ynn" fusion crash on rank-7/8 contractions stays avoided, the
+"""hca's XLA flags: the "ynn" fusion crash on rank-7/8 contractions stays avoided, the
 conditional copy analysis and the full vector width are on, loops over a short innermost
-axis are vectorised where JAX runs on the CPU alone, and flags a user gives are kept."""
+axis are vectorised where JAX runs on the CPU alone, XLA GPU's autotuning is off where it
+may run on an accelerator, and flags a user gives are kept."""
 
 from __future__ import annotations
 
@@ -65,13 +66,22 @@ def test_the_flags_a_run_records_leave_out_what_cannot_change_its_floats():
         "--xla_backend_extra_options=-unroll-full-max-count=15"]
 
 
-def test_llvms_unrolling_is_left_alone_where_jax_may_run_on_an_accelerator():
+def test_where_jax_may_run_on_an_accelerator_llvm_is_left_alone_and_autotuning_is_off():
     """LLVM's options reach XLA GPU's code generation too: with an accelerator named in
-    JAX_PLATFORMS the unrolling limit is not given (JAX is not started here)."""
+    JAX_PLATFORMS the unrolling limit is not given, and XLA GPU's autotuning is turned
+    off, so that every compilation of a step makes the same kernels (JAX is not started
+    here). A level the user gives is kept; on the CPU alone the flag is not given, and
+    XLA accepts it (it stops a process at an unknown flag)."""
     script = "import os, hca; print(os.environ['XLA_FLAGS'])"
     for platforms in ("cuda", "cuda,cpu", "tpu"):
         flags = _run(script, "", platforms).split()
         assert "--xla_cpu_prefer_vector_width=512" in flags and not any("unroll" in f for f in flags), flags
+        assert "--xla_gpu_autotune_level=0" in flags, flags
+    flags = _run(script, "--xla_gpu_autotune_level=4", "cuda").split()
+    assert flags[0] == "--xla_gpu_autotune_level=4" and "--xla_gpu_autotune_level=0" not in flags, flags
+    assert not any("autotune" in f for f in _run(script, "").split())
+    started = "import hca, jax.numpy as jnp; print(float(jnp.arange(4.0).sum()))"
+    assert _run(started, "--xla_gpu_autotune_level=0").split() == ["6.0"]
 
 
 def test_a_loop_over_a_short_innermost_axis_is_vectorised(tmp_path):
