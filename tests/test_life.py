@@ -414,7 +414,9 @@ def test_two_processes_that_compile_the_default_world_apart_agree_bitwise(worlds
     such runs with autotuning still agreed at tick 160 and differed by 224."""
     script = ("import sys, hca; from hca.checkpoint import state_digest; "
               "s = hca.build(hca.load_world(sys.argv[1])); print(state_digest(s.run(s.init(), 300)))")
+    # No compilation cache; on a GPU, memory taken as needed (the two share it).
     env = {name: value for name, value in os.environ.items() if name != "JAX_COMPILATION_CACHE_DIR"}
+    env["XLA_PYTHON_CLIENT_PREALLOCATE"] = "false"
     runs = [subprocess.Popen([sys.executable, "-c", script, str(worlds_dir / "default.yaml")], env=env,
                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for _ in range(2)]
     printed = [run.communicate(timeout=900) for run in runs]
