@@ -13,6 +13,7 @@ founders at tick 0. What organisms do in a tick lives in one module per phase:
 
 from __future__ import annotations
 
+import functools
 import math
 from typing import TYPE_CHECKING
 
@@ -105,15 +106,6 @@ class Life:
         # Transfers accepted into one tile per tick, and through one side of a placed axis.
         self.capacity = min(life.max_transfers or max(16, tile_cells // 8), tile_cells)
         self.crossing = min(life.max_crossings or max(1, self.capacity // 4), self.capacity)
-        # Arriving rows are written this many a tile per pass, as many passes as the
-        # fullest tile needs (hca.transfer.arrive): the smallest divisor of the capacity
-        # that makes a pass at least the platform's ARRIVAL_ROWS rows over all tiles.
-        tiles = math.prod(self.tiling.tiles)
-        rows = ARRIVAL_ROWS.get(jax.default_backend(), ARRIVAL_ROWS["gpu"])
-        self.arrival_chunk = next(
-            size for size in range(1, self.capacity + 1)
-            if self.capacity % size == 0 and (size * tiles >= rows or size == self.capacity)
-        )
 
         tables = [geometry.neighbour_table(axis) for axis in region.axes]
         # (S, tile cells) int32: in-tile index of each slot's neighbour along the axes
@@ -140,6 +132,19 @@ class Life:
         self.upkeep = life.metabolism.base + math.floor(size * life.metabolism.per_parameter)
         self.unit_cost = quantize_rate(life.metabolism.per_active_unit)
         self.tasks = Tasks(region, region_index) if region.tasks else None
+
+    @functools.cached_property
+    def arrival_chunk(self) -> int:
+        """Arriving rows written a tile per pass, in as many passes as the fullest tile
+        needs (``hca.transfer.arrive``): the smallest divisor of the capacity that makes
+        a pass at least ARRIVAL_ROWS rows of JAX's platform over all tiles. Asked for
+        when the step is traced, so that describing a world starts no backend."""
+        tiles = math.prod(self.tiling.tiles)
+        rows = ARRIVAL_ROWS.get(jax.default_backend(), ARRIVAL_ROWS["gpu"])
+        return next(
+            size for size in range(1, self.capacity + 1)
+            if self.capacity % size == 0 and (size * tiles >= rows or size == self.capacity)
+        )
 
     def init(self, seed: jax.Array) -> LifeState:
         """The founders: cells drawn with ``density``, genomes drawn from the seed."""
