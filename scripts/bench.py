@@ -43,6 +43,7 @@ import numpy as np
 
 import hca
 from hca import brain
+from hca._xla import float_flags, versions
 from hca.config import parse_world
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -409,6 +410,9 @@ def main() -> int:
         "warm_ticks": args.warm,
         "devices": [str(device) for device in jax.devices()][:1] + (["..."] if jax.device_count() > 1 else []),
         "cpu_cores": os.cpu_count(),
+        # What the speed and the floats depend on besides the code: versions, XLA flags.
+        "versions": versions(),
+        "xla_flags": float_flags(),
         "cells": cells,
         "ticks_per_second": 1.0 / seconds,
         "cell_ticks_per_second": cells / seconds,
@@ -438,6 +442,8 @@ def main() -> int:
     gb = 1e9
     print(f"world {report['world']}: {cells:,} cells, population {report['population']:,}, "
           f"{report['cpu_cores']} CPU cores, {jax.devices()[0].platform}, timed after {report['warm_ticks']:,} ticks")
+    print(f"  {', '.join(f'{name} {version}' for name, version in report['versions'].items())}; "
+          f"XLA_FLAGS {report['xla_flags'] or '(none)'}")
     print(f"  {report['ticks_per_second']:.1f} ticks/s = {report['cell_ticks_per_second'] / 1e6:.2f} M cell-ticks/s")
     print(f"  genome read per tick        {genome_bytes / 1e6:.1f} MB")
     print(f"  genome bytes per second     {report['genome_bytes_per_second'] / gb:.2f} GB/s")

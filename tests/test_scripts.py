@@ -7,6 +7,7 @@ import math
 import os
 import subprocess
 import sys
+from importlib import metadata
 
 import pytest
 import yaml
@@ -57,6 +58,10 @@ BENCHED = ("--resize", "a=6", "--warm", "3")
 def test_bench_reports_speed_bandwidth_memory_and_phases(small_world):
     report = json.loads(script("bench.py", small_world, *BENCHED, "--ticks", "5", "--json").strip().splitlines()[-1])
     assert report["cells"] == resized_cells(small_world, "a", 6) and report["warm_ticks"] == 3
+    # What the figures depend on besides the code: hca's own XLA flags, the versions.
+    assert "--xla_cpu_prefer_vector_width=512" in report["xla_flags"].split()
+    assert "device_count" not in report["xla_flags"]
+    assert report["versions"]["jax"] == metadata.version("jax")
     assert report["genome_bytes_per_tick"] > 0 and report["measured_read_bandwidth"] > 0
     # The floor's rate is the best of every way of reading tried, column sums included.
     rates = report["read_rates"]
@@ -112,6 +117,10 @@ def test_bench_resizes_axes(small_world):
     report = json.loads(script("bench.py", small_world, *BENCHED, "--ticks", "2", "--no-phases", "--no-kernels",
                                "--json").strip().splitlines()[-1])
     assert report["cells"] == resized_cells(small_world, "a", 6) and report["warm_ticks"] == 3
+    # What the figures depend on besides the code: hca's own XLA flags, the versions.
+    assert "--xla_cpu_prefer_vector_width=512" in report["xla_flags"].split()
+    assert "device_count" not in report["xla_flags"]
+    assert report["versions"]["jax"] == metadata.version("jax")
     assert report["phase_seconds"] is None and report["kernel_seconds"] is None
     result = subprocess.run([sys.executable, str(ROOT / "scripts" / "bench.py"), str(small_world), "--resize", "z=4"],
                             capture_output=True, text=True, timeout=600, check=False)
