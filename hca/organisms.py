@@ -137,8 +137,8 @@ class Life:
     def arrival_chunk(self) -> int:
         """Arriving rows written a tile per pass, in as many passes as the fullest tile
         needs (``hca.transfer.arrive``): the smallest divisor of the capacity that makes
-        a pass at least ARRIVAL_ROWS rows of JAX's platform over all tiles. Asked for
-        when the step is traced, so that describing a world starts no backend."""
+        a pass at least ARRIVAL_ROWS rows of JAX's platform over all tiles. Looked up
+        when first read (as the step is traced), not when a Life is made."""
         tiles = math.prod(self.tiling.tiles)
         rows = ARRIVAL_ROWS.get(jax.default_backend(), ARRIVAL_ROWS["gpu"])
         return next(

@@ -9,7 +9,6 @@ import os
 import re
 import subprocess
 import sys
-from pathlib import Path
 
 import jax
 import jax.numpy as jnp
@@ -234,13 +233,13 @@ def test_arrivals_written_a_row_a_pass_equal_the_meshs_passes():
     assert fullest >= 2 * 5  # some tiles took more than one row a tick: several passes
 
 
-def test_a_pass_writes_at_least_the_platforms_arrival_rows(monkeypatch):
+def test_a_pass_writes_at_least_the_platforms_arrival_rows(monkeypatch, worlds_dir):
     # The default world's 64 tiles take 16 transfers each, the 131,072-cell one's 256:
     # on the CPU a pass is the fewest rows per tile that make 256 over all tiles, on a
     # GPU (and other accelerators) 4,096, or the whole capacity where that is fewer.
     import hca.organisms
 
-    world = hca.load_world(Path(__file__).parent.parent / "worlds" / "default.yaml")
+    world = hca.load_world(worlds_dir / "default.yaml")
     data = world.model_dump(mode="json")
     for axis in data["regions"]["gpu"]["axes"]:
         axis["size"] = {"sm": 32, "warp": 64}.get(axis["name"], axis["size"])
