@@ -1,6 +1,6 @@
 """Benchmark a world: speed against the machine's own memory bandwidth, and memory.
 
-    python scripts/bench.py [WORLD.yaml] [--resize AXIS=SIZE ...] [--ticks N] [--warm N] [--json]
+    python scripts/bench.py [WORLD.yaml] [--resize AXIS=SIZE ...] [--ticks N] [--warm N] [--repeats R] [--json]
 
 A tick must read every genome once, and read and write once each organism's plastic
 weights, hidden state, signals and halo and each cell's energy arrays (energy, the
@@ -20,6 +20,12 @@ neighbours, so they add up to more than the tick; the kernels are the tick itsel
 with the share of the traced tick's wall time in which no kernel runs at all.
 ``--resize sm=32 --resize warp=64`` makes the default world 131,072 cells (838 MB to
 move a tick), beyond the caches of the machines here.
+
+The timed runs (``--repeats``) each step the same ``--ticks`` ticks from the same state,
+the one after ``--warm`` ticks, with the bandwidth read after each: their spread is the
+machine's, not the world's (later in a run more organisms are born and move, and a tick
+costs more). The figures are the best run against the best reading, with the range of
+each run against the reading made right after it.
 """
 
 from __future__ import annotations
@@ -321,13 +327,17 @@ class Bandwidth:
         for read in self.readers.values():
             read(self.data).block_until_ready()
 
-    def measure(self, repeats: int) -> None:
+    def measure(self, repeats: int) -> float:
+        """Read ``repeats`` times with each reader; returns the best rate of this round."""
+        now = 0.0
         for name, read in self.readers.items():
             for _ in range(repeats):
                 start = time.perf_counter()
                 read(self.data).block_until_ready()
                 rate = self.data.size * 4 / (time.perf_counter() - start)
                 self.best[name] = max(self.best[name], rate)
+                now = max(now, rate)
+        return now
 
     @property
     def rate(self) -> float:
@@ -343,14 +353,17 @@ def main() -> int:
                              " born and move, and writing their rows takes more of a tick")
     parser.add_argument("--resize", action="append", default=[], metavar="AXIS=SIZE",
                         help="resize an axis of the world (repeatable), e.g. --resize sm=32 --resize warp=64")
+    parser.add_argument("--repeats", type=int, default=3, metavar="R",
+                        help="timed runs (default 3), each of the same ticks from the same state")
     parser.add_argument("--no-phases", action="store_true", help="skip the per-phase breakdown")
     parser.add_argument("--no-kernels", action="store_true",
                         help="skip the traced run that counts the fused tick's kernels by function")
     parser.add_argument("--json", action="store_true", help="print one JSON object")
     args = parser.parse_args()
-    for flag, value in (("--ticks", args.ticks), ("--warm", args.warm)):
+    for flag, value, what in (("--ticks", args.ticks, "ticks"), ("--warm", args.warm, "ticks"),
+                              ("--repeats", args.repeats, "runs")):
         if value < 1:
-            parser.error(f"{flag} {value}: expected a whole number of ticks >= 1")
+            parser.error(f"{flag} {value}: expected a whole number of {what} >= 1")
 
     try:
         world = resized(hca.load_world(args.world), args.resize)
@@ -384,14 +397,20 @@ def main() -> int:
     # as a tick moves, not the overhead of reading a small array.
     smallest = (64 << 20) if jax.devices()[0].platform == "cpu" else (1 << 30)
     reading = Bandwidth(max(moved_bytes, smallest))
-    timings = []
-    for _ in range(3):
+    # Every timed run steps the same ticks from the same state (``run`` donates the state
+    # it is given, so each starts from a copy), and the bandwidth is read after each.
+    warm = state
+    runs, rates, end_ticks = [], [], []
+    for _ in range(args.repeats):
+        state = jax.block_until_ready(jax.tree.map(lambda x: x.copy(), warm))
         start = time.perf_counter()
         state = simulation.run(state, args.ticks)
         jax.block_until_ready(state)
-        timings.append(time.perf_counter() - start)
-        reading.measure(repeats=4)
-    seconds = min(timings) / args.ticks  # per tick
+        runs.append((time.perf_counter() - start) / args.ticks)  # per tick
+        end_ticks.append(int(state.tick))
+        rates.append(reading.measure(repeats=4))
+    del warm
+    seconds = min(runs)
     bandwidth, reading_rates = reading.rate, reading.best
     del reading  # its array, before the phases run
     brain_time, brain_bytes = brain_seconds(simulation, state)
@@ -415,6 +434,13 @@ def main() -> int:
         "xla_flags": float_flags(),
         "cells": cells,
         "ticks_per_second": 1.0 / seconds,
+        # Each timed run: seconds a tick, the bandwidth read right after it, the tick it
+        # ended on (the same for all: each ran the same ticks), and its floor reached.
+        "runs": [
+            {"seconds_per_tick": run, "read_bandwidth": rate, "end_tick": end,
+             "must_move_ratio": moved_bytes / run / rate}
+            for run, rate, end in zip(runs, rates, end_ticks)
+        ],
         "cell_ticks_per_second": cells / seconds,
         "genome_bytes_per_tick": genome_bytes,
         "genome_bytes_per_second": genome_bytes / seconds,
@@ -441,10 +467,13 @@ def main() -> int:
         return 0
     gb = 1e9
     print(f"world {report['world']}: {cells:,} cells, population {report['population']:,}, "
-          f"{report['cpu_cores']} CPU cores, {jax.devices()[0].platform}, timed after {report['warm_ticks']:,} ticks")
+          f"{report['cpu_cores']} CPU cores, {jax.devices()[0].platform}, timed over ticks {args.warm:,}-"
+          f"{args.warm + args.ticks:,}")
     print(f"  {', '.join(f'{name} {version}' for name, version in report['versions'].items())}; "
           f"XLA_FLAGS {report['xla_flags'] or '(none)'}")
-    print(f"  {report['ticks_per_second']:.1f} ticks/s = {report['cell_ticks_per_second'] / 1e6:.2f} M cell-ticks/s")
+    per_run = [1.0 / run["seconds_per_tick"] for run in report["runs"]]
+    print(f"  {report['ticks_per_second']:.1f} ticks/s = {report['cell_ticks_per_second'] / 1e6:.2f} M cell-ticks/s"
+          f"  (best of {len(per_run)} runs of the same {args.ticks:,} ticks; median {np.median(per_run):.1f})")
     print(f"  genome read per tick        {genome_bytes / 1e6:.1f} MB")
     print(f"  genome bytes per second     {report['genome_bytes_per_second'] / gb:.2f} GB/s")
     fastest = max(reading_rates, key=reading_rates.get)
@@ -454,7 +483,9 @@ def main() -> int:
           " state, signals, halo and energy arrays read and written)")
     if report["bandwidth_ratio"] is not None:
         print(f"  genome-only floor           {report['bandwidth_ratio']:.2f} of it reached")
-    print(f"  must-move floor             {report['must_move_ratio']:.2f} of it reached  (target >= 0.5)")
+    paired = [run["must_move_ratio"] for run in report["runs"]]
+    print(f"  must-move floor             {report['must_move_ratio']:.2f} of it reached  (target >= 0.5;"
+          f" each run against the reading after it: {min(paired):.2f}-{max(paired):.2f})")
     if report["brain_ratio"] is not None:
         print(f"  brain alone                 {brain_time * 1e3:.2f} ms a tick, {report['brain_ratio']:.2f} of its"
               f" own floor of {brain_bytes / 1e6:.1f} MB")

@@ -76,6 +76,15 @@ def test_bench_reports_speed_bandwidth_memory_and_phases(small_world):
     assert report["must_move_bytes_per_tick"] > report["genome_bytes_per_tick"]
     moved = report["must_move_bytes_per_tick"] * report["ticks_per_second"] / report["measured_read_bandwidth"]
     assert report["must_move_ratio"] == pytest.approx(moved)
+    # The timed runs each stepped the same ticks from the state after the warm-up; the
+    # figures are the best run, and each run is also set against the reading after it.
+    runs = report["runs"]
+    assert len(runs) == 3 and all(run["end_tick"] == 3 + 5 for run in runs)
+    assert 1 / report["ticks_per_second"] == min(run["seconds_per_tick"] for run in runs)
+    assert report["measured_read_bandwidth"] == max(run["read_bandwidth"] for run in runs)
+    for run in runs:
+        paired = report["must_move_bytes_per_tick"] / run["seconds_per_tick"] / run["read_bandwidth"]
+        assert run["must_move_ratio"] == pytest.approx(paired)
     # The brain alone, against the genomes read and the plastic weights read and written.
     assert report["genome_bytes_per_tick"] < report["brain_bytes"] < report["must_move_bytes_per_tick"]
     brain = report["brain_bytes"] / report["brain_seconds"] / report["measured_read_bandwidth"]
@@ -128,6 +137,9 @@ def test_bench_resizes_axes(small_world):
     result = subprocess.run([sys.executable, str(ROOT / "scripts" / "bench.py"), str(small_world), "--warm", "0"],
                             capture_output=True, text=True, timeout=600, check=False)
     assert result.returncode == 2 and "--warm 0: expected a whole number of ticks >= 1" in result.stderr
+    result = subprocess.run([sys.executable, str(ROOT / "scripts" / "bench.py"), str(small_world), "--repeats", "0"],
+                            capture_output=True, text=True, timeout=600, check=False)
+    assert result.returncode == 2 and "--repeats 0: expected a whole number of runs >= 1" in result.stderr
 
 
 
