@@ -240,9 +240,15 @@ def _crossed(line: str, mesh: Mesh) -> tuple[str, ...]:
 
 def collectives(simulation, state) -> tuple[list[tuple[str, int, tuple[str, ...]]], dict[int, list]]:
     """The collective operations of the compiled ``run``, each as (kind, bytes sent per
-    device, mesh axes crossed): those executed every tick, and those inside each
-    branch of the stretch schedule (keyed by branch index), which run only on that
-    branch's ticks."""
+    device, mesh axes crossed): those executed every tick, and those of each branch of
+    the stretch schedule (keyed by branch index), which run only on that branch's ticks.
+    A branch's are those inside its computation, and the halo exchanges of the axes it
+    ticks: each axis refreshes its halo in a conditional of its own (``Tick.sense``),
+    whose operations carry the axis' name (``hca.step.SENSE_AXIS``)."""
+    from hca.step import SENSE_AXIS
+
+    sensed = re.compile("/" + SENSE_AXIS.format(region=r"(\d+)", axis=r"(\d+)") + "/")
+    ticking = simulation.schedule.ticking
     hlo = simulation.run.lower(state, 1).compile().as_text()
     parts = _computations(hlo)
     branch_of: dict[str, int] = {}
@@ -255,15 +261,21 @@ def collectives(simulation, state) -> tuple[list[tuple[str, int, tuple[str, ...]
     every_tick: list[tuple[str, int, tuple[str, ...]]] = []
     per_branch: dict[int, list[tuple[str, int, tuple[str, ...]]]] = {}
     for name, lines in parts.items():
-        found = []
         for line in lines:
             match = _COLLECTIVE.search(line)
-            if match:
-                found.append((match.group(2), _sent_bytes(match.group(1)), _crossed(line, simulation.mesh)))
-        if name in branch_of:
-            per_branch.setdefault(branch_of[name], []).extend(found)
-        else:
-            every_tick.extend(found)
+            if not match:
+                continue
+            found = (match.group(2), _sent_bytes(match.group(1)), _crossed(line, simulation.mesh))
+            axis = sensed.search(line)
+            if axis:
+                region, index = map(int, axis.groups())
+                for branch, axes in enumerate(ticking):
+                    if index in axes[region]:
+                        per_branch.setdefault(branch, []).append(found)
+            elif name in branch_of:
+                per_branch.setdefault(branch_of[name], []).append(found)
+            else:
+                every_tick.append(found)
     return every_tick, per_branch
 
 

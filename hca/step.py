@@ -13,10 +13,12 @@
 
 Which axes tick is a static schedule over the super-step of ``lcm(stretches)`` ticks
 (``geometry.Schedule``): every distinct set of ticking axes is its own compiled branch
-of the phases that cross between cells (sense, settle, send), so a stretched axis does
-no work at all between its ticks and, on a mesh, nothing crosses a device boundary
-outside the branches of the placed axes. The branches take and return only what
-crosses between cells (signals, claims, free energy, packed rows), never the genomes.
+of the phases that cross between cells (settle, send, and what crosses beaches), and
+sense refreshes each axis' halo in a conditional on whether the branch ticks it, so a
+stretched axis does no work at all between its ticks and, on a mesh, nothing crosses a
+device boundary outside the ticks of the placed axes. The branches take and return only
+what crosses between cells (signals, claims, free energy, packed rows), never the
+genomes.
 """
 
 from __future__ import annotations
@@ -38,6 +40,10 @@ from hca.organisms import Life
 from hca.sense import emitted, sense
 from hca.state import RegionState, WorldState
 from hca.transfer import arrive, depart, pack_rows, row_words, send
+
+# The name under which a region's axis refreshes its halo (``Tick.sense``): the compiled
+# program's operations carry it, so that a device exchange inside can be told apart.
+SENSE_AXIS = "sense_axis_{region}_{axis}"
 
 
 def _phase_tables(config: WorldConfig, schedule: geometry.Schedule):
@@ -138,59 +144,19 @@ class Tick:
         """Halos refreshed along the ticking axes, and beach slots across the ticking
         beaches (a branch of the schedule).
 
-        On one device each axis is refreshed on its own, in a ``lax.cond`` on whether this
-        tick's branch ticks it (none for an axis that ticks on every tick), and only the
-        beach slots' values come out of the schedule's switch: the halo is written in
-        place. Returned from a branch of the switch, XLA copied it whole at the end of
-        every branch but one. On a mesh the halos are refreshed in the switch's branches,
-        which hold the exchanges between devices (``hca.parallel.collectives`` counts
-        them by branch)."""
+        Each axis is refreshed on its own, in a ``lax.cond`` on whether this tick's
+        branch ticks it (none for an axis that ticks on every tick), and only the beach
+        slots' values come out of the schedule's switch: the halo is written in place.
+        Returned from a branch of the switch, XLA copied it whole at the end of every
+        branch but one. On a mesh an axis' cond holds its exchanges between devices,
+        under the name ``sense_axis_<region>_<axis>`` (``SENSE_AXIS``), by which
+        ``hca.parallel.collectives`` counts them in the branches that tick the axis."""
         if not self.any_life:
             return regions
         inputs = tuple(
             None if region.life is None else (region.life.signal, region.life.occupied, region.life.halo)
             for region in regions
         )
-        if not self.spread:
-            return self._sense_in_place(regions, inputs, branch)
-
-        def make(ticking, beaches):
-            def refresh(inputs):
-                across = self._across(beaches, self._shores(inputs)) if self.beaches.crossing else [None] * len(inputs)
-                return tuple(
-                    None if life is None else sense(life, *operands, axes, seen)
-                    for operands, life, axes, seen in zip(inputs, self.lives, ticking, across)
-                )
-
-            return refresh
-
-        halos = self._by_branch(make, branch, inputs)
-        return tuple(
-            region if halo is None else region.replace(life=region.life.replace(halo=halo))
-            for region, halo in zip(regions, halos)
-        )
-
-    def _shores(self, inputs) -> list:
-        """Per region with a beach slot, (signal, occupied, the slot's last value) from its
-        ``inputs`` (signal, occupied, halo); None for the others."""
-        return [
-            None if item is None or life is None or life.beach_slot is None
-            else (item[0], item[1], item[2][..., life.beach_slot, :])
-            for item, life in zip(inputs, self.lives)
-        ]
-
-    def _across(self, beaches: tuple[int, ...], shores: list) -> list:
-        """Per region, what its beach slot receives across the ticking ``beaches`` (its
-        last value where none of them ticks), None for regions without a beach slot;
-        ``shores`` as ``_shores`` makes them."""
-        return self.beaches.across(
-            [None if shore is None else emitted(shore[0], shore[1]) for shore in shores],
-            beaches,
-            [None if shore is None else shore[2] for shore in shores],
-        )
-
-    def _sense_in_place(self, regions: tuple[RegionState, ...], inputs, branch) -> tuple[RegionState, ...]:
-        """``sense`` on one device: an axis at a time, and the beach slots (see there)."""
         across = [None] * len(regions)
         if self.beaches.crossing:  # only the beach slots' values come out of the switch
             across = self._by_branch(
@@ -210,12 +176,32 @@ class Tick:
             for axis in range(len(life.region.axes)):
                 ticks = np.array([axis in ticking[index] for ticking in self.schedule.ticking])
                 refresh = functools.partial(sense, life, state.signal, state.occupied, ticking=(axis,))
-                if ticks.all():
-                    halo = refresh(halo)
-                elif ticks.any():
-                    halo = jax.lax.cond(jnp.asarray(ticks)[branch], refresh, lambda same: same, halo)
+                with jax.named_scope(SENSE_AXIS.format(region=index, axis=axis)):
+                    if ticks.all():
+                        halo = refresh(halo)
+                    elif ticks.any():
+                        halo = jax.lax.cond(jnp.asarray(ticks)[branch], refresh, lambda same: same, halo)
             out.append(region.replace(life=state.replace(halo=halo)))
         return tuple(out)
+
+    def _shores(self, inputs) -> list:
+        """Per region with a beach slot, (signal, occupied, the slot's last value) from its
+        ``inputs`` (signal, occupied, halo); None for the others."""
+        return [
+            None if item is None or life is None or life.beach_slot is None
+            else (item[0], item[1], item[2][..., life.beach_slot, :])
+            for item, life in zip(inputs, self.lives)
+        ]
+
+    def _across(self, beaches: tuple[int, ...], shores: list) -> list:
+        """Per region, what its beach slot receives across the ticking ``beaches`` (its
+        last value where none of them ticks), None for regions without a beach slot;
+        ``shores`` as ``_shores`` makes them."""
+        return self.beaches.across(
+            [None if shore is None else emitted(shore[0], shore[1]) for shore in shores],
+            beaches,
+            [None if shore is None else shore[2] for shore in shores],
+        )
 
     def decide(self, regions: tuple[RegionState, ...], phase, tick, seed) -> tuple[tuple[RegionState, ...], list]:
         """Every organism thinks, learns, answers its task and acts on its own;

@@ -491,11 +491,13 @@ def test_scatters_tells_a_scatter_that_combines():
 
 
 def halo_copies(simulation, text: str) -> list[int]:
-    """Per living region, how many copies of its whole halo the compiled step ``text`` makes."""
+    """Per living region, how many copies of its whole halo (on a mesh, a device's share
+    of it) the compiled step ``text`` makes."""
     counts = []
     for region in simulation.abstract_state().regions:
         if region.life is not None:
-            halo = ",".join(map(str, region.life.halo.shape))
+            tensor = region.life.halo
+            halo = ",".join(map(str, tensor.sharding.shard_shape(tensor.shape)))
             assert f"f32[{halo}]" in text
             counts.append(len(re.findall(rf"= f32\[{halo}\]\{{[^}}]*\}} copy\(", text)))
     return counts
