@@ -20,6 +20,7 @@ import numpy as np
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
 from hca.config import WorldConfig
+from hca.step import SENSE_AXIS
 
 
 class PlacementError(Exception):
@@ -245,8 +246,6 @@ def collectives(simulation, state) -> tuple[list[tuple[str, int, tuple[str, ...]
     A branch's are those inside its computation, and the halo exchanges of the axes it
     ticks: each axis refreshes its halo in a conditional of its own (``Tick.sense``),
     whose operations carry the axis' name (``hca.step.SENSE_AXIS``)."""
-    from hca.step import SENSE_AXIS
-
     sensed = re.compile("/" + SENSE_AXIS.format(region=r"(\d+)", axis=r"(\d+)") + "/")
     ticking = simulation.schedule.ticking
     hlo = simulation.run.lower(state, 1).compile().as_text()
