@@ -17,7 +17,9 @@ from the same code and timed over one super-step of the stretch schedule; and th
 kernels of the fused tick, traced in one run (``jax.profiler``), each counted to the
 hca function it was compiled from (the phases compiled apart cannot fuse with their
 neighbours, so they add up to more than the tick; the kernels are the tick itself),
-with the share of the traced tick's wall time in which no kernel runs at all.
+with the share of the traced tick's wall time in which no kernel runs at all. It names
+the processor (model, widest vector instructions, last-level cache), the versions and
+the XLA flags the figures were measured with.
 ``--resize sm=32 --resize warp=64`` makes the default world 131,072 cells (838 MB to
 move a tick), beyond the caches of the machines here.
 
@@ -63,6 +65,55 @@ def tree_bytes(tree) -> int:
 MOVED_FIELDS = ("occupied", "energy", "last_energy", "hidden", "signal", "halo", "plastic", "age")
 PHASES = ("inflow", "sense", "decide", "settle", "transfer", "decay")
 KERNEL_ROWS = 14  # origins printed; the rest are summed in one line
+
+
+def processor() -> dict:
+    """The CPU the figures were measured on: its model, its widest vector instructions
+    (XLA CPU vectorises for them) and its last-level cache, from Linux's /proc and /sys;
+    None where a value cannot be read. Two machines of one kind can differ in both, and
+    the floor is set against memory only where the genomes exceed the cache."""
+    import platform
+
+    info = {"model": platform.processor() or None, "vector": None, "cache_bytes": None}
+    try:
+        text = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        text = ""
+    fields = dict(line.split(":", 1) for line in text.splitlines() if ":" in line)
+    fields = {key.strip(): value.strip() for key, value in fields.items()}
+    info["model"] = fields.get("model name") or info["model"]
+    flags = set((fields.get("flags") or fields.get("Features") or "").split())
+    for flag, name in (("avx512f", "AVX-512"), ("avx2", "AVX2"), ("avx", "AVX"), ("sse2", "SSE2"),
+                       ("sve", "SVE"), ("asimd", "NEON")):
+        if flag in flags:
+            info["vector"] = name
+            break
+    caches = sorted(Path("/sys/devices/system/cpu/cpu0/cache").glob("index*"))
+    levels = []
+    for cache in caches:
+        try:
+            level = int((cache / "level").read_text())
+            size = (cache / "size").read_text().strip()
+        except (OSError, ValueError):
+            continue
+        units = {"K": 1 << 10, "M": 1 << 20, "G": 1 << 30}
+        if size[-1:] in units and size[:-1].isdigit():
+            levels.append((level, int(size[:-1]) * units[size[-1]]))
+        elif size.isdigit():
+            levels.append((level, int(size)))
+    if levels:
+        info["cache_bytes"] = max(levels)[1]
+    return info
+
+
+def describe_processor(info: dict) -> str:
+    """One line: "AMD EPYC, AVX2, 32 MiB last-level cache"."""
+    parts = [info["model"] or "unknown CPU"]
+    if info["vector"]:
+        parts.append(info["vector"])
+    if info["cache_bytes"]:
+        parts.append(f"{info['cache_bytes'] / (1 << 20):g} MiB last-level cache")
+    return ", ".join(parts)
 
 
 def must_move_bytes(state) -> int:
@@ -429,6 +480,7 @@ def main() -> int:
         "warm_ticks": args.warm,
         "devices": [str(device) for device in jax.devices()][:1] + (["..."] if jax.device_count() > 1 else []),
         "cpu_cores": os.cpu_count(),
+        "processor": processor(),
         # What the speed and the floats depend on besides the code: versions, XLA flags.
         "versions": versions(),
         "xla_flags": float_flags(),
@@ -469,6 +521,7 @@ def main() -> int:
     print(f"world {report['world']}: {cells:,} cells, population {report['population']:,}, "
           f"{report['cpu_cores']} CPU cores, {jax.devices()[0].platform}, timed over ticks {args.warm:,}-"
           f"{args.warm + args.ticks:,}")
+    print(f"  {describe_processor(report['processor'])}")
     print(f"  {', '.join(f'{name} {version}' for name, version in report['versions'].items())}; "
           f"XLA_FLAGS {report['xla_flags'] or '(none)'}")
     per_run = [1.0 / run["seconds_per_tick"] for run in report["runs"]]

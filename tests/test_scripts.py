@@ -8,6 +8,7 @@ import os
 import subprocess
 import sys
 from importlib import metadata
+from pathlib import Path
 
 import pytest
 import yaml
@@ -62,6 +63,14 @@ def test_bench_reports_speed_bandwidth_memory_and_phases(small_world):
     assert "--xla_cpu_prefer_vector_width=512" in report["xla_flags"].split()
     assert "device_count" not in report["xla_flags"]
     assert report["versions"]["jax"] == metadata.version("jax")
+    # And the processor: its widest vector instructions and its last-level cache.
+    processor = report["processor"]
+    assert set(processor) == {"model", "vector", "cache_bytes"}
+    if Path("/proc/cpuinfo").exists():
+        assert processor["vector"] in {"AVX-512", "AVX2", "AVX", "SSE2", "SVE", "NEON"}
+        assert processor["model"]
+    if list(Path("/sys/devices/system/cpu/cpu0/cache").glob("index*/size")):
+        assert processor["cache_bytes"] >= 1 << 20
     assert report["genome_bytes_per_tick"] > 0 and report["measured_read_bandwidth"] > 0
     # The floor's rate is the best of every way of reading tried, column sums included.
     rates = report["read_rates"]
@@ -106,6 +115,18 @@ def test_bench_reports_speed_bandwidth_memory_and_phases(small_world):
     assert 0 < timeline["busy"] <= timeline["span"] and timeline["parallel"] <= timeline["busy"]
     assert timeline["idle"] == pytest.approx(timeline["span"] - timeline["busy"])
     assert sum(row["seconds"] for row in kernels) >= (timeline["busy"] + timeline["parallel"]) * (1 - 1e-9)
+
+
+def test_bench_names_the_processor_in_one_line():
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("bench", ROOT / "scripts" / "bench.py")
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
+    line = bench.describe_processor({"model": "AMD EPYC", "vector": "AVX2", "cache_bytes": 32 << 20})
+    assert line == "AMD EPYC, AVX2, 32 MiB last-level cache"
+    assert bench.describe_processor({"model": None, "vector": None, "cache_bytes": None}) == "unknown CPU"
+    assert bench.describe_processor(bench.processor()).startswith(bench.processor()["model"] or "unknown CPU")
 
 
 def test_kernel_timeline_splits_wall_time_into_busy_idle_and_parallel():
