@@ -54,14 +54,48 @@ def configure_environment() -> None:
 
 def _cpu_only() -> bool:
     """Whether JAX will run on the CPU alone: ``$JAX_PLATFORMS`` names only ``cpu``, or,
-    unset, no accelerator plugin is installed (``jax_plugins``, where JAX's CUDA and ROCm
-    plugins live, or ``libtpu``). Found without importing JAX or the plugins."""
-    from importlib.util import find_spec
-
+    unset, no accelerator JAX could use is installed: no ``libtpu``, and no plugin in
+    ``jax_plugins`` (where JAX's CUDA and ROCm plugins live) but a CUDA or ROCm one on a
+    Linux machine that shows no such device (a CPU node with JAX's CUDA wheels, where JAX
+    falls back to the CPU). Found without importing JAX or the plugins."""
     platforms = os.environ.get("JAX_PLATFORMS", "").strip()
     if platforms:
         return {name.strip().lower() for name in platforms.split(",")} == {"cpu"}
-    return all(find_spec(name) is None for name in ("jax_plugins", "libtpu"))
+    return all(not _may_run(plugin) for plugin in _accelerator_plugins())
+
+
+# The device files through which Linux shows a process an accelerator of each kind of
+# JAX plugin (NVIDIA's driver; AMD's for ROCm); WSL shows either through /dev/dxg.
+PLUGIN_DEVICES = {
+    "cuda": ("/dev/nvidiactl", "/dev/nvidia0", "/dev/dxg"),
+    "rocm": ("/dev/kfd", "/dev/dxg"),
+}
+
+
+def _accelerator_plugins() -> list[str]:
+    """The accelerator plugins installed: ``libtpu``, and the modules of the
+    ``jax_plugins`` namespace package (e.g. ``xla_cuda12``), by name, not imported."""
+    from importlib.util import find_spec
+
+    found = ["libtpu"] if find_spec("libtpu") is not None else []
+    spec = find_spec("jax_plugins")
+    for location in (spec.submodule_search_locations or []) if spec is not None else []:
+        try:
+            names = sorted(os.listdir(location))
+        except OSError:
+            continue
+        found += [name for name in names if not name.startswith(("_", ".")) and not name.endswith(".dist-info")]
+    return found
+
+
+def _may_run(plugin: str) -> bool:
+    """Whether JAX may run on the accelerator of ``plugin``: on Linux, a CUDA or ROCm
+    plugin only where a device file of its kind exists; any other plugin, and on other
+    systems any plugin, is taken to have its accelerator."""
+    kind = next((kind for kind in PLUGIN_DEVICES if kind in plugin.lower()), None)
+    if kind is None or not sys.platform.startswith("linux"):
+        return True
+    return any(os.path.exists(path) for path in PLUGIN_DEVICES[kind])
 
 
 def _set(name: str, value: bool | float | str) -> None:

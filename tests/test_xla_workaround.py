@@ -5,6 +5,7 @@ may run on an accelerator, and flags a user gives are kept."""
 
 from __future__ import annotations
 
+import importlib
 import os
 import subprocess
 import sys
@@ -82,6 +83,47 @@ def test_where_jax_may_run_on_an_accelerator_llvm_is_left_alone_and_autotuning_i
     assert not any("autotune" in f for f in _run(script, "").split())
     started = "import hca, jax.numpy as jnp; print(float(jnp.arange(4.0).sum()))"
     assert _run(started, "--xla_gpu_autotune_level=0").split() == ["6.0"]
+
+
+def test_a_cuda_or_rocm_plugin_counts_only_where_the_machine_shows_such_a_device(monkeypatch, tmp_path):
+    """With ``JAX_PLATFORMS`` unset, JAX's CUDA wheels on a Linux machine without an
+    NVIDIA device (a cluster's CPU node) leave JAX on the CPU alone: the unrolling limit
+    is given there, as on a CPU-only install, so the two compute the same floats. Where
+    the device files exist, or the plugin is of another kind, JAX may run on it."""
+    from hca import _xla
+
+    monkeypatch.delenv("JAX_PLATFORMS", raising=False)
+    monkeypatch.setattr(_xla.sys, "platform", "linux")
+    devices = set()
+    monkeypatch.setattr(_xla.os.path, "exists", lambda path: path in devices)
+    plugins = []
+    monkeypatch.setattr(_xla, "_accelerator_plugins", lambda: plugins)
+    assert _xla._cpu_only()  # nothing installed
+    plugins[:] = ["xla_cuda12"]
+    assert _xla._cpu_only()
+    devices.add("/dev/nvidiactl")
+    assert not _xla._cpu_only()
+    plugins[:] = ["xla_rocm7"]
+    assert _xla._cpu_only()  # an NVIDIA device, a ROCm plugin
+    devices.add("/dev/kfd")
+    assert not _xla._cpu_only()
+    devices.clear()
+    for plugin in ("libtpu", "metal_plugin"):  # kinds whose devices are not looked for
+        plugins[:] = [plugin]
+        assert not _xla._cpu_only()
+    plugins[:] = ["xla_cuda12"]
+    monkeypatch.setattr(_xla.sys, "platform", "darwin")
+    assert not _xla._cpu_only()
+    monkeypatch.setenv("JAX_PLATFORMS", "cpu")
+    assert _xla._cpu_only()
+    monkeypatch.undo()
+    # The plugins are listed from the namespace package's folders, not imported.
+    namespace = tmp_path / "jax_plugins"
+    (namespace / "xla_cuda12").mkdir(parents=True)
+    (namespace / "__pycache__").mkdir()
+    monkeypatch.syspath_prepend(str(tmp_path))
+    importlib.invalidate_caches()
+    assert "xla_cuda12" in _xla._accelerator_plugins() and "__pycache__" not in _xla._accelerator_plugins()
 
 
 def test_a_loop_over_a_short_innermost_axis_is_vectorised(tmp_path):
