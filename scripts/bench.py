@@ -27,7 +27,8 @@ The timed runs (``--repeats``) each step the same ``--ticks`` ticks from the sam
 the one after ``--warm`` ticks, with the bandwidth read after each: their spread is the
 machine's, not the world's (later in a run more organisms are born and move, and a tick
 costs more). The figures are the best run against the best reading, with the range of
-each run against the reading made right after it.
+each run against the reading made right after it. The phases and the traced kernels
+start from that state too, so they show where the timed ticks went.
 """
 
 from __future__ import annotations
@@ -460,20 +461,26 @@ def main() -> int:
         runs.append((time.perf_counter() - start) / args.ticks)  # per tick
         end_ticks.append(int(state.tick))
         rates.append(reading.measure(repeats=4))
-    del warm
     seconds = min(runs)
     bandwidth, reading_rates = reading.rate, reading.best
     del reading  # its array, before the phases run
     brain_time, brain_bytes = brain_seconds(simulation, state)
-    phases = None
+    # The phases and the kernels start from the state after the warm-up too: they show
+    # where the timed ticks went (later in a run more rows arrive a tick).
+    phases = phase_ticks = None
     if not args.no_phases:
-        phases, state = phase_seconds(simulation, state)
-    kernels = timeline = None
+        phases, after = phase_seconds(simulation, jax.tree.map(lambda x: x.copy(), warm))
+        phase_ticks = [int(warm.tick), int(after.tick)]
+    kernels = timeline = kernel_ticks = None
     if not args.no_kernels:
         try:
-            kernels, timeline, state = kernel_seconds(simulation, state, args.ticks, compiled.as_text())
+            kernels, timeline, after = kernel_seconds(
+                simulation, jax.tree.map(lambda x: x.copy(), warm), args.ticks, compiled.as_text()
+            )
+            kernel_ticks = [int(warm.tick), int(after.tick)]
         except (RuntimeError, StopIteration, OSError) as error:  # e.g. a profiler already running
             print(f"bench: the kernels were not traced: {error or 'no trace written'}", file=sys.stderr)
+    del warm
 
     report = {
         "world": world.name,
@@ -505,7 +512,9 @@ def main() -> int:
         "brain_bytes": brain_bytes,
         "brain_ratio": brain_bytes / brain_time / bandwidth if brain_bytes else None,
         "phase_seconds": phases,
+        "phase_ticks": phase_ticks,  # [first, end) the phases were timed over
         "kernel_seconds": kernels,
+        "kernel_ticks": kernel_ticks,  # [first, end) the kernels were traced over: the timed ticks
         "kernel_timeline": timeline,
         "state_bytes": state_bytes,
         "peak_bytes": peak_bytes,
@@ -550,8 +559,8 @@ def main() -> int:
               "  (target <= 2)")
     if phases is not None:
         total = sum(phases.values())
-        print(f"  phases, each compiled on its own (sum {total * 1e3:.2f} ms against {seconds * 1e3:.2f} ms"
-              " for the whole tick):")
+        print(f"  phases, each compiled on its own, from tick {args.warm:,} (sum {total * 1e3:.2f} ms against"
+              f" {seconds * 1e3:.2f} ms for the whole tick):")
         for name, spent in phases.items():
             print(f"    {name:<10} {spent * 1e3:8.3f} ms  {spent / total:6.1%}")
     if kernels:
@@ -561,8 +570,8 @@ def main() -> int:
             others = {"origin": f"{len(rest)} other functions",
                       "seconds": sum(row["seconds"] for row in rest), "kernels": sum(row["kernels"] for row in rest)}
             shown = shown + [others]
-        print(f"  the fused tick's kernels, by the function they come from ({total * 1e3:.2f} ms of kernels a"
-              " tick, summed over the kernels that run at once):")
+        print(f"  the fused tick's kernels over the timed ticks, by the function they come from ({total * 1e3:.2f}"
+              " ms of kernels a tick, summed over the kernels that run at once):")
         for row in shown:
             print(f"    {row['origin']:<36} {row['seconds'] * 1e3:8.3f} ms  {row['seconds'] / total:6.1%}"
                   f"  {row['kernels']:7.1f} kernels")

@@ -100,6 +100,9 @@ def test_bench_reports_speed_bandwidth_memory_and_phases(small_world):
     assert report["brain_ratio"] == pytest.approx(brain)
     phases = report["phase_seconds"]
     assert list(phases) == ["inflow", "sense", "decide", "settle", "transfer", "decay"]
+    # The phases and the kernels start where the timed runs did: they show those ticks.
+    assert report["phase_ticks"][0] == 3 < report["phase_ticks"][1]
+    assert report["kernel_ticks"] == [3, 3 + 5]
     assert all(seconds > 0 for seconds in phases.values())
     # The fused tick's kernels, each counted to the hca function it was compiled from,
     # largest first: the brain's forward pass is one of them, and each origin appears once.
@@ -152,6 +155,7 @@ def test_bench_resizes_axes(small_world):
     assert "device_count" not in report["xla_flags"]
     assert report["versions"]["jax"] == metadata.version("jax")
     assert report["phase_seconds"] is None and report["kernel_seconds"] is None
+    assert report["phase_ticks"] is None and report["kernel_ticks"] is None
     result = subprocess.run([sys.executable, str(ROOT / "scripts" / "bench.py"), str(small_world), "--resize", "z=4"],
                             capture_output=True, text=True, timeout=600, check=False)
     assert result.returncode != 0 and "no axis named 'z'" in result.stderr
