@@ -13,8 +13,9 @@ once at that bandwidth); the brain alone (thinking and learning, jitted on their
 against its own floor; the compiled run's peak memory against the size of the state;
 and where the time goes, twice: each phase of the tick (energy in, sense, decide =
 think + learn + answer + act, settle claims, transfer, energy out) compiled on its own
-from the same code and timed over one super-step of the stretch schedule; and the
-kernels of the fused tick, traced in one run (``jax.profiler``), each counted to the
+from the same code and timed over two super-steps of the stretch schedule (after one
+that compiles them); and the kernels of the fused tick over the timed ticks, traced in
+one run (``jax.profiler``), each counted to the
 hca function it was compiled from (the phases compiled apart cannot fuse with their
 neighbours, so they add up to more than the tick; the kernels are the tick itself),
 with the share of the traced tick's wall time in which no kernel runs at all. It names
@@ -559,7 +560,7 @@ def main() -> int:
               "  (target <= 2)")
     if phases is not None:
         total = sum(phases.values())
-        print(f"  phases, each compiled on its own, from tick {args.warm:,} (sum {total * 1e3:.2f} ms against"
+        print(f"  phases, each compiled on its own, from tick {phase_ticks[0]:,} (sum {total * 1e3:.2f} ms against"
               f" {seconds * 1e3:.2f} ms for the whole tick):")
         for name, spent in phases.items():
             print(f"    {name:<10} {spent * 1e3:8.3f} ms  {spent / total:6.1%}")
