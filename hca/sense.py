@@ -20,13 +20,12 @@ def sense(
     occupied: jax.Array,  # (*S,) bool
     halo: jax.Array,  # (*S, 2D, C + 1) float32
     ticking: tuple[int, ...],
-    across: jax.Array | None = None,  # (*S, C + 1): what the beach slot receives now
 ) -> jax.Array:
-    """The halo with the slots of the ticking axes refreshed from the neighbours, and
-    the beach slot (if the region has one) from ``across`` where given.
+    """The halo with the slots of the ticking axes refreshed from the neighbours (the
+    beach slot is written by ``hca.step.Tick.sense``).
 
-    Takes and returns only the small arrays involved, so that a branch of the stretch
-    schedule never carries the genome.
+    Takes and returns only the small arrays involved, so that a conditional on an axis'
+    ticks never carries the genome.
     """
     outgoing = emitted(signal, occupied)
     # Only the refreshed slots are written (in place): the others keep their values. An
@@ -36,8 +35,6 @@ def sense(
         wrap = geometry.slot_wraps(life.region.axes[axis])
         both = jnp.stack([geometry.shift(outgoing, axis, step, wrap) for step in (-1, +1)], axis=-2)
         halo = halo.at[..., 2 * axis : 2 * axis + 2, :].set(both)
-    if life.beach_slot is not None and across is not None:
-        halo = halo.at[..., life.beach_slot, :].set(across)
     return halo
 
 
