@@ -69,6 +69,11 @@ PHASES = ("inflow", "sense", "decide", "settle", "transfer", "decay")
 KERNEL_ROWS = 14  # origins printed; the rest are summed in one line
 
 
+def copied(state):
+    """A copy of ``state`` (``run`` donates the state it is given)."""
+    return jax.tree.map(lambda x: x.copy(), state)
+
+
 def processor() -> dict:
     """The CPU the figures were measured on: its model, its widest vector instructions
     (XLA CPU vectorises for them) and its last-level cache, from Linux's /proc and /sys;
@@ -90,15 +95,14 @@ def processor() -> dict:
         if flag in flags:
             info["vector"] = name
             break
-    caches = sorted(Path("/sys/devices/system/cpu/cpu0/cache").glob("index*"))
+    units = {"K": 1 << 10, "M": 1 << 20, "G": 1 << 30}
     levels = []
-    for cache in caches:
+    for cache in sorted(Path("/sys/devices/system/cpu/cpu0/cache").glob("index*")):
         try:
             level = int((cache / "level").read_text())
             size = (cache / "size").read_text().strip()
         except (OSError, ValueError):
             continue
-        units = {"K": 1 << 10, "M": 1 << 20, "G": 1 << 30}
         if size[-1:] in units and size[:-1].isdigit():
             levels.append((level, int(size[:-1]) * units[size[-1]]))
         elif size.isdigit():
@@ -455,7 +459,7 @@ def main() -> int:
     warm = state
     runs, rates, end_ticks = [], [], []
     for _ in range(args.repeats):
-        state = jax.block_until_ready(jax.tree.map(lambda x: x.copy(), warm))
+        state = jax.block_until_ready(copied(warm))
         start = time.perf_counter()
         state = simulation.run(state, args.ticks)
         jax.block_until_ready(state)
@@ -470,14 +474,12 @@ def main() -> int:
     # where the timed ticks went (later in a run more rows arrive a tick).
     phases = phase_ticks = None
     if not args.no_phases:
-        phases, after = phase_seconds(simulation, jax.tree.map(lambda x: x.copy(), warm))
+        phases, after = phase_seconds(simulation, copied(warm))
         phase_ticks = [int(warm.tick), int(after.tick)]
     kernels = timeline = kernel_ticks = None
     if not args.no_kernels:
         try:
-            kernels, timeline, after = kernel_seconds(
-                simulation, jax.tree.map(lambda x: x.copy(), warm), args.ticks, compiled.as_text()
-            )
+            kernels, timeline, after = kernel_seconds(simulation, copied(warm), args.ticks, compiled.as_text())
             kernel_ticks = [int(warm.tick), int(after.tick)]
         except (RuntimeError, StopIteration, OSError) as error:  # e.g. a profiler already running
             print(f"bench: the kernels were not traced: {error or 'no trace written'}", file=sys.stderr)

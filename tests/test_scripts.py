@@ -120,12 +120,18 @@ def test_bench_reports_speed_bandwidth_memory_and_phases(small_world):
     assert sum(row["seconds"] for row in kernels) >= (timeline["busy"] + timeline["parallel"]) * (1 - 1e-9)
 
 
-def test_bench_names_the_processor_in_one_line():
+def _bench_module():
+    """scripts/bench.py as a module, for its helpers."""
     import importlib.util
 
     spec = importlib.util.spec_from_file_location("bench", ROOT / "scripts" / "bench.py")
     bench = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(bench)
+    return bench
+
+
+def test_bench_names_the_processor_in_one_line():
+    bench = _bench_module()
     line = bench.describe_processor({"model": "AMD EPYC", "vector": "AVX2", "cache_bytes": 32 << 20})
     assert line == "AMD EPYC, AVX2, 32 MiB last-level cache"
     assert bench.describe_processor({"model": None, "vector": None, "cache_bytes": None}) == "unknown CPU"
@@ -133,11 +139,7 @@ def test_bench_names_the_processor_in_one_line():
 
 
 def test_kernel_timeline_splits_wall_time_into_busy_idle_and_parallel():
-    import importlib.util
-
-    spec = importlib.util.spec_from_file_location("bench", ROOT / "scripts" / "bench.py")
-    bench = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(bench)
+    bench = _bench_module()
     # Two kernels overlapping for 1 s, a gap of 2 s, a third kernel; over 2 ticks.
     timeline = bench.kernel_timeline([(1.0, 3.0), (0.0, 2.0), (5.0, 6.0)], 2)
     assert timeline == {"span": 3.0, "busy": 2.0, "idle": 1.0, "parallel": 0.5}
