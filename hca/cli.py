@@ -205,7 +205,7 @@ def _parser() -> argparse.ArgumentParser:
         description="Place organisms from sources A and B (RUN_DIR for its newest checkpoint, "
         "RUN_DIR@TICK for another; @0 is the run's founders) in equal numbers, interleaved, "
         "in a fresh copy of a world, run it, and report A's relative fitness against B "
-        "(Lenski's W, 1 for equal) and selection rate (0 for equal) with 95%% intervals over seeds.",
+        "(Lenski's W, 1 for equal) and selection rate (0 for equal) with 95% intervals over seeds.",
     )
     compete.add_argument("a", metavar="A", help="RUN_DIR or RUN_DIR@TICK")
     compete.add_argument("b", metavar="B", help="RUN_DIR or RUN_DIR@TICK")
@@ -221,7 +221,7 @@ def _parser() -> argparse.ArgumentParser:
         help="a world as treatment against a control, over seeds",
         description="Run WORLD.yaml (treatment) and a control (the same world with something "
         "switched off) for each seed, each an ordinary run directory under --out, and "
-        "summarise metrics: late means per arm with 95%% intervals, and the paired "
+        "summarise metrics: late means per arm with 95% intervals, and the paired "
         "difference. Run again to continue an interrupted experiment.",
     )
     experiment.add_argument("world", metavar="WORLD.yaml")

@@ -194,3 +194,18 @@ def test_version_names_hca_jax_jaxlib_and_python(capsys):
         f"hca {metadata.version('hca')} (jax {metadata.version('jax')}, jaxlib {metadata.version('jaxlib')}, "
         f"Python {platform.python_version()})\n"
     )
+
+
+def test_every_help_page_renders_as_written(capsys):
+    """argparse formats an argument's help with %, but a description only when it names
+    %(prog): every page prints without a doubled or unformatted percent sign."""
+    commands = ["validate", "run", "inspect", "render", "plot", "tree", "compete", "experiment"]
+    pages = {}
+    for argv in [["--help"]] + [[command, "--help"] for command in commands]:
+        with pytest.raises(SystemExit) as exit:
+            main(argv)
+        assert exit.value.code == 0, argv
+        pages[argv[0]] = page = capsys.readouterr().out
+        assert page.startswith("usage: "), argv
+        assert "%%" not in page and "%(" not in page, (argv, page)
+    assert "with 95% intervals over seeds" in " ".join(pages["compete"].split())
