@@ -272,7 +272,11 @@ def kernel_origins(hlo: str) -> dict[str, str]:
     """{instruction: origin} for the compiled module ``hlo`` (``Compiled.as_text()``):
     the innermost function of the ``hca`` package in the Python stack an instruction
     was traced from (``brain.think``, ``geometry.Tiling.total``), or ``UNTRACED`` for
-    what XLA made on its own. Instructions that only run others are left out."""
+    what XLA made on its own (copies, constants). A kernel XLA made of operations it
+    rewrote (a cumulative sum or a long sum becomes ``wrapped_reduce-window`` kernels,
+    which keep no stack) is counted to the origin of the first of its operands that has
+    one: the function whose values it goes on with. Instructions that only run others
+    are left out."""
     tables = {}
     for name in ("FileNames", "FunctionNames", "FileLocations", "StackFrames"):
         match = re.search(rf"^{name}\n(.*?)(?:\n\n|\Z)", hlo, re.M | re.S)
@@ -304,11 +308,16 @@ def kernel_origins(hlo: str) -> dict[str, str]:
         return UNTRACED
 
     out = {}
-    for line in hlo.splitlines():
+    for line in hlo.splitlines():  # operands come before their users
         match = re.match(r"\s*(?:ROOT )?%([\w.\-]+) = ", line)
         if match and not _CONTROL_FLOW.search(line):
             frame = re.search(r"stack_frame_id=(\d+)", line)
-            out[match.group(1)] = origin(frame.group(1)) if frame else UNTRACED
+            found = origin(frame.group(1)) if frame else UNTRACED
+            fused = re.search(r" fusion\(([^)]*)\)", line)
+            if found == UNTRACED and fused:  # a kernel XLA made of operations it rewrote
+                operands = (out.get(operand, UNTRACED) for operand in re.findall(r"%([\w.\-]+)", fused.group(1)))
+                found = next((known for known in operands if known != UNTRACED), UNTRACED)
+            out[match.group(1)] = found
     return out
 
 

@@ -247,3 +247,21 @@ def test_bench_recording_times_a_run_with_and_without_its_tree(small_world):
     # The tree was fed at the reports: some births reached it, and some died out unseen.
     assert 0 < out["births_fed_to_the_tree"] < 1
     assert out["ticks_per_second_plain"] > 0 and out["ticks_per_second_recorded"] > 0
+
+
+def test_kernel_origins_count_a_rewritten_cumulative_sum_to_its_function():
+    """XLA rewrites a running count along a tile into kernels of its own that keep no
+    stack (``wrapped_reduce-window``): they are counted to the function whose values
+    they read, not to XLA."""
+    import jax
+    import jax.numpy as jnp
+
+    from hca.geometry import Tiling
+
+    bench = _bench_module()
+    tiling = Tiling((4, 8, 16), 1)
+    mask = jnp.arange(4 * 8 * 16).reshape(4, 128) % 3 == 0
+    hlo = jax.jit(lambda m: tiling.first(m > 0, 5)).lower(mask.astype(jnp.int32)).compile().as_text()
+    origins = bench.kernel_origins(hlo)
+    wrapped = {name: origin for name, origin in origins.items() if name.startswith("wrapped_reduce-window")}
+    assert wrapped and set(wrapped.values()) == {"geometry.Tiling.first"}, origins
