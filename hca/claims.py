@@ -56,8 +56,10 @@ def settle_claims(
         wrap = geometry.slot_wraps(life.region.axes[axis])
         step = 1 if sign else -1
         back = 2 * axis + (1 - sign)  # the claimant's slot that points at this cell
-        claim = geometry.shift(intent.slot == back, axis, step, wrap)
-        candidate = jnp.where(claim & ~occupied, geometry.shift(bid, axis, step, wrap), -1)
+        # The neighbour's bid where its claim points here, else -1 (and past an open
+        # end): one shift per slot, of the claim and its bid together.
+        offered = jnp.where(intent.slot == back, bid, -1)
+        candidate = jnp.where(occupied, -1, geometry.shift(offered, axis, step, wrap, fill=-1))
         better = candidate > best_bid
         best_bid = jnp.where(better, candidate, best_bid)
         winner = jnp.where(better, 2 * axis + sign, winner)

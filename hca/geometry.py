@@ -49,10 +49,10 @@ def link_table(axis: Axis) -> np.ndarray:
     return np.stack([index > 0, index < axis.size - 1])
 
 
-def shift(values: jax.Array, axis: int, step: int, wrap: bool) -> jax.Array:
+def shift(values: jax.Array, axis: int, step: int, wrap: bool, fill=0) -> jax.Array:
     """``out[..., i, ...] = values[..., i + step, ...]`` along ``axis`` (step is +1 or -1).
 
-    With ``wrap`` the axis is a ring; without it, positions past the end read zero.
+    With ``wrap`` the axis is a ring; without it, positions past the end read ``fill``.
     Both are a roll, so that along an axis spread over devices each device exchanges
     only its boundary slice with one neighbour.
     """
@@ -62,7 +62,7 @@ def shift(values: jax.Array, axis: int, step: int, wrap: bool) -> jax.Array:
     size = values.shape[axis]
     position = jax.lax.broadcasted_iota(jnp.int32, (size,) + (1,) * (values.ndim - axis - 1), 0)
     past_end = position == (size - 1 if step > 0 else 0)
-    return jnp.where(past_end, jnp.zeros((), values.dtype), rolled)
+    return jnp.where(past_end, jnp.asarray(fill, values.dtype), rolled)
 
 
 def coordinate(shape: Sequence[int], axis: int) -> jax.Array:

@@ -49,13 +49,14 @@ def test_link_table(size, curled, minus, plus):
 @pytest.mark.parametrize("size", [1, 2, 3, 6])
 @pytest.mark.parametrize("curled", [False, True])
 @pytest.mark.parametrize("step", [-1, 1])
-def test_shift_reads_the_neighbour_table(size, curled, step):
+@pytest.mark.parametrize("fill", [0, -1])
+def test_shift_reads_the_neighbour_table(size, curled, step, fill):
     axis = ax(size, curled)
-    values = np.arange(1, 4 * size * 3 + 1, dtype=np.int32).reshape(4, size, 3)
-    shifted = np.asarray(geometry.shift(jnp.asarray(values), 1, step, geometry.slot_wraps(axis)))
+    values = np.arange(1, 4 * size * 3 + 1, dtype=np.int64).reshape(4, size, 3)
+    shifted = np.asarray(geometry.shift(jnp.asarray(values), 1, step, geometry.slot_wraps(axis), fill=fill))
     neighbours = geometry.neighbour_table(axis)[0 if step < 0 else 1]
     for i, j in enumerate(neighbours):
-        expected = values[:, j, :] if j >= 0 else np.zeros((4, 3), np.int32)
+        expected = values[:, j, :] if j >= 0 else np.full((4, 3), fill, np.int64)  # past an open end
         np.testing.assert_array_equal(shifted[:, i, :], expected)
 
 
