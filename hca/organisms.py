@@ -148,7 +148,7 @@ class Life:
 
     def init(self, seed: jax.Array) -> LifeState:
         """The founders: cells drawn with ``density``, genomes drawn from the seed."""
-        from hca.sense import sense
+        from hca.sense import emitted, sense
 
         life, layout = self.config, self.layout
         cells = geometry.cell_index(self.shape)
@@ -195,7 +195,7 @@ class Life:
             died_parent=jnp.zeros((*self.tiling.tiles, self.journal, self.tiling.cells), jnp.int64),
             died_generation=jnp.zeros((*self.tiling.tiles, self.journal, self.tiling.cells), jnp.int32),
         )
-        return state.replace(halo=sense(self, state.signal, occupied, state.halo, tuple(range(self.ndim))))
+        return state.replace(halo=sense(self, emitted(state.signal, occupied), state.halo, tuple(range(self.ndim))))
 
     def costs(self, stretch: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """int32 (birth, move) costs of crossing links of ``stretch``."""

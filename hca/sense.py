@@ -16,18 +16,17 @@ from hca.organisms import Life
 
 def sense(
     life: Life,
-    signal: jax.Array,  # (*S, C) float32
-    occupied: jax.Array,  # (*S,) bool
+    outgoing: jax.Array,  # (*S, C + 1) float32, ``emitted``
     halo: jax.Array,  # (*S, 2D, C + 1) float32
     ticking: tuple[int, ...],
 ) -> jax.Array:
-    """The halo with the slots of the ticking axes refreshed from the neighbours (the
-    beach slot is written by ``hca.step.Tick.sense``).
+    """The halo with the slots of the ticking axes refreshed from what the neighbours
+    show (``outgoing``; the beach slot is written by ``hca.step.Tick.sense``).
 
     Takes and returns only the small arrays involved, so that a conditional on an axis'
-    ticks never carries the genome.
+    ticks never carries the genome. What the cells show is made once a tick by the
+    caller, not again in each axis' conditional.
     """
-    outgoing = emitted(signal, occupied)
     # Only the refreshed slots are written (in place): the others keep their values. An
     # axis' two slots are adjacent, so they are written together: one pass over the halo
     # an axis, where a slot at a time touched each cell's cache line twice.

@@ -173,9 +173,10 @@ class Tick:
             halo = state.halo
             if seen is not None:  # first: then nothing reads the halo as it was after its writes
                 halo = halo.at[..., life.beach_slot, :].set(seen)
+            outgoing = emitted(state.signal, state.occupied)
             for axis in range(len(life.region.axes)):
                 ticks = np.array([axis in ticking[index] for ticking in self.schedule.ticking])
-                refresh = functools.partial(sense, life, state.signal, state.occupied, ticking=(axis,))
+                refresh = functools.partial(sense, life, outgoing, ticking=(axis,))
                 with jax.named_scope(SENSE_AXIS.format(region=index, axis=axis)):
                     if ticks.all():
                         halo = refresh(halo)
