@@ -79,7 +79,8 @@ def _accelerator_plugins() -> list[str]:
 
     found = ["libtpu"] if find_spec("libtpu") is not None else []
     spec = find_spec("jax_plugins")
-    for location in (spec.submodule_search_locations or []) if spec is not None else []:
+    locations = spec.submodule_search_locations if spec is not None else None
+    for location in locations or []:
         try:
             names = sorted(os.listdir(location))
         except OSError:

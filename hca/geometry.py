@@ -49,7 +49,7 @@ def link_table(axis: Axis) -> np.ndarray:
     return np.stack([index > 0, index < axis.size - 1])
 
 
-def shift(values: jax.Array, axis: int, step: int, wrap: bool, fill=0) -> jax.Array:
+def shift(values: jax.Array, axis: int, step: int, wrap: bool, fill: int | float = 0) -> jax.Array:
     """``out[..., i, ...] = values[..., i + step, ...]`` along ``axis`` (step is +1 or -1).
 
     With ``wrap`` the axis is a ring; without it, positions past the end read ``fill``.
