@@ -264,8 +264,8 @@ class Tick:
         ticking beaches (a branch); returns what each beach carried (None: no beaches)."""
 
         def make(ticking, beaches):
-            def resolve(inputs, tick, seed):
-                claims = self._claims([claim_inputs for _, claim_inputs in inputs], ticking, beaches, tick, seed)
+            def resolve(inputs):
+                claims = self._claims([claim_inputs for _, claim_inputs in inputs], ticking, beaches)
                 outputs = [
                     (self.diffusions[index](free, axes), settled)
                     for index, ((free, _), axes, settled) in enumerate(zip(inputs, ticking, claims))
@@ -288,12 +288,13 @@ class Tick:
             tuple(
                 (
                     region.free_energy,
-                    None if intent is None else (region.life.occupied, region.life.energy, intent),
+                    # The bids are made once, outside the branches: made inside, XLA
+                    # computed their hash again for every neighbour each slot reads.
+                    None if intent is None
+                    else (region.life.occupied, bids(life, region.life.energy, tick, seed), intent),
                 )
-                for region, intent in zip(regions, intents)
+                for region, intent, life in zip(regions, intents, self.lives)
             ),
-            tick,
-            seed,
         )
         regions = tuple(region.replace(free_energy=free) for region, (free, _) in zip(regions, settled))
         if flows is not None:
@@ -309,13 +310,10 @@ class Tick:
             carried = None
         return regions, [claims for _, claims in settled], carried
 
-    def _claims(self, inputs, ticking, beaches, tick, seed) -> list:
+    def _claims(self, inputs, ticking, beaches) -> list:
         """Per region, its claims settled along its ticking axes and across the ticking
-        beaches; ``inputs`` per region (occupied, energy, intent) or None."""
-        bid = [
-            None if operands is None else bids(life, operands[1], tick, seed)
-            for life, operands in zip(self.lives, inputs)
-        ]
+        beaches; ``inputs`` per region (occupied, bid, intent) or None."""
+        bid = [None if operands is None else operands[1] for operands in inputs]
         shores = [
             None if life is None or life.beach_slot is None else life for life in self.lives
         ]
