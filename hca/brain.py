@@ -149,11 +149,19 @@ def think(
         outputs=outputs,
         # Once for every reader (signals, answers, the Hebbian step): XLA computes an
         # expression again in each kernel that reads it, but not a tanh it has stored.
-        squashed=jnp.tanh(outputs),
+        squashed=_tanh_rows(outputs),
         slot_scores=scores,
         active_units=active.sum(axis=1, dtype=jnp.int32),
         learning_rate=jnp.exp(jnp.clip(w["log_learning_rate"][:, 0], *LOG_RATE_RANGE)),
     )
+
+
+def _tanh_rows(x: jax.Array) -> jax.Array:
+    """tanh of (N, K), bitwise, computed on rows padded to a multiple of 8 entries: on
+    rows of 10 XLA CPU's loop over a row is too short to vectorise, and the tanh ran
+    as scalar code (2.3 times slower on 131,072 rows)."""
+    width = -x.shape[-1] % 8
+    return jnp.tanh(jnp.pad(x, ((0, 0), (0, width))))[:, : x.shape[-1]]
 
 
 def _scores(slots: tuple[int, ...], encoded, score_slot, body_score) -> jax.Array:

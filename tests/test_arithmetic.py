@@ -8,7 +8,7 @@ import numpy as np
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from hca import rng
+from hca import brain, rng
 from hca.decide import first_best
 from hca.energy import quotient
 
@@ -108,3 +108,16 @@ def test_first_best_is_the_first_slot_of_the_highest_score(rows):
     best, score = _first_best(padded)
     np.testing.assert_array_equal(np.asarray(best)[: len(x)], np.argmax(x, axis=1))
     np.testing.assert_array_equal(np.asarray(score)[: len(x)], x.max(axis=1))
+
+
+def test_tanh_rows_is_tanh_bitwise_computed_on_rows_of_a_multiple_of_8():
+    rng_ = np.random.default_rng(0)
+    x = np.concatenate([
+        rng_.normal(0, 3, (1000, 10)),
+        np.array([[0.0, -0.0, 1e-30, -1e-30, 9.0, -9.0, 20.0, -20.0, np.inf, -np.inf]]),
+    ]).astype(np.float32)
+    rows = jax.jit(brain._tanh_rows)
+    np.testing.assert_array_equal(np.asarray(rows(x)).view(np.uint32), np.asarray(jax.jit(jnp.tanh)(x)).view(np.uint32))
+    # The tanh itself runs on padded rows (XLA does not fold the padding away).
+    compiled = rows.lower(x).compile().as_text()
+    assert "f32[1001,16]" in compiled and "tanh(" in compiled
