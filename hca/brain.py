@@ -136,14 +136,15 @@ def think(
     # a reduction over one contiguous row, and the Hebbian step a product that vectorises
     # over the hidden units (the other way round, the head took twice as long).
     outputs = ((w["head_w"] + plastic) * hidden[:, None, :]).sum(axis=2) + w["head_b"]
-    score_slot, score_body = w["score_w"][:, : layout.encoder], w["score_w"][:, layout.encoder :]
-    body_score = (hidden * score_body).sum(axis=1, keepdims=True)
+    body_score = (hidden * w["score_w"][:, layout.encoder :]).sum(axis=1, keepdims=True)
     if scored is None:
-        scores = (encoded * score_slot[:, None, :]).sum(axis=2) + body_score
+        scores = (encoded * w["score_w"][:, None, : layout.encoder]).sum(axis=2) + body_score
     else:
+        # The genome's score weights go into the switch whole: a slice of them made
+        # outside it is an operand XLA writes out (1.3 ms a tick on 131,072 cells).
         sets, which = scored
         branches = [functools.partial(_scores, slots) for slots in sets]
-        scores = jax.lax.switch(which, branches, encoded, score_slot, body_score)
+        scores = jax.lax.switch(which, branches, encoded, w["score_w"], body_score)
     return Thought(
         hidden=hidden,
         outputs=outputs,
@@ -164,8 +165,9 @@ def _tanh_rows(x: jax.Array) -> jax.Array:
     return jnp.tanh(jnp.pad(x, ((0, 0), (0, width))))[:, : x.shape[-1]]
 
 
-def _scores(slots: tuple[int, ...], encoded, score_slot, body_score) -> jax.Array:
+def _scores(slots: tuple[int, ...], encoded, score_w, body_score) -> jax.Array:
     """(N, S) scores of the direction ``slots`` only, -inf for the others."""
+    score_slot = score_w[:, : encoded.shape[2]]
     picked = jnp.concatenate([encoded[:, slot : slot + 1] for slot in slots], axis=1)
     part = (picked * score_slot[:, None, :]).sum(axis=2) + body_score
     columns = [jnp.full(body_score.shape, -jnp.inf, jnp.float32)] * encoded.shape[1]
