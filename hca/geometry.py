@@ -173,6 +173,14 @@ class Tiling:
 
         return jax.tree.map(one, tree)
 
+    def put_rows(self, x: jax.Array, index: jax.Array, tile: jax.Array, rows: jax.Array) -> jax.Array:
+        """``x`` (*shape, ...) with rows (K, ...) written at the in-tile indices ``index``
+        (K,) of the tiles ``tile`` (K,) (flat tile indices), distinct; indices ``cells``
+        are dropped. Only those rows are written."""
+        flat = x.reshape((-1, *x.shape[len(self.shape) :]))
+        where = jnp.where(index < self.cells, tile * self.cells + index, flat.shape[0])
+        return flat.at[where].set(rows, mode="drop").reshape(x.shape)
+
     def put(self, x: jax.Array, index: jax.Array, rows: jax.Array) -> jax.Array:
         """``x`` (*shape, ...) with rows (*tiles, K, ...) written at the in-tile indices
         ``index`` (*tiles, K), distinct within a tile; indices ``cells`` are dropped.

@@ -26,15 +26,16 @@ from hca.config import PhylogenySettings, Region, WorldConfig, quantize_rate
 from hca.state import LifeState
 from hca.tasks import Tasks
 
-# The fewest arriving rows (over all tiles) a pass of hca.transfer.arrive writes, by
-# the platform JAX runs on: fewer passes of more rows where the per-pass cost of
-# launching its kernels would show, but not so many that a pass gathers and mutates far
-# more rows than arrive (the default world takes about 17 rows a tick over its 64 tiles,
-# the 131,072-cell one about 270). On a GPU a pass also costs a read of its loop's
-# condition on the host: on an H200 the 2 M-cell world ran 96-97 ticks/s with 256 rows
-# a pass, 109 with 1,024 and 112 with 4,096. Other accelerators take the GPU's value.
-# The rows written are the same whatever the passes (a target is never a source).
-ARRIVAL_ROWS = {"cpu": 256, "gpu": 4096}
+# Arriving rows a pass of hca.transfer.arrive writes on one device (all tiles' targets
+# listed one after the other), by the platform JAX runs on: fewer passes of more rows
+# where the per-pass cost of launching its kernels would show, but not so many that a
+# pass gathers and mutates far more rows than arrive (the default world takes about 280
+# rows a tick over its 64 tiles between ticks 120 and 220: one pass on most ticks). On a
+# GPU a pass also costs a read of its loop's condition on the host: on an H200 the 2
+# M-cell world ran 96-97 ticks/s with 256 rows a pass, 109 with 1,024 and 112 with
+# 4,096 (rows then taken a few per tile). Other accelerators take the GPU's value. The
+# rows written are the same whatever the passes (a target is never a source).
+ARRIVAL_ROWS = {"cpu": 512, "gpu": 4096}
 
 if TYPE_CHECKING:
     from hca.beaches import Shoreline
@@ -134,17 +135,11 @@ class Life:
         self.tasks = Tasks(region, region_index) if region.tasks else None
 
     @functools.cached_property
-    def arrival_chunk(self) -> int:
-        """Arriving rows written a tile per pass, in as many passes as the fullest tile
-        needs (``hca.transfer.arrive``): the smallest divisor of the capacity that makes
-        a pass at least ARRIVAL_ROWS rows of JAX's platform over all tiles. Looked up
-        when first read (as the step is traced), not when a Life is made."""
-        tiles = math.prod(self.tiling.tiles)
-        rows = ARRIVAL_ROWS.get(jax.default_backend(), ARRIVAL_ROWS["gpu"])
-        return next(
-            size for size in range(1, self.capacity + 1)
-            if self.capacity % size == 0 and (size * tiles >= rows or size == self.capacity)
-        )
+    def arrival_rows(self) -> int:
+        """Arriving rows written a pass on one device, all tiles' targets listed one
+        after the other (``hca.transfer.arrive``): ARRIVAL_ROWS of JAX's platform. Looked
+        up when first read (as the step is traced), not when a Life is made."""
+        return ARRIVAL_ROWS.get(jax.default_backend(), ARRIVAL_ROWS["gpu"])
 
     def init(self, seed: jax.Array) -> LifeState:
         """The founders: cells drawn with ``density``, genomes drawn from the seed."""

@@ -134,16 +134,17 @@ def arrive(
     ``incoming`` (the lattice on one device) rows from other tiles are read where they
     are. Only the rows of target cells are written (at most ``capacity`` a tile).
 
-    With ``passes`` the targets are taken ``life.arrival_chunk`` a tile at a time, in as
-    many passes as the fullest tile needs (a count over every tile: on one device, since
-    on a mesh it would be a reduction across devices every tick); else all the capacity,
-    in the fewest passes above one that divide it (two where it is even: every pass
-    runs there, so fewer, larger passes write the same rows in fewer kernels; a single
-    pass XLA unrolls, and then copies a genome matrix). A source cell is never a target
-    (claims only win empty cells), so a pass reads its rows from the state the passes
-    before it wrote, and the result is the same either way. The fields travel through
-    the passes in the lattice's shape: XLA computes a field once only where every
-    consumer sees it in one shape.
+    With ``passes`` (on one device) the targets of all tiles are listed one after the
+    other, tile by tile, and written ``life.arrival_rows`` at a time, in as many passes
+    as they need: a count over every tile, which on a mesh would be a reduction across
+    devices every tick. Else each tile's capacity is written in the fewest passes above
+    one that divide it (two where it is even: every pass runs there, so fewer, larger
+    passes write the same rows in fewer kernels; a single pass XLA unrolls, and then
+    copies a genome matrix). A source cell is never a target (claims only win empty
+    cells), so a pass reads its rows from the state the passes before it wrote, and the
+    result is the same either way. The fields travel through the passes in the
+    lattice's shape: XLA computes a field once only where every consumer sees it in one
+    shape.
     """
     tiling = life.tiling
     fields = {
@@ -154,19 +155,36 @@ def arrive(
     }
     zero = tiling.counter()
     carry = (fields, zero, zero, None if ashore is None else zero)
+    tile = jnp.broadcast_to(geometry.cell_index(tiling.tiles)[..., None], departures.targets.shape)
+    listed = {  # per target, (*tiles, capacity, ...)
+        "target": departures.targets,
+        "came_by": departures.came_by,
+        "tile": tile,
+        "keys": None,
+        "incoming": incoming,
+        "ashore": ashore,
+    }
+    if life.config.mutation.enabled:  # hashed once for all targets, outside the passes
+        listed["keys"] = mutation_keys(tile * tiling.cells + departures.targets, tick, seed, life.index)
     if passes:
-        chunk = life.arrival_chunk
-        fullest = (departures.targets < tiling.cells).sum(axis=-1, dtype=jnp.int32).max()
-        count = (fullest + chunk - 1) // chunk
+        count, pick = _listed_passes(life, listed)
+        write = functools.partial(_write_rows, life, departures.rows, tick, tiling.put_rows, _tally_by_tile(tiling))
     else:
         count = next((n for n in range(2, life.capacity + 1) if life.capacity % n == 0), 1)
         chunk = life.capacity // count
-    keys = None
-    if life.config.mutation.enabled:  # hashed once for all targets, outside the passes
-        cell = geometry.cell_index(tiling.tiles)[..., None] * tiling.cells + departures.targets
-        keys = mutation_keys(cell, tick, seed, life.index)
-    write = functools.partial(_write_rows, life, departures, incoming, ashore, tick, keys, chunk)
-    carry = jax.lax.fori_loop(0, count, write, carry)
+
+        def pick(index):
+            return jax.tree.map(
+                lambda x: jax.lax.dynamic_slice_in_dim(x, index * chunk, chunk, axis=life.placed), listed
+            )
+
+        def put(field, targets, tile, values):
+            return tiling.put(field, targets, values)
+
+        write = functools.partial(
+            _write_rows, life, departures.rows, tick, put, lambda x, tile: x.sum(axis=-1, dtype=jnp.int64)
+        )
+    carry = jax.lax.fori_loop(0, count, lambda index, carry: write(pick(index), carry), carry)
     fields, births, moves, landed = carry
     state = state.replace(
         **{name: value for name, value in fields.items() if name != "genome"},
@@ -178,24 +196,58 @@ def arrive(
     return state, tiling.total(departures.paid), landed
 
 
-def _write_rows(life: Life, departures: Departures, incoming, ashore, tick, keys, chunk: int, index, carry):
-    """One pass of ``arrive``: the rows of targets [index * chunk, (index + 1) * chunk)
-    of every tile, written into ``carry`` = (fields, births, moves, landed); ``keys``:
-    the targets' ``mutation_keys`` (None: no mutation)."""
+def _listed_passes(life: Life, listed: dict):
+    """(passes, pick): the targets of all tiles one after the other, ``pick(index)``
+    the ``life.arrival_rows`` of pass ``index`` (past the last target: the index
+    ``cells``, no cell)."""
+    tiling, rows = life.tiling, life.arrival_rows
+    counts = (listed["target"] < tiling.cells).sum(axis=-1, dtype=jnp.int32).reshape(-1)
+    starts = jnp.cumsum(counts, dtype=jnp.int32) - counts  # where each tile's targets begin in the list
+    total = counts.sum(dtype=jnp.int32)
+    flat = jax.tree.map(lambda x: x.reshape((-1, *x.shape[life.placed + 1 :])), listed)
+
+    def pick(index):
+        place = index * rows + jnp.arange(rows, dtype=jnp.int32)
+        real = place < total
+        tile = (starts[None, :] <= place[:, None]).sum(axis=-1, dtype=jnp.int32) - 1  # the last to start by here
+        at = jnp.where(real, tile * life.capacity + place - starts[tile], 0)
+        picked = jax.tree.map(lambda x: x[at], flat)
+        picked["target"] = jnp.where(real, picked["target"], tiling.cells)
+        return picked
+
+    return (total + rows - 1) // rows, pick
+
+
+def _tally_by_tile(tiling: geometry.Tiling):
+    """``tally(x, tile)``: per tile (*tiles) int64, the sum of ``x`` (R,) over the rows
+    of each tile (``tile`` (R,), flat tile indices): a sum, not a scatter-add."""
+    tiles = math.prod(tiling.tiles)
+
+    def tally(x, tile):
+        mine = tile[:, None] == jnp.arange(tiles, dtype=tile.dtype)[None, :]
+        return jnp.where(mine, x[:, None].astype(jnp.int64), 0).sum(axis=0).reshape(tiling.tiles)
+
+    return tally
+
+
+def _write_rows(life: Life, departed: dict, tick, put, tally, picked: dict, carry):
+    """One pass of ``arrive``: the rows (``departed``: ``Departures.rows``) of the
+    ``picked`` targets written into ``carry`` = (fields, births, moves, landed) by
+    ``put(field, target, tile, rows)``; ``tally(x, tile)`` sums a count per tile.
+
+    ``picked`` holds lists of one shape: ``target`` the in-tile index (``cells``: none),
+    ``came_by``, ``tile`` the flat tile index, ``keys`` the targets' ``mutation_keys``
+    (None: no mutation), and the ``incoming`` and ``ashore`` words (or None)."""
     tiling = life.tiling
     fields, births, moves, landed = carry
-
-    def part(x):
-        return jax.lax.dynamic_slice_in_dim(x, index * chunk, chunk, axis=life.placed)
-
-    targets, came_by = part(departures.targets), part(departures.came_by)
+    targets, came_by, tile = picked["target"], picked["came_by"], picked["tile"]
+    lead = targets.ndim - 1  # axes before the rows' own
     valid = targets < tiling.cells
     slot = jnp.maximum(came_by, 0)
     source = jnp.asarray(life.local_neighbour)[slot, jnp.minimum(targets, tiling.cells - 1)]
-    tile = geometry.cell_index(tiling.tiles)[..., None]
     # The rows a transfer carries, with the state's as the passes before wrote them.
-    carried = {**departures.rows, **{name: fields[name] for name in _WRITTEN}, "genome": fields["genome"]}
-    if incoming is None:
+    carried = {**departed, **{name: fields[name] for name in _WRITTEN}, "genome": fields["genome"]}
+    if picked["incoming"] is None:
         # Rows from a neighbouring tile are read where they are (the lattice is on one
         # device): a placed axis keeps the in-tile index.
         row = jnp.asarray(life.tile_neighbour)[slot, tile] * tiling.cells + source
@@ -203,13 +255,13 @@ def _write_rows(life: Life, departures: Departures, incoming, ashore, tick, keys
     else:
         moved = tiling.take(carried, source)
         across = came_by < 2 * life.placed
-        far = _unpack(part(incoming), moved, life.placed)
+        far = _unpack(picked["incoming"], moved, lead)
         moved = jax.tree.map(lambda near, far: jnp.where(_lift(across, near), far, near), moved, far)
-    if ashore is not None:
+    if picked["ashore"] is not None:
         by_beach = came_by == life.beach_slot
-        far = _unpack(part(ashore), moved, life.placed)
+        far = _unpack(picked["ashore"], moved, lead)
         moved = jax.tree.map(lambda near, far: jnp.where(_lift(by_beach, near), far, near), moved, far)
-        landed = landed + jnp.where(valid & by_beach, moved["energy"], 0).sum(axis=-1, dtype=jnp.int64)
+        landed = landed + tally(jnp.where(valid & by_beach, moved["energy"], 0), tile)
     is_birth = moved["birth"]
 
     def born(newborn, inherited):
@@ -220,8 +272,8 @@ def _write_rows(life: Life, departures: Departures, incoming, ashore, tick, keys
     cell = tile * tiling.cells + targets
     new_id = (tick.astype(jnp.int64) + 1) * life.world_cells + life.offset + cell.astype(jnp.int64) + 1
     child_genome = moved["genome"]
-    if keys is not None:
-        child_genome = mutate(life.layout, child_genome, part(keys), life.config.mutation.meta_scale)
+    if picked["keys"] is not None:
+        child_genome = mutate(life.layout, child_genome, picked["keys"], life.config.mutation.meta_scale)
 
     rows = {
         "occupied": valid,
@@ -241,9 +293,9 @@ def _write_rows(life: Life, departures: Departures, incoming, ashore, tick, keys
     # would read the array it writes, and could not write in place (on GPU, XLA then
     # copies every genome tensor twice a tick).
     rows = jax.lax.optimization_barrier(rows)
-    fields = jax.tree.map(lambda field, values: tiling.put(field, targets, values), fields, rows)
-    births = births + (valid & is_birth).sum(axis=-1, dtype=jnp.int64)
-    moves = moves + (valid & ~is_birth).sum(axis=-1, dtype=jnp.int64)
+    fields = jax.tree.map(lambda field, values: put(field, targets, tile, values), fields, rows)
+    births = births + tally(valid & is_birth, tile)
+    moves = moves + tally(valid & ~is_birth, tile)
     return fields, births, moves, landed
 
 

@@ -14,9 +14,11 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 import hca
-from hca import brain, geometry, rng
+from hca import brain, geometry, rng, transfer
 from hca.checkpoint import state_digest
 from hca.config import parse_world
 from hca.organisms import Life
@@ -208,11 +210,13 @@ def test_child_genome_is_parent_plus_its_own_scaled_mutation(simulation):
     assert checked >= 5
 
 
-def test_arrivals_written_a_row_a_pass_equal_the_meshs_passes():
-    # On one device the arriving rows are written a few per tile at a time, in as many
-    # passes as the fullest tile needs, and rows from other tiles are read where they
-    # are; on a mesh in two passes of half the capacity, and rows from other tiles are
-    # sent. Here one row per pass, as many as needed, against the mesh's way.
+@pytest.mark.parametrize("rows", [1, 3])
+def test_arrivals_written_a_few_rows_a_pass_equal_the_meshs_passes(rows):
+    # On one device the arriving rows of all tiles are listed one after the other and
+    # written a few at a time, in as many passes as they need, and rows from other tiles
+    # are read where they are; on a mesh each tile's capacity is written in two passes,
+    # and rows from other tiles are sent. Here one or three rows a pass (a pass then
+    # spans tiles, and a tile's rows span passes), against the mesh's way.
     config = living_world(max_transfers=4, max_crossings=2)
     config["regions"]["grid"]["placement"] = ["a", "b"]
     world = parse_world(config)
@@ -220,35 +224,52 @@ def test_arrivals_written_a_row_a_pass_equal_the_meshs_passes():
     assert not passes.tick.spread
     one.tick.spread = True
     for life in passes.tick.lives:
-        assert life.arrival_chunk == life.capacity  # small tiles: one pass
-        life.arrival_chunk = 1
+        assert life.arrival_rows == hca.organisms.ARRIVAL_ROWS["cpu"]
+        life.arrival_rows = rows
     state, expected = passes.init(), one.init()
-    fullest = 0
+    most = 0
     for _ in range(12):
         before = [np.asarray(r.life.births) + np.asarray(r.life.moves) for r in state.regions]
         state, expected = passes.run(state, 5), one.run(expected, 5)
         assert state_digest(state) == state_digest(expected)
         after = [np.asarray(r.life.births) + np.asarray(r.life.moves) for r in state.regions]
-        fullest = max(fullest, *(int((b - a).max()) for a, b in zip(before, after)))
-    assert fullest >= 2 * 5  # some tiles took more than one row a tick: several passes
+        most = max(most, *(int((b - a).max()) for a, b in zip(before, after)))
+    assert most >= 2 * 5  # some tiles took more than one row a tick
 
 
-def test_a_pass_writes_at_least_the_platforms_arrival_rows(monkeypatch, worlds_dir):
-    # The default world's 64 tiles take 16 transfers each, the 131,072-cell one's 256:
-    # on the CPU a pass is the fewest rows per tile that make 256 over all tiles, on a
-    # GPU (and other accelerators) 4,096, or the whole capacity where that is fewer.
-    import hca.organisms
+@pytest.fixture(scope="module")
+def tiled_life():
+    config = living_world(max_transfers=4, max_crossings=2)
+    config["regions"]["grid"]["placement"] = ["a", "b"]
+    return Life(parse_world(config).regions["grid"], 0)
 
-    world = hca.load_world(worlds_dir / "default.yaml")
-    data = world.model_dump(mode="json")
-    for axis in data["regions"]["gpu"]["axes"]:
-        axis["size"] = {"sm": 32, "warp": 64}.get(axis["name"], axis["size"])
-    regions = [world.regions["gpu"], parse_world(data).regions["gpu"]]
-    chunks = {}
-    for platform in ("cpu", "gpu", "tpu"):
-        monkeypatch.setattr(hca.organisms.jax, "default_backend", lambda: platform)
-        chunks[platform] = [Life(region, 0).arrival_chunk for region in regions]
-    assert chunks == {"cpu": [4, 4], "gpu": [16, 64], "tpu": [16, 64]}
+
+@settings(max_examples=40, deadline=None)
+@given(data=st.data())
+def test_listed_passes_take_every_target_once_tile_by_tile(tiled_life, data):
+    # Each tile lists its targets first (in-tile indices, then `cells`: none); a pass
+    # picks `rows` of all tiles' targets one after the other, in tile order, the last
+    # pass padded with no-cell targets, and the per-tile tally counts them back.
+    life = copy.copy(tiled_life)
+    life.arrival_rows = data.draw(st.integers(1, 7), label="rows")
+    tiles, cells, capacity = life.tiling.tiles, life.tiling.cells, life.capacity
+    most = min(cells, capacity)
+    counts = data.draw(st.lists(st.integers(0, most), min_size=math.prod(tiles), max_size=math.prod(tiles)))
+    targets = np.full((len(counts), capacity), cells, np.int32)
+    for t, n in enumerate(counts):
+        targets[t, :n] = data.draw(st.permutations(range(cells)))[:n]
+    tile = np.broadcast_to(np.arange(len(counts), dtype=np.int32)[:, None], targets.shape)
+    listed = {"target": targets.reshape(*tiles, capacity), "tile": tile.reshape(*tiles, capacity), "keys": None}
+    passes, pick = transfer._listed_passes(life, jax.tree.map(jnp.asarray, listed))
+    assert int(passes) == -(-sum(counts) // life.arrival_rows)
+    picked = [pick(index) for index in range(int(passes))]
+    got = [(int(t), int(c)) for one in picked for t, c in zip(one["tile"], one["target"])]
+    expected = [(t, int(c)) for t, n in enumerate(counts) for c in targets[t, :n]]
+    assert got[: len(expected)] == expected
+    assert all(c == cells for _, c in got[len(expected) :])  # the padding
+    tally = transfer._tally_by_tile(life.tiling)
+    counted = sum(np.asarray(tally(one["target"] < cells, one["tile"])) for one in picked)
+    np.testing.assert_array_equal(np.reshape(counted, -1) if picked else 0, counts if picked else 0)
 
 
 INTEGER_FIELDS = ("occupied", "energy", "age", "organism_id", "parent_id", "birth_tick",
