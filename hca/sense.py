@@ -28,12 +28,22 @@ def sense(
     caller, not again in each axis' conditional.
     """
     # Only the refreshed slots are written (in place): the others keep their values. An
-    # axis' two slots are adjacent, so they are written together: one pass over the halo
-    # an axis, where a slot at a time touched each cell's cache line twice.
-    for axis in ticking:
-        wrap = geometry.slot_wraps(life.region.axes[axis])
-        both = jnp.stack([geometry.shift(outgoing, axis, step, wrap) for step in (-1, +1)], axis=-2)
-        halo = halo.at[..., 2 * axis : 2 * axis + 2, :].set(both)
+    # axis' two slots are adjacent, and so are those of consecutive axes: each run of
+    # consecutive ticking axes is written in one pass over the halo (a slot or an axis
+    # at a time touched each cell's cache lines again).
+    runs: list[list[int]] = []
+    for axis in sorted(ticking):
+        if runs and runs[-1][-1] == axis - 1:
+            runs[-1].append(axis)
+        else:
+            runs.append([axis])
+    for run in runs:
+        slots = [
+            geometry.shift(outgoing, axis, step, geometry.slot_wraps(life.region.axes[axis]))
+            for axis in run
+            for step in (-1, +1)
+        ]
+        halo = halo.at[..., 2 * run[0] : 2 * run[-1] + 2, :].set(jnp.stack(slots, axis=-2))
     return halo
 
 

@@ -174,14 +174,23 @@ class Tick:
             if seen is not None:  # first: then nothing reads the halo as it was after its writes
                 halo = halo.at[..., life.beach_slot, :].set(seen)
             outgoing = emitted(state.signal, state.occupied)
-            for axis in range(len(life.region.axes)):
-                ticks = np.array([axis in ticking[index] for ticking in self.schedule.ticking])
+            ticks = [
+                np.array([axis in ticking[index] for ticking in self.schedule.ticking]) for axis in range(life.ndim)
+            ]
+            # The axes inside a device that tick on every tick are refreshed together
+            # (their slots are adjacent: one pass over the halo); they exchange nothing.
+            always = tuple(axis for axis in range(life.placed, life.ndim) if ticks[axis].all())
+            if always:
+                halo = sense(life, outgoing, halo, always)
+            for axis in range(life.ndim):
+                if axis in always or not ticks[axis].any():
+                    continue
                 refresh = functools.partial(sense, life, outgoing, ticking=(axis,))
                 with jax.named_scope(SENSE_AXIS.format(region=index, axis=axis)):
-                    if ticks.all():
+                    if ticks[axis].all():
                         halo = refresh(halo)
-                    elif ticks.any():
-                        halo = jax.lax.cond(jnp.asarray(ticks)[branch], refresh, lambda same: same, halo)
+                    else:
+                        halo = jax.lax.cond(jnp.asarray(ticks[axis])[branch], refresh, lambda same: same, halo)
             out.append(region.replace(life=state.replace(halo=halo)))
         return tuple(out)
 
