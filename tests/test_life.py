@@ -237,6 +237,26 @@ def test_arrivals_written_a_few_rows_a_pass_equal_the_meshs_passes(rows):
     assert most >= 2 * 5  # some tiles took more than one row a tick
 
 
+def test_sense_writes_runs_of_axes_as_each_axis_alone(tiled_life):
+    # Consecutive ticking axes are written in one pass over the halo: the same halo as
+    # one axis at a time, and the slots of the others untouched.
+    from hca.sense import sense
+
+    life = tiled_life
+    values = np.random.default_rng(0).normal(size=(*life.shape, 2 * life.ndim, life.layout.signals + 1))
+    halo = jnp.asarray(values, jnp.float32)
+    outgoing = jnp.asarray(np.random.default_rng(1).normal(size=(*life.shape, life.layout.signals + 1)), jnp.float32)
+    for ticking in [(0, 1, 2), (1, 2), (0, 2, 3), (3,)]:
+        together = sense(life, outgoing, halo, ticking)
+        alone = halo
+        for axis in ticking:
+            alone = sense(life, outgoing, alone, (axis,))
+        np.testing.assert_array_equal(np.asarray(together), np.asarray(alone))
+        untouched = [slot for slot in range(2 * life.ndim) if slot // 2 not in ticking]
+        np.testing.assert_array_equal(np.asarray(together)[..., untouched, :], values.astype(np.float32)[..., untouched, :])
+        assert not np.array_equal(np.asarray(together), values.astype(np.float32))
+
+
 @pytest.fixture(scope="module")
 def tiled_life():
     config = living_world(max_transfers=4, max_crossings=2)
