@@ -199,7 +199,13 @@ def arrive(
 def _listed_passes(life: Life, listed: dict):
     """(passes, pick): the targets of all tiles one after the other, ``pick(index)``
     the ``life.arrival_rows`` of pass ``index`` (past the last target: the index
-    ``cells``, no cell)."""
+    ``cells``, no cell).
+
+    A row's tile is found by comparing its place with where every tile's targets
+    begin: rows x tiles comparisons a pass, summed in one kernel. A binary search
+    (log2(tiles) steps of gathers) would cost less on worlds of thousands of tiles, but
+    XLA computed it again inside each gather of the picked rows, and on the default
+    world it took twice as long."""
     tiling, rows = life.tiling, life.arrival_rows
     counts = (listed["target"] < tiling.cells).sum(axis=-1, dtype=jnp.int32).reshape(-1)
     starts = jnp.cumsum(counts, dtype=jnp.int32) - counts  # where each tile's targets begin in the list
