@@ -210,14 +210,17 @@ def _listed_passes(life: Life, listed: dict):
     counts = (listed["target"] < tiling.cells).sum(axis=-1, dtype=jnp.int32).reshape(-1)
     starts = jnp.cumsum(counts, dtype=jnp.int32) - counts  # where each tile's targets begin in the list
     total = counts.sum(dtype=jnp.int32)
-    flat = jax.tree.map(lambda x: x.reshape((-1, *x.shape[life.placed + 1 :])), listed)
+    # Every list but the tiles' (a row's tile is found below), flat: (tiles x capacity, ...).
+    flat = jax.tree.map(
+        lambda x: x.reshape((-1, *x.shape[life.placed + 1 :])), {k: v for k, v in listed.items() if k != "tile"}
+    )
 
     def pick(index):
         place = index * rows + jnp.arange(rows, dtype=jnp.int32)
         real = place < total
         tile = (starts[None, :] <= place[:, None]).sum(axis=-1, dtype=jnp.int32) - 1  # the last to start by here
         at = jnp.where(real, tile * life.capacity + place - starts[tile], 0)
-        picked = jax.tree.map(lambda x: x[at], flat)
+        picked = {**jax.tree.map(lambda x: x[at], flat), "tile": tile}
         picked["target"] = jnp.where(real, picked["target"], tiling.cells)
         return picked
 
