@@ -509,9 +509,31 @@ def test_the_step_embeds_no_constant_of_the_lattices_size():
     # The largest table left is per tile: each slot's neighbour in the tile (8 x 64).
     assert sizes and max(sizes) < 4 * 4 * 8 * 8
     assert halo_copies(simulation, text) == [0]
+    # Which slots exist becomes one table of floats (for the slots' inputs and their
+    # pooling), made once a run: not a second one, nor a copy of it in another layout.
+    assert float_slot_tables(text, 4 * 4 * 8 * 8 * 8) == 1
     # The arriving rows are written by scatters at distinct targets, replacing what is
     # there: the step is deterministic on GPU too.
     assert set(scatters(text)) == {"replace"}
+
+
+def float_slot_tables(text: str, size: int) -> int:
+    """How many arrays of ``size`` floats converted from booleans (the slots that exist:
+    one per cell and slot) the compiled program ``text`` makes, copies of them included."""
+    bodies = dict(re.findall(r"^%([\w.\-]+) \([^\n]*\{\n(.*?)^\}", text, re.M | re.S))
+    converts = set()
+    for name, body in bodies.items():
+        for shape in re.findall(r"= f32\[([\d,]*)\]\{[^}]*\} convert\((%\S+)\)", body):
+            operand = re.search(rf"{re.escape(shape[1])} = pred\[", body)
+            if operand and math.prod(int(n) for n in shape[0].split(",") if n) == size:
+                converts.add(name)
+    made = re.findall(r"%([\w.\-]+) = f32\[([\d,]*)\]\{[^}]*\} fusion\(.*?calls=%([\w.\-]+)", text)
+    tables = {
+        name for name, shape, called in made
+        if called in converts and math.prod(int(n) for n in shape.split(",") if n) == size
+    }
+    copies = re.findall(r"= f32\[[\d,]*\]\{[^}]*\} (?:copy|fusion)\(%([\w.\-]+)\)", text)
+    return len(tables) + sum(operand in tables for operand in copies)
 
 
 def scatters(text: str) -> tuple[str, ...]:
