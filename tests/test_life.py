@@ -523,9 +523,9 @@ def float_slot_tables(text: str, size: int) -> int:
     bodies = dict(re.findall(r"^%([\w.\-]+) \([^\n]*\{\n(.*?)^\}", text, re.M | re.S))
     converts = set()
     for name, body in bodies.items():
-        for shape in re.findall(r"= f32\[([\d,]*)\]\{[^}]*\} convert\((%\S+)\)", body):
-            operand = re.search(rf"{re.escape(shape[1])} = pred\[", body)
-            if operand and math.prod(int(n) for n in shape[0].split(",") if n) == size:
+        for shape, operand in re.findall(r"= f32\[([\d,]*)\]\{[^}]*\} convert\((%\S+)\)", body):
+            boolean = re.search(rf"{re.escape(operand)} = pred\[", body)
+            if boolean and math.prod(int(n) for n in shape.split(",") if n) == size:
                 converts.add(name)
     made = re.findall(r"%([\w.\-]+) = f32\[([\d,]*)\]\{[^}]*\} fusion\(.*?calls=%([\w.\-]+)", text)
     tables = {
