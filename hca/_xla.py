@@ -130,6 +130,58 @@ def configure_compilation_cache() -> str | None:
     return directory
 
 
+# XLA CPU allocates a run's intermediate arrays afresh on every call of ``run``, and on
+# Linux each 4 KiB page of them is faulted in and zeroed when first written: on the
+# 131,072-cell world a call spent 59-65 ms so, and 27 ms where glibc's malloc asks the
+# kernel for transparent huge pages (2 MiB) for its large blocks. glibc reads this when
+# the process starts, so ``restart_with_huge_pages`` starts the program again with it.
+HUGE_PAGES = "glibc.malloc.hugetlb=1"
+TRANSPARENT_HUGE_PAGES = "/sys/kernel/mm/transparent_hugepage/enabled"
+
+
+def huge_pages_environment(environ: dict[str, str]) -> dict[str, str] | None:
+    """``environ`` with glibc's malloc set to ask for transparent huge pages, or None
+    where that is not needed or cannot be had: not Linux with glibc 2.35 or later, the
+    kernel's transparent huge pages not given on request (``madvise``: with ``always``
+    every large block has them already, with ``never`` none can), the setting already
+    in ``GLIBC_TUNABLES``, or ``HCA_HUGE_PAGES=off``."""
+    import platform
+
+    if not sys.platform.startswith("linux"):
+        return None
+    if environ.get("HCA_HUGE_PAGES", "").lower() in ("off", "0", "no", "false"):
+        return None
+    tunables = environ.get("GLIBC_TUNABLES", "")
+    if "glibc.malloc.hugetlb" in tunables:
+        return None
+    name, version = platform.libc_ver()
+    try:
+        if name != "glibc" or tuple(int(part) for part in version.split(".")[:2]) < (2, 35):
+            return None
+        with open(TRANSPARENT_HUGE_PAGES) as file:
+            if "[madvise]" not in file.read():
+                return None
+    except (OSError, ValueError):
+        return None
+    return {**environ, "GLIBC_TUNABLES": ":".join(filter(None, (tunables, HUGE_PAGES)))}
+
+
+def restart_with_huge_pages() -> None:
+    """Start this program again in this process (``os.execve``, the same command line)
+    with glibc's malloc on transparent huge pages (``huge_pages_environment``); returns
+    where that is not needed, cannot be had, or the restart fails. For a program's entry
+    point only, before it has done anything: what the process holds is replaced."""
+    environ = huge_pages_environment(dict(os.environ))
+    if environ is None or getattr(sys, "frozen", False):  # frozen: no interpreter to start
+        return
+    sys.stdout.flush()
+    sys.stderr.flush()
+    try:
+        os.execve(sys.executable, [sys.executable, *sys.orig_argv[1:]], environ)
+    except OSError:
+        return
+
+
 # XLA flags that cannot change a run's floats: the fake CPU device count (the device
 # count does not) and where XLA writes what it compiled.
 _FLOAT_NEUTRAL = ("--xla_force_host_platform_device_count", "--xla_dump")

@@ -544,6 +544,10 @@ def _serve_until_interrupted(live) -> None:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    if argv is None:  # the program itself (not a call from Python): glibc's malloc on huge pages
+        from hca._xla import restart_with_huge_pages
+
+        restart_with_huge_pages()
     args = _parser().parse_args(argv)
     try:
         return _command(args)

@@ -53,7 +53,7 @@ import numpy as np
 
 import hca
 from hca import brain
-from hca._xla import float_flags, versions
+from hca._xla import float_flags, restart_with_huge_pages, versions
 from hca.config import parse_world
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -503,6 +503,9 @@ def main() -> int:
         # What the speed and the floats depend on besides the code: versions, XLA flags.
         "versions": versions(),
         "xla_flags": float_flags(),
+        # Whether glibc's malloc asks for transparent huge pages (a call's first touch of
+        # its fresh arrays costs less): hca._xla.restart_with_huge_pages.
+        "glibc_tunables": os.environ.get("GLIBC_TUNABLES", ""),
         "cells": cells,
         "ticks_per_second": 1.0 / seconds,
         # Each timed run: seconds a tick, the bandwidth read right after it, the tick it
@@ -544,7 +547,7 @@ def main() -> int:
           f"{args.warm + args.ticks:,}")
     print(f"  {describe_processor(report['processor'])}")
     print(f"  {', '.join(f'{name} {version}' for name, version in report['versions'].items())}; "
-          f"XLA_FLAGS {report['xla_flags'] or '(none)'}")
+          f"XLA_FLAGS {report['xla_flags'] or '(none)'}; GLIBC_TUNABLES {report['glibc_tunables'] or '(none)'}")
     per_run = [1.0 / run["seconds_per_tick"] for run in report["runs"]]
     print(f"  {report['ticks_per_second']:.1f} ticks/s = {report['cell_ticks_per_second'] / 1e6:.2f} M cell-ticks/s"
           f"  (best of {len(per_run)} runs of the same {args.ticks:,} ticks; median {np.median(per_run):.1f})")
@@ -597,4 +600,5 @@ def main() -> int:
 
 
 if __name__ == "__main__":
+    restart_with_huge_pages()  # as `hca` does: measured as a run is made
     sys.exit(main())

@@ -1,7 +1,8 @@
 """hca's XLA flags: the "ynn" fusion crash on rank-7/8 contractions stays avoided, the
 conditional copy analysis and the full vector width are on, loops over a short innermost
 axis are vectorised where JAX runs on the CPU alone, XLA GPU's autotuning is off where it
-may run on an accelerator, and flags a user gives are kept."""
+may run on an accelerator, and flags a user gives are kept; and the programs start again
+with glibc's malloc on transparent huge pages where the machine offers them on request."""
 
 from __future__ import annotations
 
@@ -162,3 +163,72 @@ print(sum(" copy(" in line and "f32[64,64,4,5]" in line for line in text.splitli
 """
     off = "--xla_cpu_copy_insertion_use_region_analysis=false"
     assert int(_run(script, "")) < int(_run(script, off))
+
+
+def _huge_pages_machine(monkeypatch, tmp_path, mode="always [madvise] never", libc=("glibc", "2.36")):
+    """hca._xla, on a Linux machine with ``libc`` and transparent huge pages in ``mode``."""
+    import platform
+
+    from hca import _xla
+
+    enabled = tmp_path / "enabled"
+    enabled.write_text(mode + "\n")
+    monkeypatch.setattr(_xla, "TRANSPARENT_HUGE_PAGES", str(enabled))
+    monkeypatch.setattr(platform, "libc_ver", lambda: libc)
+    monkeypatch.setattr(sys, "platform", "linux")
+    return _xla
+
+
+def test_huge_pages_are_asked_for_only_where_the_kernel_gives_them_on_request(monkeypatch, tmp_path):
+    xla = _huge_pages_machine(monkeypatch, tmp_path)
+    assert xla.huge_pages_environment({"A": "1"}) == {"A": "1", "GLIBC_TUNABLES": "glibc.malloc.hugetlb=1"}
+    # Other tunables are kept; one already given, or HCA_HUGE_PAGES=off, leaves it all.
+    kept = xla.huge_pages_environment({"GLIBC_TUNABLES": "glibc.malloc.arena_max=2"})
+    assert kept["GLIBC_TUNABLES"] == "glibc.malloc.arena_max=2:glibc.malloc.hugetlb=1"
+    assert xla.huge_pages_environment({"GLIBC_TUNABLES": "glibc.malloc.hugetlb=0"}) is None
+    assert xla.huge_pages_environment({"HCA_HUGE_PAGES": "off"}) is None
+    for mode, libc in (("[always] madvise never", ("glibc", "2.36")), ("always madvise [never]", ("glibc", "2.36")),
+                       ("always [madvise] never", ("glibc", "2.31")), ("always [madvise] never", ("", ""))):
+        xla = _huge_pages_machine(monkeypatch, tmp_path, mode, libc)
+        assert xla.huge_pages_environment({}) is None, (mode, libc)
+    monkeypatch.setattr(xla, "TRANSPARENT_HUGE_PAGES", str(tmp_path / "absent"))
+    assert xla.huge_pages_environment({}) is None
+
+
+def test_a_program_starts_again_with_huge_pages_once():
+    """``restart_with_huge_pages`` runs the same command line again with the setting (and
+    then goes on), on this machine where it can be had; off, it does nothing."""
+    from hca._xla import huge_pages_environment
+
+    script = (
+        "import os; from hca._xla import restart_with_huge_pages; restart_with_huge_pages(); "
+        "print(os.environ.get('GLIBC_TUNABLES', ''))"
+    )
+    for setting in ("", "off"):
+        env = {k: v for k, v in os.environ.items() if k not in ("GLIBC_TUNABLES", "HCA_HUGE_PAGES")}
+        env["HCA_HUGE_PAGES"] = setting
+        result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, env=env, timeout=120)
+        assert result.returncode == 0, result.stderr
+        tunables = result.stdout.split()
+        expected = [] if setting == "off" or huge_pages_environment(env) is None else ["glibc.malloc.hugetlb=1"]
+        assert tunables == expected, result.stdout
+
+
+def test_the_command_line_starts_again_with_huge_pages_only_as_a_program(monkeypatch, capsys):
+    """``hca`` (``main()``, its arguments from the command line) asks for the restart;
+    ``main([...])`` called from Python, as the tests and scripts do, never does."""
+    import pytest
+
+    from hca import _xla
+    from hca.cli import main
+
+    asked = []
+    monkeypatch.setattr(_xla, "restart_with_huge_pages", lambda: asked.append(True))
+    monkeypatch.setattr(sys, "argv", ["hca", "--version"])
+    with pytest.raises(SystemExit):
+        main()
+    assert asked == [True]
+    with pytest.raises(SystemExit):
+        main(["--version"])
+    assert asked == [True]
+
