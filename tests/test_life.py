@@ -517,10 +517,17 @@ def test_the_step_embeds_no_constant_of_the_lattices_size():
     assert set(scatters(text)) == {"replace"}
 
 
+def computations(text: str) -> dict[str, str]:
+    """The compiled program ``text``'s computations by name, each its body's text."""
+    from hca.parallel import _computations
+
+    return {name: "\n".join(lines) for name, lines in _computations(text).items()}
+
+
 def float_slot_tables(text: str, size: int) -> int:
     """How many arrays of ``size`` floats converted from booleans (the slots that exist:
     one per cell and slot) the compiled program ``text`` makes, copies of them included."""
-    bodies = dict(re.findall(r"^%([\w.\-]+) \([^\n]*\{\n(.*?)^\}", text, re.M | re.S))
+    bodies = computations(text)
     converts = set()
     for name, body in bodies.items():
         for shape, operand in re.findall(r"= f32\[([\d,]*)\]\{[^}]*\} convert\((%\S+)\)", body):
@@ -539,7 +546,7 @@ def float_slot_tables(text: str, size: int) -> int:
 def scatters(text: str) -> tuple[str, ...]:
     """How each scatter of the compiled program ``text`` writes its updates: "replace",
     or "combine" (an add, a max, ...: with repeated indices, on GPU, in no fixed order)."""
-    bodies = dict(re.findall(r"^%([\w.\-]+) \([^\n]*\{\n(.*?)^\}", text, re.M | re.S))
+    bodies = computations(text)
     return tuple(
         "replace" if re.search(r"ROOT \S+ = \S+ parameter\(1\)", bodies[name]) else "combine"
         for name in re.findall(r" scatter\(.*?to_apply=%([\w.\-]+)", text)
