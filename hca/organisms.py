@@ -36,6 +36,11 @@ from hca.tasks import Tasks
 # 4,096 (rows then taken a few per tile). Other accelerators take the GPU's value. The
 # rows written are the same whatever the passes (a target is never a source).
 ARRIVAL_ROWS = {"cpu": 512, "gpu": 4096}
+# Births a pass mutates at a time on one device, where a pass's births come first: a pass
+# mutates about the births it writes, not all its rows (on the CPU mutating a genome row
+# costs about as much as reading it from memory). On a GPU a pass mutates all its rows
+# at once (each step of a loop is a read of its condition on the host).
+MUTATION_ROWS = {"cpu": 128, "gpu": 4096}
 
 if TYPE_CHECKING:
     from hca.beaches import Shoreline
@@ -140,6 +145,12 @@ class Life:
         after the other (``hca.transfer.arrive``): ARRIVAL_ROWS of JAX's platform. Looked
         up when first read (as the step is traced), not when a Life is made."""
         return ARRIVAL_ROWS.get(jax.default_backend(), ARRIVAL_ROWS["gpu"])
+
+    @functools.cached_property
+    def mutation_rows(self) -> int:
+        """Births mutated at a time in a pass of ``arrival_rows`` (``hca.transfer.arrive``):
+        MUTATION_ROWS of JAX's platform."""
+        return MUTATION_ROWS.get(jax.default_backend(), MUTATION_ROWS["gpu"])
 
     def init(self, seed: jax.Array) -> LifeState:
         """The founders: cells drawn with ``density``, genomes drawn from the seed."""

@@ -135,12 +135,13 @@ def arrive(
     are. Only the rows of target cells are written (at most ``capacity`` a tile).
 
     With ``passes`` (on one device) the targets of all tiles are listed one after the
-    other, tile by tile, and written ``life.arrival_rows`` at a time, in as many passes
+    other, births first, and written ``life.arrival_rows`` at a time, in as many passes
     as they need: a count over every tile, which on a mesh would be a reduction across
-    devices every tick. Else each tile's capacity is written in the fewest passes above
-    one that divide it (two where it is even: every pass runs there, so fewer, larger
-    passes write the same rows in fewer kernels; a single pass XLA unrolls, and then
-    copies a genome matrix). A source cell is never a target (claims only win empty
+    devices every tick; a pass mutates only its births, ``life.mutation_rows`` at a
+    time. Else each tile's capacity is written in the fewest passes above one that
+    divide it (two where it is even: every pass runs there, so fewer, larger passes
+    write the same rows in fewer kernels; a single pass XLA unrolls, and then copies a
+    genome matrix), every row mutated and the births' picked. A source cell is never a target (claims only win empty
     cells), so a pass reads its rows from the state the passes before it wrote, and the
     result is the same either way. The fields travel through the passes in the
     lattice's shape: XLA computes a field once only where every consumer sees it in one
@@ -167,7 +168,7 @@ def arrive(
     if life.config.mutation.enabled:  # hashed once for all targets, outside the passes
         listed["keys"] = mutation_keys(tile * tiling.cells + departures.targets, tick, seed, life.index)
     if passes:
-        count, pick = _listed_passes(life, listed)
+        count, pick = _listed_passes(life, listed, _claimant_births(life, departures, listed))
         write = functools.partial(_write_rows, life, departures.rows, tick, tiling.put_rows, _tally_by_tile(tiling))
     else:
         count = next((n for n in range(2, life.capacity + 1) if life.capacity % n == 0), 1)
@@ -196,35 +197,62 @@ def arrive(
     return state, tiling.total(departures.paid), landed
 
 
-def _listed_passes(life: Life, listed: dict):
-    """(passes, pick): the targets of all tiles one after the other, ``pick(index)``
-    the ``life.arrival_rows`` of pass ``index`` (past the last target: the index
-    ``cells``, no cell).
+def _listed_passes(life: Life, listed: dict, births: jax.Array):
+    """(passes, pick): the targets of all tiles one after the other, births first (the
+    births of every tile in tile order, then the other arrivals in tile order), and
+    ``pick(index)`` the ``life.arrival_rows`` of pass ``index`` (past the last target:
+    the index ``cells``, no cell), with ``leading``, the births at its start.
 
-    A row's tile is found by comparing its place with where every tile's targets
-    begin: rows x tiles comparisons a pass, summed in one kernel. A binary search
-    (log2(tiles) steps of gathers) would cost less on worlds of thousands of tiles, but
-    XLA computed it again inside each gather of the picked rows, and on the default
-    world it took twice as long."""
+    ``births`` (*tiles, capacity) bool: whether each target's claimant gives birth. Each
+    target's place in the list is its running count among the births or among the
+    others, and the list is made by writing each target's number at its place: a
+    scatter to distinct places, once a tick."""
     tiling, rows = life.tiling, life.arrival_rows
-    counts = (listed["target"] < tiling.cells).sum(axis=-1, dtype=jnp.int32).reshape(-1)
-    starts = jnp.cumsum(counts, dtype=jnp.int32) - counts  # where each tile's targets begin in the list
-    total = counts.sum(dtype=jnp.int32)
-    # Every list but the tiles' (a row's tile is found below), flat: (tiles x capacity, ...).
-    flat = jax.tree.map(
-        lambda x: x.reshape((-1, *x.shape[life.placed + 1 :])), {k: v for k, v in listed.items() if k != "tile"}
-    )
+    entries = listed["target"].size
+    # Every list, flat: (tiles x capacity, ...); a target's tile is its entry's.
+    flat = jax.tree.map(lambda x: x.reshape((entries, *x.shape[life.placed + 1 :])), listed)
+    real = flat["target"] < tiling.cells
+    born = real & births.reshape(-1)
+    born_before = jnp.cumsum(born, dtype=jnp.int32)
+    others_before = jnp.cumsum(real & ~born, dtype=jnp.int32)
+    total_born = born_before[-1]
+    total = total_born + others_before[-1]
+    size = -(-entries // rows) * rows
+    place = jnp.where(born, born_before - 1, jnp.where(real, total_born + others_before - 1, size))
+    order = jnp.zeros(size, jnp.int32).at[place].set(jnp.arange(entries, dtype=jnp.int32), mode="drop")
 
     def pick(index):
-        place = index * rows + jnp.arange(rows, dtype=jnp.int32)
-        real = place < total
-        tile = (starts[None, :] <= place[:, None]).sum(axis=-1, dtype=jnp.int32) - 1  # the last to start by here
-        at = jnp.where(real, tile * life.capacity + place - starts[tile], 0)
-        picked = {**jax.tree.map(lambda x: x[at], flat), "tile": tile}
+        at = jax.lax.dynamic_slice_in_dim(order, index * rows, rows)
+        picked = jax.tree.map(lambda x: x[at], flat)
+        real = index * rows + jnp.arange(rows, dtype=jnp.int32) < total
         picked["target"] = jnp.where(real, picked["target"], tiling.cells)
+        picked["tile"] = at // life.capacity
+        picked["leading"] = jnp.clip(total_born - index * rows, 0, rows)
         return picked
 
     return (total + rows - 1) // rows, pick
+
+
+def _claimant_births(life: Life, departures: Departures, listed: dict) -> jax.Array:
+    """(*tiles, capacity) bool: whether each listed target's claimant gives birth (on one
+    device: rows from other tiles are where they are), read as ``_write_rows`` reads it."""
+    targets, came_by = listed["target"], listed["came_by"]
+    _, row = _sources(life, targets, came_by, listed["tile"])
+    birth = life.tiling.gather(departures.rows["birth"], row)
+    if listed["ashore"] is not None:
+        like = jax.eval_shape(lambda rows: life.tiling.gather(rows, row), departures.rows)
+        far = _unpack(listed["ashore"], like, targets.ndim - 1)["birth"]
+        birth = jnp.where(came_by == life.beach_slot, far, birth)
+    return birth
+
+
+def _sources(life: Life, targets: jax.Array, came_by: jax.Array, tile: jax.Array) -> tuple[jax.Array, jax.Array]:
+    """(in-tile index, lattice row) of each target's claimant, from the slot it came by
+    (rows from other tiles: the row where they are on one device)."""
+    cells = life.tiling.cells
+    slot = jnp.maximum(came_by, 0)
+    source = jnp.asarray(life.local_neighbour)[slot, jnp.minimum(targets, cells - 1)]
+    return source, jnp.asarray(life.tile_neighbour)[slot, tile] * cells + source
 
 
 def _tally_by_tile(tiling: geometry.Tiling):
@@ -246,20 +274,19 @@ def _write_rows(life: Life, departed: dict, tick, put, tally, picked: dict, carr
 
     ``picked`` holds lists of one shape: ``target`` the in-tile index (``cells``: none),
     ``came_by``, ``tile`` the flat tile index, ``keys`` the targets' ``mutation_keys``
-    (None: no mutation), and the ``incoming`` and ``ashore`` words (or None)."""
+    (None: no mutation), and the ``incoming`` and ``ashore`` words (or None); and, where
+    the births come first (``_listed_passes``), ``leading``, their count."""
     tiling = life.tiling
     fields, births, moves, landed = carry
     targets, came_by, tile = picked["target"], picked["came_by"], picked["tile"]
     lead = targets.ndim - 1  # axes before the rows' own
     valid = targets < tiling.cells
-    slot = jnp.maximum(came_by, 0)
-    source = jnp.asarray(life.local_neighbour)[slot, jnp.minimum(targets, tiling.cells - 1)]
+    source, row = _sources(life, targets, came_by, tile)
     # The rows a transfer carries, with the state's as the passes before wrote them.
     carried = {**departed, **{name: fields[name] for name in _WRITTEN}, "genome": fields["genome"]}
     if picked["incoming"] is None:
         # Rows from a neighbouring tile are read where they are (the lattice is on one
         # device): a placed axis keeps the in-tile index.
-        row = jnp.asarray(life.tile_neighbour)[slot, tile] * tiling.cells + source
         moved = tiling.gather(carried, row)
     else:
         moved = tiling.take(carried, source)
@@ -280,9 +307,12 @@ def _write_rows(life: Life, departed: dict, tick, put, tally, picked: dict, carr
     # offset); a child born on tick t at the world's living cell c is (t + 1) * W + c + 1.
     cell = tile * tiling.cells + targets
     new_id = (tick.astype(jnp.int64) + 1) * life.world_cells + life.offset + cell.astype(jnp.int64) + 1
-    child_genome = moved["genome"]
-    if picked["keys"] is not None:
-        child_genome = mutate(life.layout, child_genome, picked["keys"], life.config.mutation.meta_scale)
+    genome = moved["genome"]
+    if picked["keys"] is not None and picked.get("leading") is not None:
+        genome = _mutate_leading(life, genome, picked["keys"], picked["leading"])
+    elif picked["keys"] is not None:
+        child = mutate(life.layout, genome, picked["keys"], life.config.mutation.meta_scale)
+        genome = {name: born(child[name], genome[name]) for name in genome}
 
     rows = {
         "occupied": valid,
@@ -296,7 +326,7 @@ def _write_rows(life: Life, departed: dict, tick, put, tally, picked: dict, carr
         "birth_tick": born(tick, moved["birth_tick"]),
         "generation": born(moved["generation"] + 1, moved["generation"]),
         "founder": moved["founder"],
-        "genome": {name: born(child_genome[name], moved["genome"][name]) for name in fields["genome"]},
+        "genome": genome,
     }
     # The rows are made before any is written: a write that computed its rows itself
     # would read the array it writes, and could not write in place (on GPU, XLA then
@@ -306,6 +336,29 @@ def _write_rows(life: Life, departed: dict, tick, put, tally, picked: dict, carr
     births = births + tally(valid & is_birth, tile)
     moves = moves + tally(valid & ~is_birth, tile)
     return fields, births, moves, landed
+
+
+def _mutate_leading(life: Life, genome: dict, keys: jax.Array, leading: jax.Array) -> dict:
+    """``genome`` (rows (R, size) of each tensor) with its first ``leading`` rows, the
+    births, mutated ``life.mutation_rows`` at a time: a pass costs the births it writes,
+    not its rows. The same children as all rows mutated and the births picked."""
+    rows = keys.shape[0]
+    chunk = math.gcd(rows, life.mutation_rows)
+
+    def one(index, genome):
+        start = index * chunk
+        parents = {name: jax.lax.dynamic_slice_in_dim(x, start, chunk) for name, x in genome.items()}
+        child = mutate(life.layout, parents, jax.lax.dynamic_slice_in_dim(keys, start, chunk),
+                       life.config.mutation.meta_scale)
+        born = (start + jnp.arange(chunk, dtype=jnp.int32) < leading)[:, None]
+        return {
+            name: jax.lax.dynamic_update_slice_in_dim(x, jnp.where(born, child[name], parents[name]), start, 0)
+            for name, x in genome.items()
+        }
+
+    if chunk == rows:  # one chunk: no loop
+        return one(0, genome)
+    return jax.lax.fori_loop(0, (leading + chunk - 1) // chunk, one, genome)
 
 
 # LifeState fields written from the arriving rows as they are.
