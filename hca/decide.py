@@ -90,6 +90,8 @@ def decide(
             room = life.config.max_energy - cells["energy"]
             pay, counts = tasks.grade(questions, answer, cells["occupied"], room, life.tasks.budgets, graded)
         out = act(life, cells, thought, exists, ticks, pay)
+        if jax.default_backend() == "cpu":
+            out = _made_once(out, tick)
         if life.config.learning:
             out["learning"] = (thought.hidden, post_synaptic(life, cells, thought))
         out["task_counts"] = counts
@@ -129,6 +131,16 @@ def decide(
         task_counts=counts,
         answer=answer,
     )
+
+
+def _made_once(tree, tick: jax.Array):
+    """``tree`` as it is, handed on by a conditional that is always taken (ticks count
+    from 0), so that its arrays are made once, in memory, for all their readers. XLA CPU
+    otherwise computes cheap arithmetic again inside each kernel that reads it: the
+    decision's (what an organism earns, absorbs and pays, whether it dies) in nine
+    kernels of the tick, three of them (the death journal's rows) on one thread. On a
+    GPU such kernels run in parallel, and a conditional costs a read on the host."""
+    return jax.lax.cond(tick >= 0, lambda tree: tree, lambda tree: jax.tree.map(jnp.zeros_like, tree), tree)
 
 
 def record_deaths(life: Life, state: LifeState, dead: jax.Array, tick: jax.Array) -> dict[str, jax.Array]:

@@ -530,6 +530,15 @@ def test_the_step_embeds_no_constant_of_the_lattices_size():
     # The arriving rows are written by scatters at distinct targets, replacing what is
     # there: the step is deterministic on GPU too.
     assert set(scatters(text)) == {"replace"}
+    # The decision's arithmetic (its rates are floors of sigmoids) is made once, in 3
+    # kernels, for all its readers: it was computed again inside 13. The death journal's
+    # rows are written from who died, not from that arithmetic again in each of the
+    # (one-threaded) kernels that write them.
+    assert kernels_computing(text, "floor") <= 3
+    journal = simulation.tick.lives[0].journal
+    writes = journal_writes(text, f"4,4,{journal},64")
+    assert len(writes) == 3
+    assert all(not ops & {"multiply", "floor", "logistic", "tanh"} for ops in writes), writes
 
 
 def computations(text: str) -> dict[str, str]:
@@ -556,6 +565,25 @@ def float_slot_tables(text: str, size: int) -> int:
     }
     copies = re.findall(r"= f32\[[\d,]*\]\{[^}]*\} (?:copy|fusion)\(%([\w.\-]+)\)", text)
     return len(tables) + sum(operand in tables for operand in copies)
+
+
+def kernels_computing(text: str, operation: str) -> int:
+    """How many kernels of the compiled program ``text`` hold an ``operation``."""
+    bodies = computations(text)
+    called = re.findall(r"= \S+ fusion\(.*?calls=%([\w.\-]+)", text)
+    return sum(f" {operation}(" in bodies[name] for name in called)
+
+
+def journal_writes(text: str, shape: str) -> list[set[str]]:
+    """The operations of each kernel of the compiled program ``text`` that writes a slice
+    of an integer array of ``shape`` (e.g. "4,4,32,64") in place."""
+    bodies = computations(text)
+    out = []
+    for called in re.findall(rf"= s(?:32|64)\[{shape}\]\{{[^}}]*\}} fusion\(.*?calls=%([\w.\-]+)", text):
+        body = bodies[called]
+        if re.search(r"ROOT \S+ = \S+ dynamic-update-slice\(", body):
+            out.append(set(re.findall(r"= \S+ ([a-z\-]+)\(", body)))
+    return out
 
 
 def scatters(text: str) -> tuple[str, ...]:
