@@ -137,8 +137,8 @@ def _made_once(tree, tick: jax.Array):
     """``tree`` as it is, handed on by a conditional that is always taken (ticks count
     from 0), so that its arrays are made once, in memory, for all their readers. XLA CPU
     otherwise computes cheap arithmetic again inside each kernel that reads it: the
-    decision's (what an organism earns, absorbs and pays, whether it dies) in nine
-    kernels of the tick, three of them (the death journal's rows) on one thread. On a
+    decision's (what an organism earns, absorbs and pays, whether it dies) in 9 to 13
+    kernels of a tick, three of them (the death journal's rows) on one thread. On a
     GPU such kernels run in parallel, and a conditional costs a read on the host."""
     return jax.lax.cond(tick >= 0, lambda tree: tree, lambda tree: jax.tree.map(jnp.zeros_like, tree), tree)
 

@@ -141,11 +141,11 @@ def arrive(
     time. Else each tile's capacity is written in the fewest passes above one that
     divide it (two where it is even: every pass runs there, so fewer, larger passes
     write the same rows in fewer kernels; a single pass XLA unrolls, and then copies a
-    genome matrix), every row mutated and the births' picked. A source cell is never a target (claims only win empty
-    cells), so a pass reads its rows from the state the passes before it wrote, and the
-    result is the same either way. The fields travel through the passes in the
-    lattice's shape: XLA computes a field once only where every consumer sees it in one
-    shape.
+    genome matrix), every row mutated and the births' picked. A source cell is never a
+    target (claims only win empty cells), so a pass reads its rows from the state the
+    passes before it wrote, and the result is the same either way. The fields travel
+    through the passes in the lattice's shape: XLA computes a field once only where
+    every consumer sees it in one shape.
     """
     tiling = life.tiling
     fields = {
@@ -340,8 +340,9 @@ def _write_rows(life: Life, departed: dict, tick, put, tally, picked: dict, carr
 
 def _mutate_leading(life: Life, genome: dict, keys: jax.Array, leading: jax.Array) -> dict:
     """``genome`` (rows (R, size) of each tensor) with its first ``leading`` rows, the
-    births, mutated ``life.mutation_rows`` at a time: a pass costs the births it writes,
-    not its rows. The same children as all rows mutated and the births picked."""
+    births, mutated ``life.mutation_rows`` at a time: a pass mutates about the births it
+    writes, not all its rows. The same children as all rows mutated and the births
+    picked."""
     rows = keys.shape[0]
     chunk = math.gcd(rows, life.mutation_rows)
 
