@@ -89,9 +89,7 @@ def decide(
             answer = jnp.where(questions.said, thought.squashed[:, 0], said)
             room = life.config.max_energy - cells["energy"]
             pay, counts = tasks.grade(questions, answer, cells["occupied"], room, life.tasks.budgets, graded)
-        out = act(life, cells, thought, exists, ticks, pay)
-        if jax.default_backend() == "cpu":
-            out = _made_once(out, tick)
+        out = _made_once(act(life, cells, thought, exists, ticks, pay), tick)
         if life.config.learning:
             out["learning"] = (thought.hidden, post_synaptic(life, cells, thought))
         out["task_counts"] = counts
@@ -138,8 +136,11 @@ def _made_once(tree, tick: jax.Array):
     from 0), so that its arrays are made once, in memory, for all their readers. XLA CPU
     otherwise computes cheap arithmetic again inside each kernel that reads it: the
     decision's (what an organism earns, absorbs and pays, whether it dies) in 9 to 13
-    kernels of a tick, three of them (the death journal's rows) on one thread. On a
-    GPU such kernels run in parallel, and a conditional costs a read on the host."""
+    kernels of a tick, three of them (the death journal's rows) on one thread. Elsewhere
+    ``tree`` is returned as it is: on a GPU such kernels run in parallel, and a
+    conditional costs a read on the host."""
+    if jax.default_backend() != "cpu":
+        return tree
     return jax.lax.cond(tick >= 0, lambda tree: tree, lambda tree: jax.tree.map(jnp.zeros_like, tree), tree)
 
 

@@ -209,8 +209,11 @@ def _listed_passes(life: Life, listed: dict, births: jax.Array):
     scatter to distinct places, once a tick."""
     tiling, rows = life.tiling, life.arrival_rows
     entries = listed["target"].size
-    # Every list, flat: (tiles x capacity, ...); a target's tile is its entry's.
-    flat = jax.tree.map(lambda x: x.reshape((entries, *x.shape[life.placed + 1 :])), listed)
+    # Every list but the tiles' (a target's tile follows from its entry), flat:
+    # (tiles x capacity, ...).
+    flat = jax.tree.map(
+        lambda x: x.reshape((entries, *x.shape[life.placed + 1 :])), {k: v for k, v in listed.items() if k != "tile"}
+    )
     real = flat["target"] < tiling.cells
     born = real & births.reshape(-1)
     born_before = jnp.cumsum(born, dtype=jnp.int32)
