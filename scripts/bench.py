@@ -18,7 +18,8 @@ that compiles them); and the kernels of the fused tick over the timed ticks, tra
 one run (``jax.profiler``), each counted to the
 hca function it was compiled from (the phases compiled apart cannot fuse with their
 neighbours, so they add up to more than the tick; the kernels are the tick itself),
-with the share of the traced tick's wall time in which no kernel runs at all. It names
+with the share of the traced tick's wall time in which no kernel runs at all, and how
+late a second thread takes up its part of a kernel split over the cores. It names
 the processor (model, widest vector instructions, last-level cache), the versions and
 the XLA flags the figures were measured with.
 ``--resize sm=32 --resize warp=64`` makes the default world 131,072 cells (838 MB to
@@ -35,6 +36,7 @@ start from that state too, so they show where the timed ticks went.
 from __future__ import annotations
 
 import argparse
+import bisect
 import collections
 import functools
 import gzip
@@ -336,18 +338,55 @@ def kernel_seconds(simulation, state, ticks: int, hlo: str) -> tuple[list[dict],
         events = json.loads(gzip.decompress(trace.read_bytes()))
     events = events["traceEvents"] if isinstance(events, dict) else events
     seconds, kernels = collections.Counter(), collections.Counter()
-    intervals = []
+    intervals, running, helped = [], [], []
     for event in events:
+        if event.get("ph") != "X":
+            continue
         origin = origins.get(event.get("name"))
-        if event.get("ph") == "X" and origin is not None:
+        start, end = event["ts"] * 1e-6, (event["ts"] + event.get("dur", 0)) * 1e-6
+        if origin is not None:
             seconds[origin] += event.get("dur", 0) * 1e-6 / ticks
             kernels[origin] += 1 / ticks
-            intervals.append((event["ts"] * 1e-6, (event["ts"] + event.get("dur", 0)) * 1e-6))
+            intervals.append((start, end))
+            running.append((start, end, event.get("tid")))
+        elif event.get("name") == SPLIT_PART:
+            helped.append((start, event.get("tid")))
     rows = [
         {"origin": origin, "seconds": spent, "kernels": kernels[origin]}
         for origin, spent in seconds.most_common()
     ]
-    return rows, kernel_timeline(intervals, ticks), state
+    timeline = kernel_timeline(intervals, ticks)
+    delays = split_delays(running, helped)
+    timeline["splits"] = len(delays) / ticks
+    timeline["split_delay"] = float(np.median(delays)) if delays else None
+    timeline["split_delay_p90"] = float(np.percentile(delays, 90)) if delays else None
+    return rows, timeline, state
+
+
+# The trace's event for a thread of XLA's pool taking up its part of a kernel that XLA
+# split over the cores (``outer_dimension_partitions``).
+SPLIT_PART = "ThreadpoolListener::StartRegion"
+
+
+def split_delays(kernels: list[tuple[float, float, object]], parts: list[tuple[float, object]]) -> list[float]:
+    """For each part of a split kernel taken up by a thread (``parts``: (time, thread)),
+    how long after the kernel began it was taken up: the kernel is the one running on
+    another thread then (``kernels``: (start, end, thread)) that began last. Parts with
+    no such kernel are left out. A thread that has gone idle takes up its part late."""
+    by_thread = collections.defaultdict(list)
+    for start, end, thread in sorted(kernels):
+        by_thread[thread].append((start, end))
+    starts = {thread: [start for start, _ in spans] for thread, spans in by_thread.items()}
+    out = []
+    for at, thread in parts:
+        began = None
+        for other, spans in by_thread.items():
+            index = bisect.bisect_right(starts[other], at) - 1
+            if other != thread and index >= 0 and spans[index][1] >= at:
+                began = spans[index][0] if began is None else max(began, spans[index][0])
+        if began is not None:
+            out.append(at - began)
+    return out
 
 
 def kernel_timeline(intervals: list[tuple[float, float]], ticks: int) -> dict[str, float]:
@@ -596,6 +635,10 @@ def main() -> int:
               f" ({timeline['parallel'] / span:.0%}),")
         print(f"                              none {timeline['idle'] * 1e3:.2f} ms ({timeline['idle'] / span:.0%}:"
               " the executor between kernels, control flow, the tracing)")
+        if timeline["splits"]:
+            print(f"  kernels split over the cores  {timeline['splits']:.1f} a tick; a second thread took up its part"
+                  f" {timeline['split_delay'] * 1e6:.1f} us after the kernel began (median; one in ten"
+                  f" {timeline['split_delay_p90'] * 1e6:.1f} us or later)")
     return 0
 
 

@@ -118,6 +118,10 @@ def test_bench_reports_speed_bandwidth_memory_and_phases(small_world):
     assert 0 < timeline["busy"] <= timeline["span"] and timeline["parallel"] <= timeline["busy"]
     assert timeline["idle"] == pytest.approx(timeline["span"] - timeline["busy"])
     assert sum(row["seconds"] for row in kernels) >= (timeline["busy"] + timeline["parallel"]) * (1 - 1e-9)
+    # Kernels split over the cores, and how late a second thread took up its part.
+    assert timeline["splits"] >= 0
+    if timeline["splits"]:
+        assert 0 <= timeline["split_delay"] <= timeline["split_delay_p90"]
 
 
 def _bench_module():
@@ -146,6 +150,18 @@ def test_kernel_timeline_splits_wall_time_into_busy_idle_and_parallel():
     # Nested and touching intervals: one runs throughout, never two after the first ends.
     assert bench.kernel_timeline([(0.0, 4.0), (1.0, 2.0), (4.0, 5.0)], 1) == {
         "span": 5.0, "busy": 5.0, "idle": 0.0, "parallel": 1.0}
+
+
+def test_split_delays_time_a_part_from_the_kernel_running_elsewhere():
+    bench = _bench_module()
+    # Thread 1 runs a kernel over [0, 10] and one over [12, 20]; thread 2 one over [3, 5].
+    kernels = [(12.0, 20.0, 1), (0.0, 10.0, 1), (3.0, 5.0, 2)]
+    # Thread 2 takes up parts at 2 (the kernel of [0, 10]) and 4 (its own kernel runs then,
+    # and thread 1's of [0, 10]: 4 after it began); thread 1 at 4.5 (thread 2's, 1.5
+    # after), thread 2 at 11 (nothing runs elsewhere: left out) and at 19 (7 after 12).
+    parts = [(2.0, 2), (4.0, 2), (4.5, 1), (11.0, 2), (19.0, 2)]
+    assert bench.split_delays(kernels, parts) == [2.0, 4.0, 1.5, 7.0]
+    assert bench.split_delays(kernels, []) == []
 
 
 def test_bench_resizes_axes(small_world):
