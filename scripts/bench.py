@@ -329,7 +329,10 @@ def kernel_seconds(simulation, state, ticks: int, hlo: str) -> tuple[list[dict],
     traced by ``jax.profiler``; each row {"origin", "seconds", "kernels"} (kernels
     launched a tick), largest first. Kernel times are summed over the executor's
     threads: independent kernels run side by side, so the sum can exceed the tick's
-    wall time. ``timeline``: see ``kernel_timeline``. Takes over ``state``."""
+    wall time. ``timeline``: see ``kernel_timeline``, and "splits", the kernels a tick
+    whose part a second thread took up, with "split_delay" and "split_delay_p90", the
+    median and the 90th percentile of how late (``split_delays``; None without any).
+    Takes over ``state``."""
     origins = kernel_origins(hlo)
     with tempfile.TemporaryDirectory() as directory:
         with jax.profiler.trace(directory, create_perfetto_trace=True):
