@@ -29,17 +29,23 @@ from hca.tasks import Tasks
 # Arriving rows a pass of hca.transfer.arrive writes on one device (all tiles' targets
 # listed one after the other), by the platform JAX runs on: fewer passes of more rows
 # where the per-pass cost of launching its kernels would show, but not so many that a
-# pass gathers and mutates far more rows than arrive (the default world takes about 280
-# rows a tick over its 64 tiles between ticks 120 and 220: one pass on most ticks). On a
-# GPU a pass also costs a read of its loop's condition on the host: on an H200 the 2
-# M-cell world ran 96-97 ticks/s with 256 rows a pass, 109 with 1,024 and 112 with
-# 4,096 (rows then taken a few per tile). Other accelerators take the GPU's value. The
-# rows written are the same whatever the passes (a target is never a source).
-ARRIVAL_ROWS = {"cpu": 512, "gpu": 4096}
-# Births a pass mutates at a time on one device, where a pass's births come first: a pass
-# mutates about the births it writes, not all its rows (on the CPU mutating a genome row
-# costs about as much as reading it from memory). On a GPU a pass mutates all its rows
-# at once (each step of a loop is a read of its condition on the host).
+# pass gathers and mutates far more rows than arrive (the default world takes 57-290
+# rows a tick over its 64 tiles between ticks 20 and 220, 900 late in a run). On the
+# CPU a pass of 128 rows was 3-7% faster on the default world than one of 512, early
+# and late in a run, and 2.5% faster than one of 256 (64: as fast early, 7% slower
+# late); the 131,072-cell world within the noise. On a GPU a pass also costs a read of
+# its loop's condition on the host: on an H200 the 2 M-cell world ran 96-97 ticks/s
+# with 256 rows a pass, 109 with 1,024 and 112 with 4,096 (rows then taken a few per
+# tile). Other accelerators take the GPU's value. The rows written are the same
+# whatever the passes (a target is never a source).
+ARRIVAL_ROWS = {"cpu": 128, "gpu": 4096}
+# Births a pass mutates at a time on one device, where a pass's births come first: a
+# pass of more rows than this mutates about the births it writes, this many at a time
+# in a loop, not all its rows. Where it equals the pass's rows, a pass mutates all of
+# them at once and keeps its births' children: on the CPU, passes of 128 rows mutated
+# 64 at a time were slower (1.02 and 1.17 of the tick's time early and late in a
+# default run; skipping the mutation of passes without births by a conditional, 1.04
+# and 1.13). On a GPU each step of a loop is a read of its condition on the host.
 MUTATION_ROWS = {"cpu": 128, "gpu": 4096}
 
 if TYPE_CHECKING:
