@@ -30,10 +30,11 @@ from hca.tasks import Tasks
 # listed one after the other), by the platform JAX runs on: fewer passes of more rows
 # where the per-pass cost of launching its kernels would show, but not so many that a
 # pass gathers and mutates far more rows than arrive (the default world takes 57-290
-# rows a tick over its 64 tiles between ticks 20 and 220, 900 late in a run). On the
-# CPU a pass of 128 rows was 3-7% faster on the default world than one of 512, early
-# and late in a run, and 2.5% faster than one of 256 (64: as fast early, 7% slower
-# late); the 131,072-cell world within the noise. On a GPU a pass also costs a read of
+# rows a tick over its 64 tiles between ticks 20 and 220, 900 late in a run). On a
+# 2-core Intel Xeon a pass of 128 rows was 3-7% faster on the default world than one of
+# 512, early and late in a run, and 2.5% faster than one of 256 (64: as fast early, 7%
+# slower late); the 131,072-cell world, and both worlds on an AMD EPYC, within the
+# noise. On a GPU a pass also costs a read of
 # its loop's condition on the host: on an H200 the 2 M-cell world ran 96-97 ticks/s
 # with 256 rows a pass, 109 with 1,024 and 112 with 4,096 (rows then taken a few per
 # tile). Other accelerators take the GPU's value. The rows written are the same
