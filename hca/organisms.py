@@ -34,11 +34,10 @@ from hca.tasks import Tasks
 # 2-core Intel Xeon a pass of 128 rows was 3-7% faster on the default world than one of
 # 512, early and late in a run, and 2.5% faster than one of 256 (64: as fast early, 7%
 # slower late); the 131,072-cell world, and both worlds on an AMD EPYC, within the
-# noise. On a GPU a pass also costs a read of
-# its loop's condition on the host: on an H200 the 2 M-cell world ran 96-97 ticks/s
-# with 256 rows a pass, 109 with 1,024 and 112 with 4,096 (rows then taken a few per
-# tile). Other accelerators take the GPU's value. The rows written are the same
-# whatever the passes (a target is never a source).
+# noise. On a GPU a pass also costs a read of its loop's condition on the host: on an
+# H200 the 2 M-cell world ran 96-97 ticks/s with 256 rows a pass, 109 with 1,024 and
+# 112 with 4,096 (rows then taken a few per tile). Other accelerators take the GPU's
+# value. The rows written are the same whatever the passes (a target is never a source).
 ARRIVAL_ROWS = {"cpu": 128, "gpu": 4096}
 # Births a pass mutates at a time on one device, where a pass's births come first: a
 # pass of more rows than this mutates about the births it writes, this many at a time

@@ -137,15 +137,15 @@ def arrive(
     With ``passes`` (on one device) the targets of all tiles are listed one after the
     other, births first, and written ``life.arrival_rows`` at a time, in as many passes
     as they need: a count over every tile, which on a mesh would be a reduction across
-    devices every tick; a pass mutates only its births, ``life.mutation_rows`` at a
-    time. Else each tile's capacity is written in the fewest passes above one that
-    divide it (two where it is even: every pass runs there, so fewer, larger passes
-    write the same rows in fewer kernels; a single pass XLA unrolls, and then copies a
-    genome matrix), every row mutated and the births' picked. A source cell is never a
-    target (claims only win empty cells), so a pass reads its rows from the state the
-    passes before it wrote, and the result is the same either way. The fields travel
-    through the passes in the lattice's shape: XLA computes a field once only where
-    every consumer sees it in one shape.
+    devices every tick; a pass mutates its births ``life.mutation_rows`` at a time (its
+    rows at once where they are as many, as on the CPU). Else each tile's capacity is
+    written in the fewest passes above one that divide it (two where it is even: every
+    pass runs there, so fewer, larger passes write the same rows in fewer kernels; a
+    single pass XLA unrolls, and then copies a genome matrix), every row mutated and
+    the births' picked. A source cell is never a target (claims only win empty cells),
+    so a pass reads its rows from the state the passes before it wrote, and the result
+    is the same either way. The fields travel through the passes in the lattice's
+    shape: XLA computes a field once only where every consumer sees it in one shape.
     """
     tiling = life.tiling
     fields = {
@@ -343,8 +343,9 @@ def _write_rows(life: Life, departed: dict, tick, put, tally, picked: dict, carr
 
 def _mutate_leading(life: Life, genome: dict, keys: jax.Array, leading: jax.Array) -> dict:
     """``genome`` (rows (R, size) of each tensor) with its first ``leading`` rows, the
-    births, mutated ``life.mutation_rows`` at a time: a pass mutates about the births it
-    writes, not all its rows. The same children as all rows mutated and the births
+    births, mutated ``life.mutation_rows`` at a time: where that is fewer than R, a pass
+    mutates about the births it writes, in a loop, not all its rows; else all R at once,
+    the births' children kept. The same children as all rows mutated and the births
     picked."""
     rows = keys.shape[0]
     chunk = math.gcd(rows, life.mutation_rows)
