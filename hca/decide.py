@@ -245,7 +245,7 @@ def act(
         dead = dead | (occupied & (age > config.max_age))
     free = free + jnp.where(dead, energy, 0)
     energy = jnp.where(dead, 0, energy)
-    alive = occupied & ~dead
+    alive = and_not(occupied, dead)
 
     # Intent: the best direction slot on a ticking axis, unless staying scores higher.
     valid = exists & ticks
@@ -268,6 +268,15 @@ def act(
         "birth": birth,
         "endowment": jnp.minimum(_to_rate(actions[:, brain.ENDOW]), RATE_ONE - 1),
     }
+
+
+def and_not(a: jax.Array, b: jax.Array) -> jax.Array:
+    """``a & ~b`` of two bool arrays, computed as ``a > b`` on bytes: the same values.
+    Written on bools, XLA CPU compiled two of the tick's kernels of this form (an
+    operand in the lattice's shape against one in the tiles', in a kernel of its own)
+    to code that handles the bools one at a time: 34 and 18 us a tick on the default
+    world, against 9 and 1 on bytes."""
+    return a.astype(jnp.uint8) > b.astype(jnp.uint8)
 
 
 def first_best(scores: jax.Array) -> tuple[jax.Array, jax.Array]:

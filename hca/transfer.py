@@ -22,7 +22,7 @@ from flax import struct
 
 from hca import geometry
 from hca.claims import Claims
-from hca.decide import NO_SLOT, Intent
+from hca.decide import NO_SLOT, Intent, and_not
 from hca.energy import fraction_dynamic
 from hca.organisms import Life
 from hca.reproduction import mutate, mutation_keys
@@ -149,7 +149,7 @@ def arrive(
     """
     tiling = life.tiling
     fields = {
-        "occupied": state.occupied & ~departures.leaves,
+        "occupied": and_not(state.occupied, departures.leaves),
         "energy": departures.kept,
         "genome": {name: tiling.flat_rows(tensor) for name, tensor in state.genome.items()},
         **{name: getattr(state, name) for name in _WRITTEN},

@@ -9,7 +9,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from hca import brain, rng
-from hca.decide import first_best
+from hca.decide import and_not, first_best
 from hca.energy import quotient
 
 _quotient = jax.jit(quotient)
@@ -121,3 +121,18 @@ def test_tanh_rows_is_tanh_bitwise_computed_on_rows_of_a_multiple_of_8():
     # The tanh itself runs on padded rows (XLA does not fold the padding away).
     compiled = rows.lower(x).compile().as_text()
     assert "f32[1001,16]" in compiled and "tanh(" in compiled
+
+
+def test_and_not_is_a_and_not_b_computed_on_bytes():
+    rng_ = np.random.default_rng(0)
+    # As the tick calls it: an operand in the lattice's shape against one in the tiles'.
+    a = rng_.random((2, 4, 8, 16)) < 0.5
+    b = rng_.random((2, 4, 128)) < 0.5
+    both = jax.jit(lambda a, b: and_not(a, b.reshape(a.shape)))
+    out = np.asarray(both(a, b))
+    assert out.dtype == np.bool_
+    np.testing.assert_array_equal(out, a & ~b.reshape(a.shape))
+    table = np.asarray(jax.jit(and_not)(np.array([0, 0, 1, 1], bool), np.array([0, 1, 0, 1], bool)))
+    np.testing.assert_array_equal(table, [False, False, True, False])
+    # Bytes compared, not bools: the form XLA CPU compiles to vector code.
+    assert "u8[2,4,8,16]" in both.lower(a, b).compile().as_text()
