@@ -341,7 +341,7 @@ def kernel_seconds(simulation, state, ticks: int, hlo: str) -> tuple[list[dict],
         events = json.loads(gzip.decompress(trace.read_bytes()))
     events = events["traceEvents"] if isinstance(events, dict) else events
     seconds, kernels = collections.Counter(), collections.Counter()
-    intervals, running, helped = [], [], []
+    running, helped = [], []  # (start, end, thread) of each kernel; (time, thread) of each split part
     for event in events:
         if event.get("ph") != "X":
             continue
@@ -350,7 +350,6 @@ def kernel_seconds(simulation, state, ticks: int, hlo: str) -> tuple[list[dict],
         if origin is not None:
             seconds[origin] += event.get("dur", 0) * 1e-6 / ticks
             kernels[origin] += 1 / ticks
-            intervals.append((start, end))
             running.append((start, end, event.get("tid")))
         elif event.get("name") == SPLIT_PART:
             helped.append((start, event.get("tid")))
@@ -358,7 +357,7 @@ def kernel_seconds(simulation, state, ticks: int, hlo: str) -> tuple[list[dict],
         {"origin": origin, "seconds": spent, "kernels": kernels[origin]}
         for origin, spent in seconds.most_common()
     ]
-    timeline = kernel_timeline(intervals, ticks)
+    timeline = kernel_timeline([(start, end) for start, end, _ in running], ticks)
     delays = split_delays(running, helped)
     timeline["splits"] = len(delays) / ticks
     timeline["split_delay"] = float(np.median(delays)) if delays else None
