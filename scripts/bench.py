@@ -329,9 +329,8 @@ def kernel_seconds(simulation, state, ticks: int, hlo: str) -> tuple[list[dict],
     traced by ``jax.profiler``; each row {"origin", "seconds", "kernels"} (kernels
     launched a tick), largest first. Kernel times are summed over the executor's
     threads: independent kernels run side by side, so the sum can exceed the tick's
-    wall time. ``timeline``: see ``kernel_timeline``, and "splits", the kernels a tick
-    whose part a second thread took up, with "split_delay" and "split_delay_p90", the
-    median and the 90th percentile of how late (``split_delays``; None without any).
+    wall time. ``timeline``: see ``kernel_timeline``, and ``split_summary`` of how late
+    a second thread took up its part of a split kernel (``split_delays``).
     Takes over ``state``."""
     origins = kernel_origins(hlo)
     with tempfile.TemporaryDirectory() as directory:
@@ -358,11 +357,21 @@ def kernel_seconds(simulation, state, ticks: int, hlo: str) -> tuple[list[dict],
         for origin, spent in seconds.most_common()
     ]
     timeline = kernel_timeline([(start, end) for start, end, _ in running], ticks)
-    delays = split_delays(running, helped)
-    timeline["splits"] = len(delays) / ticks
-    timeline["split_delay"] = float(np.median(delays)) if delays else None
-    timeline["split_delay_p90"] = float(np.percentile(delays, 90)) if delays else None
+    timeline.update(split_summary(split_delays(running, helped), ticks))
     return rows, timeline, state
+
+
+def split_summary(delays: list[float], ticks: int) -> dict:
+    """Of ``split_delays`` over ``ticks``: "splits", the parts a tick; "split_delay" and
+    "split_delay_p90", the median and the 90th percentile of the delays (None without
+    any); "split_delay_total", the delays summed, a tick: the most the first thread of
+    those kernels can have spent waiting for the second."""
+    return {
+        "splits": len(delays) / ticks,
+        "split_delay": float(np.median(delays)) if delays else None,
+        "split_delay_p90": float(np.percentile(delays, 90)) if delays else None,
+        "split_delay_total": float(np.sum(delays)) / ticks,
+    }
 
 
 # The trace's event for a thread of XLA's pool taking up its part of a kernel that XLA
@@ -640,7 +649,9 @@ def main() -> int:
         if timeline["splits"]:
             print(f"  kernels split over the cores  {timeline['splits']:.1f} a tick; a second thread took up its part"
                   f" {timeline['split_delay'] * 1e6:.1f} us after the kernel began (median; one in ten"
-                  f" {timeline['split_delay_p90'] * 1e6:.1f} us or later)")
+                  f" {timeline['split_delay_p90'] * 1e6:.1f} us or later),")
+            print(f"                              {timeline['split_delay_total'] * 1e3:.2f} ms a tick in all"
+                  " (the most the first thread can have waited for the second)")
     return 0
 
 

@@ -122,6 +122,8 @@ def test_bench_reports_speed_bandwidth_memory_and_phases(small_world):
     assert timeline["splits"] >= 0
     if timeline["splits"]:
         assert 0 <= timeline["split_delay"] <= timeline["split_delay_p90"]
+        # Half the delays at least are as long as the median.
+        assert timeline["split_delay_total"] >= timeline["splits"] / 2 * timeline["split_delay"] * (1 - 1e-9)
 
 
 def _bench_module():
@@ -162,6 +164,20 @@ def test_split_delays_time_a_part_from_the_kernel_running_elsewhere():
     parts = [(2.0, 2), (4.0, 2), (4.5, 1), (11.0, 2), (19.0, 2)]
     assert bench.split_delays(kernels, parts) == [2.0, 4.0, 1.5, 7.0]
     assert bench.split_delays(kernels, []) == []
+
+
+def test_split_summary_counts_sums_and_ranks_the_delays_per_tick():
+    bench = _bench_module()
+    summary = bench.split_summary([2.0, 4.0, 1.5, 7.0], ticks=2)
+    assert summary == {
+        "splits": 2.0,
+        "split_delay": 3.0,
+        "split_delay_p90": pytest.approx(6.1),
+        "split_delay_total": 7.25,
+    }
+    assert bench.split_summary([], ticks=3) == {
+        "splits": 0.0, "split_delay": None, "split_delay_p90": None, "split_delay_total": 0.0
+    }
 
 
 def test_bench_resizes_axes(small_world):
