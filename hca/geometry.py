@@ -150,14 +150,16 @@ class Tiling:
 
     def take(self, tree, index: jax.Array):
         """Rows ``index`` (*tiles, K) of every lattice-shaped leaf of ``tree``, tile by
-        tile: leaves (*shape, ...) -> (*tiles, K, ...). Out-of-range indices read the last
-        cell (mask them)."""
+        tile: leaves (*shape, ...) -> (*tiles, K, ...). Indices past the tile read its last
+        cell (mask them); none is negative. Clipped here, they are promised in range to
+        the gather, which then checks no bounds for each entry of a row."""
         index = jnp.minimum(index, self.cells - 1)
 
         def one(x):
             tiled = self.split(x)
             return jnp.take_along_axis(
-                tiled, index.reshape(index.shape + (1,) * (tiled.ndim - index.ndim)), axis=self.placed
+                tiled, index.reshape(index.shape + (1,) * (tiled.ndim - index.ndim)), axis=self.placed,
+                mode="promise_in_bounds",
             )
 
         return jax.tree.map(one, tree)

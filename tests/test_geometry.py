@@ -129,6 +129,9 @@ def test_tiles_list_their_first_set_cells_and_write_only_those_rows(shape, place
     taken = np.asarray(tiling.take(jnp.asarray(written), jnp.asarray(first)))
     valid = first < tiling.cells
     np.testing.assert_array_equal(taken[valid], -1)
+    # The padding reads its tile's last cell (the gather is promised indices in range).
+    last = np.asarray(tiling.split(jnp.asarray(written)))[..., -1:, :]
+    np.testing.assert_array_equal(taken[~valid], np.broadcast_to(last, taken.shape)[~valid])
 
 
 def _first_cells(mask, tiling, count):
