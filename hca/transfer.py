@@ -293,11 +293,12 @@ def _write_rows(life: Life, departed: dict, tick, put, tally, picked: dict, carr
         moved = tiling.gather(carried, row)
     else:
         moved = tiling.take(carried, source)
-        # Only real targets reached through a placed axis: the others (the padding past a
-        # tile's last target above all) then read the near rows, and XLA CPU's loop over
-        # a row's entries stays vectorised (where ``far`` is read it ran as scalar code,
-        # 7 times slower, and most listed rows on a mesh are padding).
-        across = valid & (came_by >= 0) & (came_by < 2 * life.placed)
+        # Only real targets reached through a placed axis (a target's slot is never
+        # NO_SLOT): the others, the padding past a tile's last target above all, then
+        # read the near rows, and XLA CPU's loop over a row's entries stays vectorised
+        # (where ``far`` is read it ran as scalar code, 7 times slower, and most listed
+        # rows on a mesh are padding).
+        across = valid & (came_by < 2 * life.placed)
         far = _unpack(picked["incoming"], moved, lead)
         moved = jax.tree.map(lambda near, far: jnp.where(_lift(across, near), far, near), moved, far)
     if picked["ashore"] is not None:
