@@ -183,15 +183,6 @@ class Tiling:
         where = jnp.where(index < self.cells, tile * self.cells + index, flat.shape[0])
         return flat.at[where].set(rows, mode="drop").reshape(x.shape)
 
-    def put(self, x: jax.Array, index: jax.Array, rows: jax.Array) -> jax.Array:
-        """``x`` (*shape, ...) with rows (*tiles, K, ...) written at the in-tile indices
-        ``index`` (*tiles, K), distinct within a tile; indices ``cells`` are dropped.
-        Only those rows are written."""
-        write = lambda field, where, values: field.at[where].set(values, mode="drop")  # noqa: E731
-        for _ in range(self.placed):
-            write = jax.vmap(write)
-        return self.join(write(self.split(x), index, rows))
-
 
 @dataclass(frozen=True)
 class Schedule:

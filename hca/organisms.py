@@ -13,6 +13,7 @@ founders at tick 0. What organisms do in a tick lives in one module per phase:
 
 from __future__ import annotations
 
+import copy
 import functools
 import math
 from typing import TYPE_CHECKING
@@ -26,7 +27,7 @@ from hca.config import PhylogenySettings, Region, WorldConfig, quantize_rate
 from hca.state import LifeState
 from hca.tasks import Tasks
 
-# Arriving rows a pass of hca.transfer.arrive writes on one device (all tiles' targets
+# Arriving rows a pass of hca.transfer.arrive writes on a device (all its tiles' targets
 # listed one after the other), by the platform JAX runs on: fewer passes of more rows
 # where the per-pass cost of launching its kernels would show, but not so many that a
 # pass gathers and mutates far more rows than arrive (the default world takes 57-290
@@ -39,7 +40,7 @@ from hca.tasks import Tasks
 # 112 with 4,096 (rows then taken a few per tile). Other accelerators take the GPU's
 # value. The rows written are the same whatever the passes (a target is never a source).
 ARRIVAL_ROWS = {"cpu": 128, "gpu": 4096}
-# Births a pass mutates at a time on one device, where a pass's births come first: a
+# Births a pass mutates at a time, where a pass's births come first: a
 # pass of more rows than this mutates about the births it writes, this many at a time
 # in a loop, not all its rows. Where it equals the pass's rows, a pass mutates all of
 # them at once and keeps its births' children: on the CPU, passes of 128 rows mutated
@@ -127,6 +128,9 @@ class Life:
         inner = range(self.placed, self.ndim)
         self.local_neighbour = _neighbours(tables, self.slots, inner, self.shape)
         self.tile_neighbour = _neighbours(tables, self.slots, range(self.placed), self.shape)
+        # (S,) bool: the slots through which rows come sent from another device (on a
+        # device's block of a mesh, ``on_block``; none on one device).
+        self.sent = np.zeros(self.slots, bool)
         # (2D, 3): log2(stretch) / 8, curled, sign of each axis slot. The beach slot's are
         # (log2(the beach's stretch) / 8, -1, 0): a brain can tell a beach from an axis.
         features = []
@@ -145,9 +149,28 @@ class Life:
         self.unit_cost = quantize_rate(life.metabolism.per_active_unit)
         self.tasks = Tasks(region, region_index) if region.tasks else None
 
+    def on_block(self, mesh) -> Life:
+        """This region's physics on one device's block of ``mesh`` (inside ``shard_map``):
+        the same but for the tiling, whose tiles are the device's."""
+        local = copy.copy(self)
+        split = [k < self.placed and mesh.shape.get(axis.name, 1) > 1 for k, axis in enumerate(self.region.axes)]
+        axes = [
+            axis.model_copy(update={"size": axis.size // mesh.shape[axis.name]}) if cut else axis
+            for axis, cut in zip(self.region.axes, split)
+        ]
+        shape = tuple(axis.size for axis in axes)
+        local.tiling = geometry.Tiling(shape, self.placed)
+        # Neighbouring tiles within the block; across a split axis the rows are sent
+        # (``hca.transfer.send``), and the table there only stays in range.
+        tables = [geometry.neighbour_table(axis) for axis in axes]
+        local.tile_neighbour = _neighbours(tables, self.slots, range(self.placed), shape)
+        local.sent = np.zeros(self.slots, bool)
+        local.sent[[2 * k + sign for k, cut in enumerate(split) if cut for sign in (0, 1)]] = True
+        return local
+
     @functools.cached_property
     def arrival_rows(self) -> int:
-        """Arriving rows written a pass on one device, all tiles' targets listed one
+        """Arriving rows written a pass on a device, all its tiles' targets listed one
         after the other (``hca.transfer.arrive``): ARRIVAL_ROWS of JAX's platform. Looked
         up when first read (as the step is traced), not when a Life is made."""
         return ARRIVAL_ROWS.get(jax.default_backend(), ARRIVAL_ROWS["gpu"])

@@ -21,6 +21,7 @@ from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
 from hca.config import WorldConfig
 from hca.step import SENSE_AXIS
+from hca.transfer import SEND_AXIS
 
 
 class PlacementError(Exception):
@@ -243,10 +244,14 @@ def collectives(simulation, state) -> tuple[list[tuple[str, int, tuple[str, ...]
     """The collective operations of the compiled ``run``, each as (kind, bytes sent per
     device, mesh axes crossed): those executed every tick, and those of each branch of
     the stretch schedule (keyed by branch index), which run only on that branch's ticks.
-    A branch's are those inside its computation, and the halo exchanges of the axes it
+    A branch's are those inside its computation, and the exchanges of the axes it
     ticks: each axis refreshes its halo in a conditional of its own (``Tick.sense``),
-    whose operations carry the axis' name (``hca.step.SENSE_AXIS``)."""
-    sensed = re.compile("/" + SENSE_AXIS.format(region=r"(\d+)", axis=r"(\d+)") + "/")
+    and sends rows in the conditional of the axes split over devices that tick
+    (``Tick.transfer``), whose operations carry the axis' name (``hca.step.SENSE_AXIS``,
+    ``hca.transfer.SEND_AXIS``)."""
+    sensed = re.compile(
+        "/(?:" + "|".join(name.format(region=r"(\d+)", axis=r"(\d+)") for name in (SENSE_AXIS, SEND_AXIS)) + ")/"
+    )
     ticking = simulation.schedule.ticking
     hlo = simulation.run.lower(state, 1).compile().as_text()
     parts = _computations(hlo)
@@ -267,7 +272,7 @@ def collectives(simulation, state) -> tuple[list[tuple[str, int, tuple[str, ...]
             found = (match.group(2), _sent_bytes(match.group(1)), _crossed(line, simulation.mesh))
             axis = sensed.search(line)
             if axis:
-                region, index = map(int, axis.groups())
+                region, index = (int(word) for word in axis.groups() if word is not None)
                 for branch, axes in enumerate(ticking):
                     if index in axes[region]:
                         per_branch.setdefault(branch, []).append(found)

@@ -30,6 +30,7 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 import numpy as np
+from jax.sharding import PartitionSpec
 
 from hca import energy, geometry
 from hca.beaches import Beaches
@@ -39,7 +40,7 @@ from hca.decide import decide
 from hca.organisms import Life
 from hca.sense import emitted, sense
 from hca.state import RegionState, WorldState
-from hca.transfer import arrive, depart, pack_rows, row_words, send
+from hca.transfer import arrive, arrive_sent, depart, pack_rows, row_words, send, with_state
 
 # The name under which a region's axis refreshes its halo (``Tick.sense``): the compiled
 # program's operations carry it, so that a device exchange inside can be told apart.
@@ -79,17 +80,27 @@ def _scored_sets(slot_ticks: np.ndarray, life: Life | None):
 class Tick:
     """The tick of one world: ``Tick(config)(state) -> state``, a pure function."""
 
-    def __init__(self, config: WorldConfig, lives: Sequence[Life | None], spread: bool = False):
+    def __init__(self, config: WorldConfig, lives: Sequence[Life | None], mesh: Any = None):
         regions = list(config.regions.values())
         self.schedule = schedule = geometry.Schedule.of(config)
         self.lives = list(lives)
-        # On a mesh (``spread``), rows that cross into another tile are sent there
-        # (``send``: an exchange between neighbouring devices), and arriving rows are
-        # written in two passes of half a tile's capacity (``arrive``): counting the
-        # passes the fullest tile needs would be a reduction across devices every tick.
-        # On one device a tile reads its arriving rows where they are, in the passes it
-        # needs.
-        self.spread = spread
+        # On a mesh, rows that cross into a tile on another device are sent there (``send``:
+        # an exchange between neighbouring devices) on the ticks of the axes split over
+        # devices; each device writes its arriving rows itself (``_arrive``).
+        self.mesh = mesh
+        split = [
+            () if life is None or mesh is None
+            else tuple(k for k, name in enumerate(region.placement) if mesh.shape.get(name, 1) > 1)
+            for region, life in zip(regions, self.lives)
+        ]
+        sent = [
+            tuple(tuple(axis for axis in axes if axis in split[index]) for index, axes in enumerate(ticking))
+            for ticking in schedule.ticking
+        ]
+        # The distinct sets (per region: the split axes that tick) where some axis ticks,
+        # and each schedule branch's (-1: none).
+        self.sent_sets = list(dict.fromkeys(x for x in sent if any(x)))
+        self.sent_of_branch = np.asarray([self.sent_sets.index(x) if any(x) else -1 for x in sent], dtype=np.int32)
         self.tilings = [geometry.Tiling.of(region) for region in regions]
         self.inflows = [energy.make_inflow(region, index) for index, region in enumerate(regions)]
         self.diffusions = [energy.make_diffusion(region) for region in regions]
@@ -105,7 +116,6 @@ class Tick:
             self.beach_phases[phase, list(schedule.beaches[branch])] = True
         self.branch_of_phase = np.asarray(schedule.branch_of_phase, dtype=np.int32)
         self.any_life = any(life is not None for life in self.lives)
-        self.any_placed_life = any(life is not None and life.placed for life in self.lives)
 
     def __call__(self, state: WorldState) -> WorldState:
         tick, seed = state.tick, state.seed
@@ -355,28 +365,22 @@ class Tick:
         return claims
 
     def transfer(self, regions, intents, claims, branch, tick, seed) -> tuple[tuple[RegionState, ...], Any]:
-        """Winners pay (heat) and their rows are written where they won; rows crossing
-        into another tile travel along the ticking placed axes, and across the ticking
-        beaches (a branch). Returns the regions and what crossed the beaches (None: no
-        organisms cross any): (B, 2) organisms and (B, 2) body energy."""
+        """Winners pay (heat) and their rows are written where they won; on a mesh, rows
+        crossing into a tile on another device travel along the ticking axes split over
+        devices, and rows cross the ticking beaches (branches). Returns the regions and
+        what crossed the beaches (None: no organisms cross any): (B, 2) organisms and
+        (B, 2) body energy."""
         departures = [
             None if settled is None else depart(self.lives[index], region.life, intents[index], settled)
             for index, (region, settled) in enumerate(zip(regions, claims))
         ]
-        incoming = [None] * len(regions)
         ashore = [None] * len(regions)
         crossing = self.beaches.crossing
-        if (self.spread and self.any_placed_life) or crossing:
+        if crossing:
 
             def make(ticking, beaches):
                 def exchange(inputs):
-                    sends, rows, targets, went = inputs
-                    incoming = tuple(
-                        None if operands is None else send(self.lives[index], *operands, axes)
-                        for index, (operands, axes) in enumerate(zip(sends, ticking))
-                    )
-                    if not crossing:
-                        return incoming, None, None
+                    rows, targets, went = inputs
                     ashore = self.beaches.rows_across(
                         self.lives, rows, targets, beaches, pack_rows
                     )
@@ -390,7 +394,7 @@ class Tick:
                     # Counted here, on the beaches' ticks only: the sums over a region
                     # cross devices.
                     energy = [None if tree is None else tree["energy"] for tree in rows]
-                    return incoming, ashore, self.beaches.crossings(self.lives, energy, went, beaches)
+                    return ashore, self.beaches.crossings(self.lives, energy, went, beaches)
 
                 return exchange
 
@@ -399,32 +403,25 @@ class Tick:
                 else settled.succeeded & (intent.slot == life.beach_slot)
                 for life, settled, intent in zip(self.lives, claims, intents)
             )
-            incoming, ashore, counted = self._by_branch(
+            ashore, counted = self._by_branch(
                 make,
                 branch,
                 (
-                    tuple(
-                        (departure, settled, intent.slot)
-                        if departure is not None and self.lives[index].placed and self.spread
-                        else None
-                        for index, (departure, settled, intent) in enumerate(zip(departures, claims, intents))
-                    ),
                     tuple(None if d is None else d.rows for d in departures),
                     tuple(None if d is None else d.targets for d in departures),
                     went,
                 ),
             )
-            ashore = [None] * len(regions) if ashore is None else ashore
         crossed, leaving = None, [None] * len(regions)
         if crossing:
             leaving, organisms, bodies = counted
             crossed = (organisms, bodies)
+
         out = []
         for index, (region, settled) in enumerate(zip(regions, claims)):
             if settled is not None:
-                life, heat, landed = arrive(
-                    self.lives[index], region.life, settled, departures[index], incoming[index], tick, seed,
-                    ashore[index], passes=not self.spread,
+                life, heat, landed = self._on_blocks(
+                    index, arrive, region.life, settled, departures[index], tick, seed, ashore[index]
                 )
                 region = region.replace(life=life, dissipated=region.dissipated + heat)
                 if landed is not None:
@@ -432,7 +429,88 @@ class Tick:
                         beach_in=region.beach_in + landed, beach_out=region.beach_out + leaving[index]
                     )
             out.append(region)
+        if self.sent_sets:
+            out = self._arrive_sent(out, claims, departures, intents, branch, tick, seed)
         return tuple(out), crossed
+
+    def _arrive_sent(self, regions, claims, departures, intents, branch, tick, seed) -> list[RegionState]:
+        """On a mesh, on the ticks of axes split over devices: the rows that cross
+        between devices sent (``send``) and written (``arrive_sent``).
+
+        One conditional whose other branch changes nothing, so that XLA writes the rows
+        in place (with two branches that both write, it copied every genome tensor the
+        branches update at the end of each), and inside it a switch over the distinct
+        sets of split axes that tick, which only sends."""
+        # The state's fields enter the conditional once: handed in twice (as the state and
+        # as the rows carried), a field updated in place inside was copied whole.
+        own = ("birth", "energy")
+        operands = (
+            tuple(None if region.life is None else region.life for region in regions),
+            tuple(claims),
+            tuple(None if d is None else d.replace(rows={name: d.rows[name] for name in own}) for d in departures),
+            tuple(None if intent is None else intent.slot for intent in intents),
+            tick,
+            seed,
+        )
+
+        def sending(operands):
+            states, settled, departed, slots, tick, seed = operands
+            departed = [
+                None if d is None else d.replace(rows=with_state(life, state, d.rows))
+                for life, state, d in zip(self.lives, states, departed)
+            ]
+
+            def make(sent):
+                def sends(_):
+                    return tuple(
+                        None if not axes else send(self.lives[index], departed[index], settled[index], slots[index], axes)
+                        for index, axes in enumerate(sent)
+                    )
+
+                return sends
+
+            branches = [make(sent) for sent in self.sent_sets]
+            if len(branches) == 1:
+                incoming = branches[0](None)
+            else:
+                incoming = jax.lax.switch(jnp.asarray(self.sent_of_branch)[branch], branches, None)
+            return tuple(
+                state if words is None
+                else self._on_blocks(index, arrive_sent, state, departed[index], words, tick, seed)
+                for index, (state, words) in enumerate(zip(states, incoming))
+            )
+
+        states = jax.lax.cond(
+            jnp.asarray(self.sent_of_branch)[branch] >= 0, sending, lambda operands: operands[0], operands
+        )
+        return [region if state is None else region.replace(life=state) for region, state in zip(regions, states)]
+
+    def _on_blocks(self, index, function, *args):
+        """``function(life, *args)`` in the region ``index``: ``arrive`` or
+        ``arrive_sent``. On a mesh each device runs it on its own block (``shard_map``):
+        the passes that write the arriving rows are then the device's own, counted with no
+        reduction across devices, and rows from another of its tiles are read where they
+        are, as on one device."""
+        life = self.lives[index]
+        if self.mesh is None or not life.placed:
+            return function(life, *args)
+        mesh, tiles = self.mesh, life.tiling.tiles
+        split = PartitionSpec(*[name if name in mesh.shape else None for name in life.region.placement])
+
+        def spec(leaf):
+            return split if tuple(leaf.shape[: len(tiles)]) == tiles else PartitionSpec()
+
+        local = life.on_block(mesh)
+
+        def one(numbers, *args):
+            return function(local, *args, tile_numbers=numbers)
+
+        numbers = geometry.cell_index(tiles)
+        out = jax.eval_shape(lambda *a: function(life, *a), *args)
+        return jax.shard_map(
+            one, mesh=mesh, in_specs=jax.tree.map(spec, (numbers, *args)), out_specs=jax.tree.map(spec, out),
+            check_vma=False,
+        )(numbers, *args)
 
     def decay(self, regions: tuple[RegionState, ...]) -> tuple[RegionState, ...]:
         """Free energy decays (heat); organisms remember their energy for learning."""

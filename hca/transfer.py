@@ -29,6 +29,11 @@ from hca.reproduction import mutate, mutation_keys
 from hca.state import LifeState
 
 
+# The name under which a region's rows cross a placed axis (``send``): the compiled
+# program's operations carry it, so that a device exchange inside can be told apart.
+SEND_AXIS = "send_axis_{region}_{axis}"
+
+
 @struct.dataclass
 class Departures:
     """What the winners pay and carry."""
@@ -49,22 +54,7 @@ def depart(life: Life, state: LifeState, intent: Intent, claims: Claims) -> Depa
     # A parent sends its child the endowment; a mover takes everything with it.
     parent = succeeded & intent.birth
     sent = jnp.where(parent, fraction_dynamic(left, intent.endowment), jnp.where(succeeded, left, 0))
-    # Genome tensors travel flat (a view): a row is one contiguous run, which the gather
-    # and the mutation of arriving rows stream (with a tensor's axes they run per axis).
-    rows = {
-        "birth": intent.birth,
-        "energy": sent,
-        "hidden": state.hidden,
-        "signal": state.signal,
-        "plastic": state.plastic,
-        "age": state.age,
-        "organism_id": state.organism_id,
-        "parent_id": state.parent_id,
-        "birth_tick": state.birth_tick,
-        "generation": state.generation,
-        "founder": state.founder,
-        "genome": {name: life.tiling.flat_rows(tensor) for name, tensor in state.genome.items()},
-    }
+    rows = with_state(life, state, {"birth": intent.birth, "energy": sent})
     targets = life.tiling.first(life.tiling.split(claims.winner != NO_SLOT), life.capacity)
     return Departures(
         paid=paid,
@@ -76,22 +66,32 @@ def depart(life: Life, state: LifeState, intent: Intent, claims: Claims) -> Depa
     )
 
 
-def send(life: Life, departures: Departures, claims: Claims, slot: jax.Array, ticking: tuple[int, ...]):
-    """The rows that arrive from neighbouring tiles along the ticking placed axes, as
-    words (*tiles, capacity, W) uint32 aligned with ``departures.targets``.
+def with_state(life: Life, state: LifeState, rows: dict) -> dict:
+    """``rows`` (a transfer's own fields, lattice-shaped) with the state's fields that a
+    transfer carries: ``Departures.rows``. Genome tensors travel flat (a view): a row is
+    one contiguous run, which the gather and the mutation of arriving rows stream (with
+    a tensor's axes they run per axis)."""
+    return {
+        **rows,
+        **{name: getattr(state, name) for name in _WRITTEN},
+        "genome": {name: life.tiling.flat_rows(tensor) for name, tensor in state.genome.items()},
+    }
 
-    A tile packs the rows leaving through each side of a ticking placed axis, at most
-    ``crossing`` per side in cell order, into one buffer of words; each side's part
-    moves one tile along its axis (on a mesh: one exchange with the neighbouring
-    device). The receiving tile lists the cells that accepted a claim through that side
-    in the same order, since crossing a placed axis keeps the in-tile coordinates, so
-    the k-th row sent is the k-th row received.
+
+def send(life: Life, departures: Departures, claims: Claims, slot: jax.Array, ticking: tuple[int, ...]):
+    """The rows that arrive from neighbouring tiles along the placed axes ``ticking``
+    (on a mesh: those split over devices that tick), as words (*tiles, capacity, W)
+    uint32 aligned with ``departures.targets``.
+
+    A tile packs the rows leaving through each side of those axes, at most ``crossing``
+    per side in cell order, into one buffer of words; each side's part moves one tile
+    along its axis (on a mesh: one exchange with the neighbouring device). The receiving
+    tile lists the cells that accepted a claim through that side in the same order,
+    since crossing a placed axis keeps the in-tile coordinates, so the k-th row sent is
+    the k-th row received.
     """
     tiling, crossing, axis_of = life.tiling, life.crossing, life.placed
-    words = _words(departures.rows, life.ndim)
     faces = life.faces(ticking)
-    if not faces:
-        return jnp.zeros((*tiling.tiles, life.capacity, words), jnp.uint32)
     # The claimant's slot that leads out through each face is the face's opposite.
     # All faces at once (one scan, not one per face: on GPU each is several kernels).
     out = jnp.stack([claims.succeeded & (slot == _opposite(face)) for face in faces], axis=-1)
@@ -104,7 +104,8 @@ def send(life: Life, departures: Departures, claims: Claims, slot: jax.Array, ti
         part = jax.lax.slice_in_dim(packed, index * crossing, (index + 1) * crossing, axis=axis_of)
         # Rows for the tile on the face's side come from it: toward -1 from the tile below.
         step = 1 if sign else -1
-        received.append(geometry.shift(part, axis, step, geometry.slot_wraps(life.region.axes[axis])))
+        with jax.named_scope(SEND_AXIS.format(region=life.index, axis=axis)):
+            received.append(geometry.shift(part, axis, step, geometry.slot_wraps(life.region.axes[axis])))
     received = jnp.concatenate(received, axis=axis_of)
     came = jnp.stack([claims.winner == face for face in faces], axis=-1)
     order = jnp.cumsum(tiling.split(came), axis=-2, dtype=jnp.int32) - 1  # (*tiles, cells, F)
@@ -120,71 +121,83 @@ def arrive(
     state: LifeState,
     claims: Claims,
     departures: Departures,
-    incoming,
     tick: jax.Array,
     seed: jax.Array,
     ashore=None,
-    passes: bool = False,
+    tile_numbers: jax.Array | None = None,
 ) -> tuple[LifeState, jax.Array, jax.Array | None]:
-    """Pay for won claims and write the arriving rows; returns (state, heat per tile,
-    body energy that came across beaches per tile (None without a beach slot)).
+    """Pay for won claims and write the arriving rows, but those sent from another
+    device (``arrive_sent`` writes them); returns (state, heat per tile, body energy
+    that came across beaches per tile (None without a beach slot)).
 
-    ``incoming`` and ``ashore`` are the packed rows from other tiles (``send``) and from
-    across beaches (``Beaches.rows_across``), aligned with the targets. Without
-    ``incoming`` (the lattice on one device) rows from other tiles are read where they
-    are. Only the rows of target cells are written (at most ``capacity`` a tile).
+    ``ashore`` are the packed rows from across beaches (``Beaches.rows_across``),
+    aligned with the targets, or None. Rows from another tile of the lattice given are
+    read where they are. Only the rows of target cells are written (at most
+    ``capacity`` a tile).
 
-    With ``passes`` (on one device) the targets of all tiles are listed one after the
-    other, births first, and written ``life.arrival_rows`` at a time, in as many passes
-    as they need: a count over every tile, which on a mesh would be a reduction across
-    devices every tick; a pass mutates its births ``life.mutation_rows`` at a time (its
-    rows at once where they are as many, as on the CPU). Else each tile's capacity is
-    written in the fewest passes above one that divide it (two where it is even: every
-    pass runs there, so fewer, larger passes write the same rows in fewer kernels; a
-    single pass XLA unrolls, and then copies a genome matrix), every row mutated and
-    the births' picked. A source cell is never a target (claims only win empty cells),
-    so a pass reads its rows from the state the passes before it wrote, and the result
-    is the same either way. The fields travel through the passes in the lattice's
-    shape: XLA computes a field once only where every consumer sees it in one shape.
+    The targets of all tiles are listed one after the other, births first, and written
+    ``life.arrival_rows`` at a time, in as many passes as they need; a pass mutates its
+    births ``life.mutation_rows`` at a time (its rows at once where they are as many,
+    as on the CPU). On a mesh this runs on each device's block (``Tick._arrive``): the
+    passes are the device's own, ``tile_numbers`` (the block's tiles, in the region's
+    numbering) name its tiles. A source cell is never a target (claims only win empty
+    cells), so a pass reads its rows from the state the passes before it wrote, and the
+    result is the same in any order. The fields travel through the passes in the
+    lattice's shape: XLA computes a field once only where every consumer sees it in one
+    shape.
     """
-    tiling = life.tiling
     fields = {
         "occupied": and_not(state.occupied, departures.leaves),
         "energy": departures.kept,
+    }
+    state, landed = _arrivals(life, state, fields, departures, None, ashore, tick, seed, tile_numbers)
+    return state.replace(refused=state.refused + claims.refused), life.tiling.total(departures.paid), landed
+
+
+def arrive_sent(
+    life: Life,
+    state: LifeState,
+    departures: Departures,
+    incoming: jax.Array,
+    tick: jax.Array,
+    seed: jax.Array,
+    tile_numbers: jax.Array | None = None,
+) -> LifeState:
+    """Write the rows sent from another device (``incoming``, from ``send``, aligned
+    with the targets) into the state ``arrive`` made, as ``arrive`` writes the others."""
+    fields = {"occupied": state.occupied, "energy": state.energy}
+    return _arrivals(life, state, fields, departures, incoming, None, tick, seed, tile_numbers)[0]
+
+
+def _arrivals(life, state, fields, departures, incoming, ashore, tick, seed, tile_numbers):
+    """``state`` with ``fields`` (its occupancy and energy after the departures) and the
+    arriving rows written: with ``incoming`` those sent from another device, else the
+    others. Returns (state, body energy landed per tile from across beaches, or None)."""
+    tiling = life.tiling
+    fields = {
+        **fields,
         "genome": {name: tiling.flat_rows(tensor) for name, tensor in state.genome.items()},
         **{name: getattr(state, name) for name in _WRITTEN},
     }
     zero = tiling.counter()
     carry = (fields, zero, zero, None if ashore is None else zero)
     tile = jnp.broadcast_to(geometry.cell_index(tiling.tiles)[..., None], departures.targets.shape)
+    numbers = tile if tile_numbers is None else jnp.broadcast_to(tile_numbers[..., None], tile.shape)
     listed = {  # per target, (*tiles, capacity, ...)
         "target": departures.targets,
         "came_by": departures.came_by,
         "tile": tile,
+        "cell": numbers * tiling.cells + departures.targets,  # in the region's numbering
         "keys": None,
         "incoming": incoming,
         "ashore": ashore,
     }
     if life.config.mutation.enabled:  # hashed once for all targets, outside the passes
-        listed["keys"] = mutation_keys(tile * tiling.cells + departures.targets, tick, seed, life.index)
-    if passes:
-        count, pick = _listed_passes(life, listed, _claimant_births(life, departures, listed))
-        write = functools.partial(_write_rows, life, departures.rows, tick, tiling.put_rows, _tally_by_tile(tiling))
-    else:
-        count = next((n for n in range(2, life.capacity + 1) if life.capacity % n == 0), 1)
-        chunk = life.capacity // count
-
-        def pick(index):
-            return jax.tree.map(
-                lambda x: jax.lax.dynamic_slice_in_dim(x, index * chunk, chunk, axis=life.placed), listed
-            )
-
-        def put(field, targets, tile, values):
-            return tiling.put(field, targets, values)
-
-        write = functools.partial(
-            _write_rows, life, departures.rows, tick, put, lambda x, tile: x.sum(axis=-1, dtype=jnp.int64)
-        )
+        listed["keys"] = mutation_keys(listed["cell"], tick, seed, life.index)
+    sent = _sent(life, departures.targets, departures.came_by)
+    wanted = sent if incoming is not None else ~sent
+    count, pick = _listed_passes(life, listed, _claimant_births(life, departures, listed), wanted)
+    write = functools.partial(_write_rows, life, departures.rows, tick, tiling.put_rows, _tally_by_tile(tiling))
     carry = jax.lax.fori_loop(0, count, lambda index, carry: write(pick(index), carry), carry)
     fields, births, moves, landed = carry
     state = state.replace(
@@ -192,21 +205,22 @@ def arrive(
         genome={name: fields["genome"][name].reshape(tensor.shape) for name, tensor in state.genome.items()},
         births=state.births + births,
         moves=state.moves + moves,
-        refused=state.refused + claims.refused,
     )
-    return state, tiling.total(departures.paid), landed
+    return state, landed
 
 
-def _listed_passes(life: Life, listed: dict, births: jax.Array):
-    """(passes, pick): the targets of all tiles one after the other, births first (the
-    births of every tile in tile order, then the other arrivals in tile order), and
-    ``pick(index)`` the ``life.arrival_rows`` of pass ``index`` (past the last target:
-    the index ``cells``, no cell), with ``leading``, the births at its start.
+def _listed_passes(life: Life, listed: dict, births: jax.Array, wanted: jax.Array):
+    """(passes, pick): the ``wanted`` targets of all tiles one after the other, births
+    first (the births of every tile in tile order, then the other arrivals in tile
+    order), and ``pick(index)`` the ``life.arrival_rows`` of pass ``index`` (past the
+    last target: the index ``cells``, no cell), with ``leading``, the births at its
+    start.
 
-    ``births`` (*tiles, capacity) bool: whether each target's claimant gives birth. Each
-    target's place in the list is its running count among the births or among the
-    others, and the list is made by writing each target's number at its place: a
-    scatter to distinct places, once a tick."""
+    ``births`` (*tiles, capacity) bool: whether each target's claimant gives birth;
+    ``wanted`` (*tiles, capacity) bool: the targets to list. Each target's place in the
+    list is its running count among the births or among the others, and the list is
+    made by writing each target's number at its place: a scatter to distinct places,
+    once a tick."""
     tiling, rows = life.tiling, life.arrival_rows
     entries = listed["target"].size
     # Every list but the tiles' (a target's tile follows from its entry), flat:
@@ -214,7 +228,7 @@ def _listed_passes(life: Life, listed: dict, births: jax.Array):
     flat = jax.tree.map(
         lambda x: x.reshape((entries, *x.shape[life.placed + 1 :])), {k: v for k, v in listed.items() if k != "tile"}
     )
-    real = flat["target"] < tiling.cells
+    real = (flat["target"] < tiling.cells) & wanted.reshape(-1)
     born = real & births.reshape(-1)
     born_before = jnp.cumsum(born, dtype=jnp.int32)
     others_before = jnp.cumsum(real & ~born, dtype=jnp.int32)
@@ -237,13 +251,16 @@ def _listed_passes(life: Life, listed: dict, births: jax.Array):
 
 
 def _claimant_births(life: Life, departures: Departures, listed: dict) -> jax.Array:
-    """(*tiles, capacity) bool: whether each listed target's claimant gives birth (on one
-    device: rows from other tiles are where they are), read as ``_write_rows`` reads it."""
-    targets, came_by = listed["target"], listed["came_by"]
-    _, row = _sources(life, targets, came_by, listed["tile"])
+    """(*tiles, capacity) bool: whether each listed target's claimant gives birth, read
+    as ``_write_rows`` reads it."""
+    targets, came_by, tile = listed["target"], listed["came_by"], listed["tile"]
+    _, row = _sources(life, targets, came_by, tile)
     birth = life.tiling.gather(departures.rows["birth"], row)
+    like = jax.eval_shape(lambda rows: life.tiling.gather(rows, row), departures.rows)
+    if listed["incoming"] is not None:
+        far = _unpack(listed["incoming"], like, targets.ndim - 1)["birth"]
+        birth = jnp.where(_sent(life, targets, came_by), far, birth)
     if listed["ashore"] is not None:
-        like = jax.eval_shape(lambda rows: life.tiling.gather(rows, row), departures.rows)
         far = _unpack(listed["ashore"], like, targets.ndim - 1)["birth"]
         birth = jnp.where(came_by == life.beach_slot, far, birth)
     return birth
@@ -251,11 +268,19 @@ def _claimant_births(life: Life, departures: Departures, listed: dict) -> jax.Ar
 
 def _sources(life: Life, targets: jax.Array, came_by: jax.Array, tile: jax.Array) -> tuple[jax.Array, jax.Array]:
     """(in-tile index, lattice row) of each target's claimant, from the slot it came by
-    (rows from other tiles: the row where they are on one device)."""
+    (from another tile of the lattice given: the row where it is; across an axis split
+    over devices, a row of the block that ``_sent`` replaces)."""
     cells = life.tiling.cells
     slot = jnp.maximum(came_by, 0)
     source = jnp.asarray(life.local_neighbour)[slot, jnp.minimum(targets, cells - 1)]
     return source, jnp.asarray(life.tile_neighbour)[slot, tile] * cells + source
+
+
+def _sent(life: Life, targets: jax.Array, came_by: jax.Array) -> jax.Array:
+    """Whether each target's row was sent from another device: a real target (not
+    padding, whose slot is whatever the tile's last cell won) reached through a slot of
+    an axis split over devices."""
+    return (targets < life.tiling.cells) & jnp.asarray(life.sent)[jnp.maximum(came_by, 0)]
 
 
 def _tally_by_tile(tiling: geometry.Tiling):
@@ -284,21 +309,14 @@ def _write_rows(life: Life, departed: dict, tick, put, tally, picked: dict, carr
     targets, came_by, tile = picked["target"], picked["came_by"], picked["tile"]
     lead = targets.ndim - 1  # axes before the rows' own
     valid = targets < tiling.cells
-    source, row = _sources(life, targets, came_by, tile)
+    _, row = _sources(life, targets, came_by, tile)
     # The rows a transfer carries, with the state's as the passes before wrote them.
     carried = {**departed, **{name: fields[name] for name in _WRITTEN}, "genome": fields["genome"]}
-    if picked["incoming"] is None:
-        # Rows from a neighbouring tile are read where they are (the lattice is on one
-        # device): a placed axis keeps the in-tile index.
-        moved = tiling.gather(carried, row)
-    else:
-        moved = tiling.take(carried, source)
-        # Only real targets reached through a placed axis (a target's slot is never
-        # NO_SLOT): the others, the padding past a tile's last target above all, then
-        # read the near rows, and XLA CPU's loop over a row's entries stays vectorised
-        # (where ``far`` is read it ran as scalar code, 7 times slower, and most listed
-        # rows on a mesh are padding).
-        across = valid & (came_by < 2 * life.placed)
+    # Rows from a neighbouring tile are read where they are (a placed axis keeps the
+    # in-tile index); those sent from another device replace them.
+    moved = tiling.gather(carried, row)
+    if picked["incoming"] is not None:
+        across = _sent(life, targets, came_by)
         far = _unpack(picked["incoming"], moved, lead)
         moved = jax.tree.map(lambda near, far: jnp.where(_lift(across, near), far, near), moved, far)
     if picked["ashore"] is not None:
@@ -313,7 +331,7 @@ def _write_rows(life: Life, departed: dict, tick, put, tally, picked: dict, carr
 
     # Founders are numbered 1..W (W the world's living cells, this region's from its
     # offset); a child born on tick t at the world's living cell c is (t + 1) * W + c + 1.
-    cell = tile * tiling.cells + targets
+    cell = picked["cell"]
     new_id = (tick.astype(jnp.int64) + 1) * life.world_cells + life.offset + cell.astype(jnp.int64) + 1
     genome = moved["genome"]
     if picked["keys"] is not None and picked.get("leading") is not None:

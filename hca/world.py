@@ -220,7 +220,7 @@ def assemble(config: WorldConfig, mesh: Any = None) -> Simulation:
         else Life(region, index, config.run.phylogeny.drain_every, offsets[index], world_cells, shore)
         for index, (region, shore) in enumerate(zip(regions, shorelines(config)))
     ]
-    tick = Tick(config, lives, spread=mesh is not None)
+    tick = Tick(config, lives, mesh)
 
     def make_state(seed: jax.Array) -> WorldState:
         return WorldState(

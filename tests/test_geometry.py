@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 import jax.numpy as jnp
 import numpy as np
 import pytest
@@ -121,7 +123,10 @@ def test_tiles_list_their_first_set_cells_and_write_only_those_rows(shape, place
     # Rows land at those cells, tile by tile; the padding (index = tile cells) is dropped.
     values = np.arange(np.prod(shape) * 2, dtype=np.int32).reshape(*shape, 2)
     rows = -np.ones((*tiling.tiles, count, 2), np.int32)
-    written = np.asarray(tiling.put(jnp.asarray(values), jnp.asarray(first), jnp.asarray(rows)))
+    tile = np.repeat(np.arange(math.prod(tiling.tiles), dtype=np.int32), count)
+    written = np.asarray(
+        tiling.put_rows(jnp.asarray(values), jnp.asarray(first.reshape(-1)), jnp.asarray(tile), jnp.asarray(rows.reshape(-1, 2)))
+    )
     np.testing.assert_array_equal(written[mask & _first_cells(mask, tiling, count)], -1)
     untouched = ~(mask & _first_cells(mask, tiling, count))
     np.testing.assert_array_equal(written[untouched], values[untouched])

@@ -211,20 +211,17 @@ def test_child_genome_is_parent_plus_its_own_scaled_mutation(simulation):
 
 
 @pytest.mark.parametrize("rows, mutated", [(1, 1), (3, 1), (4, 2)])
-def test_arrivals_written_a_few_rows_a_pass_equal_the_meshs_passes(rows, mutated):
-    # On one device the arriving rows of all tiles are listed one after the other,
-    # births first, and written a few at a time, in as many passes as they need, a
-    # pass's births mutated a few at a time, and rows from other tiles are read where
-    # they are; on a mesh each tile's capacity is written in two passes, every row
-    # mutated and the births picked, and rows from other tiles are sent. Here one, three
+def test_arrivals_written_a_few_rows_a_pass_equal_one_pass(rows, mutated):
+    # The arriving rows of all tiles are listed one after the other, births first, and
+    # written a few at a time, in as many passes as they need, a pass's births mutated a
+    # few at a time, and rows from other tiles are read where they are. Here one, three
     # or four rows a pass (a pass then spans tiles, and a tile's rows span passes), their
-    # births mutated one or two at a time, against the mesh's way.
+    # births mutated one or two at a time, against the CPU's passes of 128 rows (one
+    # pass a tick here).
     config = living_world(max_transfers=4, max_crossings=2)
     config["regions"]["grid"]["placement"] = ["a", "b"]
     world = parse_world(config)
     passes, one = assemble(world), assemble(world)  # changed below: not shared
-    assert not passes.tick.spread
-    one.tick.spread = True
     for life in passes.tick.lives:
         assert life.arrival_rows == hca.organisms.ARRIVAL_ROWS["cpu"]
         assert life.mutation_rows == hca.organisms.MUTATION_ROWS["cpu"]
@@ -271,9 +268,9 @@ def test_sense_writes_runs_of_axes_as_each_axis_alone(tiled_life):
 @given(data=st.data())
 def test_listed_passes_take_every_target_once_births_first(tiled_life, data):
     # Each tile lists its targets first (in-tile indices, then `cells`: none); a pass
-    # picks `rows` of the list of all tiles' births in tile order, then all tiles' other
-    # arrivals in tile order, the last pass padded with no-cell targets, and says how
-    # many of its rows are births; the per-tile tally counts them back.
+    # picks `rows` of the list of all tiles' wanted births in tile order, then all tiles'
+    # other wanted arrivals in tile order, the last pass padded with no-cell targets,
+    # and says how many of its rows are births; the per-tile tally counts them back.
     life = copy.copy(tiled_life)
     life.arrival_rows = data.draw(st.integers(1, 7), label="rows")
     tiles, cells, capacity = life.tiling.tiles, life.tiling.cells, life.capacity
@@ -284,20 +281,25 @@ def test_listed_passes_take_every_target_once_births_first(tiled_life, data):
         targets[t, :n] = data.draw(st.permutations(range(cells)))[:n]
     births = np.asarray(data.draw(st.lists(st.booleans(), min_size=targets.size, max_size=targets.size)))
     births = births.reshape(targets.shape)
+    # Only the wanted targets are listed (``arrive`` and ``arrive_sent`` each want theirs).
+    wanted = np.asarray(data.draw(st.lists(st.booleans(), min_size=targets.size, max_size=targets.size)))
+    wanted = wanted.reshape(targets.shape)
     listed = {"target": targets.reshape(*tiles, capacity), "keys": None}
     passes, pick = transfer._listed_passes(
-        life, jax.tree.map(jnp.asarray, listed), jnp.asarray(births.reshape(*tiles, capacity))
+        life, jax.tree.map(jnp.asarray, listed), jnp.asarray(births.reshape(*tiles, capacity)),
+        jnp.asarray(wanted.reshape(*tiles, capacity)),
     )
+    counts = [int(wanted[t, :n].sum()) for t, n in enumerate(counts)]
     assert int(passes) == -(-sum(counts) // life.arrival_rows)
     picked = [pick(index) for index in range(int(passes))]
     got = [(int(t), int(c)) for one in picked for t, c in zip(one["tile"], one["target"])]
     expected = [
-        (t, int(c)) for kind in (True, False) for t, n in enumerate(counts) for c, born in zip(targets[t, :n], births[t, :n])
-        if born == kind
+        (t, int(c)) for kind in (True, False) for t in range(len(targets))
+        for c, born, want in zip(targets[t], births[t], wanted[t]) if c < cells and want and born == kind
     ]
     assert got[: len(expected)] == expected
     assert all(c == cells for _, c in got[len(expected) :])  # the padding
-    born = sum(int(births[t, :n].sum()) for t, n in enumerate(counts))
+    born = sum(int((births[t] & wanted[t] & (targets[t] < cells)).sum()) for t in range(len(targets)))
     assert [int(one["leading"]) for one in picked] == [
         min(max(born - index * life.arrival_rows, 0), life.arrival_rows) for index in range(int(passes))
     ]

@@ -87,9 +87,12 @@ def check_one_versus_eight(world, ticks):
     life = reference.regions[0].life
     region = world.regions["gpu"]
     occupied = np.asarray(life.occupied)
-    founder_gpu = np.unravel_index(np.asarray(life.founder)[occupied], region.shape)[4]
-    here_gpu = np.nonzero(occupied)[4]
-    assert (founder_gpu != here_gpu).any()
+    founder = np.unravel_index(np.asarray(life.founder)[occupied], region.shape)
+    here = np.nonzero(occupied)
+    assert (founder[4] != here[4]).any()
+    # and lineages crossed the split axes (cluster, row, rack): rows were sent between
+    # devices and written there (``hca.transfer.arrive_sent``).
+    assert any((founder[axis] != here[axis]).any() for axis in range(3))
     assert int(life.births.sum()) > 0 and int(life.moves.sum()) > 0
 
 
