@@ -116,7 +116,7 @@ def _parser() -> argparse.ArgumentParser:
         type=_positive_int,
         metavar="N",
         help="spread the world over N devices along its placed axes (default: as many as "
-        "are present and can be placed)",
+        "are present and can be placed; on a CPU at most one per core)",
     )
     run.add_argument(
         "--serve",

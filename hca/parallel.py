@@ -19,6 +19,7 @@ import jax
 import numpy as np
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
+from hca._xla import cpu_cores
 from hca.config import WorldConfig
 from hca.step import SENSE_AXIS
 from hca.transfer import SEND_AXIS
@@ -83,9 +84,9 @@ def device_factors(world: WorldConfig, devices: int) -> dict[str, int]:
 def make_mesh(world: WorldConfig, devices: int | None) -> Mesh | None:
     """The mesh for ``devices`` devices, or None for a single device.
 
-    By default: on accelerators, and over several processes, the most devices present
-    that can be placed; on one CPU process, one (CPU "devices" share the same cores, so
-    splitting buys nothing there).
+    By default the most devices present that can be placed; on the CPU of one process
+    at most one per core (``import hca`` makes one JAX device per core): two devices
+    sharing a core only wait for each other.
     """
     available = jax.devices()
     if devices is not None:
@@ -94,11 +95,12 @@ def make_mesh(world: WorldConfig, devices: int | None) -> Mesh | None:
                 f"asked for {devices} devices, but only {len(available)} are present "
                 f"({available[0].platform})"
             )
-    elif available[0].platform == "cpu" and jax.process_count() == 1:
-        devices = 1
     else:
+        most = len(available)
+        if available[0].platform == "cpu" and jax.process_count() == 1:
+            most = min(most, cpu_cores())
         devices = 1
-        for count in range(len(available), 1, -1):
+        for count in range(most, 1, -1):
             try:
                 device_factors(world, count)
             except PlacementError:

@@ -38,7 +38,26 @@ def test_device_factors_fill_the_outermost_placed_axes(default_world):
     # An axis that cannot take the devices passes them on inward.
     assert device_factors(default_world, 4) == {"cluster": 2, "row": 2, "rack": 1, "server": 1, "gpu": 1}
     assert make_mesh(default_world, 1) is None
-    assert make_mesh(default_world, None) is None  # CPU: one device unless asked
+
+
+def test_by_default_a_cpu_process_spreads_a_world_over_one_device_per_core(default_world, monkeypatch):
+    import hca.parallel
+
+    def cores(count):
+        monkeypatch.setattr(hca.parallel, "cpu_cores", lambda: count)
+
+    cores(2)
+    assert dict(make_mesh(default_world, None).shape) == {"cluster": 2}
+    cores(3)  # the most that can be placed, at most one per core
+    assert dict(make_mesh(default_world, None).shape) == {"cluster": 2}
+    cores(64)  # at most the devices present
+    assert make_mesh(default_world, None).size == 8
+    cores(1)
+    assert make_mesh(default_world, None) is None
+    assert make_mesh(default_world, 4).size == 4  # a count asked for is given
+    cores(2)
+    unplaced = parse_world({"regions": {"r": {"axes": [{"name": "a", "size": 4}]}}})
+    assert make_mesh(unplaced, None) is None
 
 
 def test_placement_errors(default_world):

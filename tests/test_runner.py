@@ -9,6 +9,7 @@ import pytest
 
 from hca.checkpoint import RunDirectoryError, state_digest
 from hca.config import parse_world
+from hca.parallel import make_mesh
 from hca.runner import Run, read_metrics
 from hca.world import build
 from test_tasks import tasks_world
@@ -56,7 +57,8 @@ def test_run_json_records_what_ran_each_part_and_resuming_says_what_changed(tmp_
     first = json.loads((tmp_path / "r" / "run.json").read_text())["sessions"]
     assert [entry["from_tick"] for entry in first] == [0]
     assert first[0] | versions() == first[0] and first[0]["platform"] == "cpu"
-    assert (first[0]["devices"], first[0]["processes"]) == (1, 1)
+    mesh = make_mesh(world, None)  # on a CPU one device per core, where the world can be placed so
+    assert (first[0]["devices"], first[0]["processes"]) == (1 if mesh is None else mesh.size, 1)
     # hca's own flags, and not the fake device count, which cannot change the floats.
     flags = first[0]["xla_flags"]
     assert flags == float_flags() and "-unroll-full-max-count=15" in flags and "device_count" not in flags
@@ -82,7 +84,8 @@ def test_run_json_records_what_ran_each_part_and_resuming_says_what_changed(tmp_
     assert main(["inspect", str(tmp_path / "r")]) == 0
     out = capsys.readouterr().out
     assert f"from tick 0: hca {versions()['hca']}, jax {versions()['jax']}, jaxlib 0.0.1, " in out
-    assert f"from tick 10: hca {versions()['hca']}" in out and "on 1 cpu device, started 20" in out
+    on = "1 cpu device" if mesh is None else f"{mesh.size} cpu devices"
+    assert f"from tick 10: hca {versions()['hca']}" in out and f"on {on}, started 20" in out
     assert out.count(f"; XLA_FLAGS {flags}\n") == 1  # the part from tick 10; tick 0's recorded none
     assert main(["inspect", str(tmp_path / "r"), "--tick", "10", "--json"]) == 0
     assert [entry["from_tick"] for entry in json.loads(capsys.readouterr().out)["sessions"]] == [0]

@@ -11,6 +11,8 @@ import os
 import subprocess
 import sys
 
+from hca._xla import cpu_cores
+
 SCRIPT = """
 import os
 import hca
@@ -52,9 +54,20 @@ def test_flags_a_user_gives_are_kept():
     given = "--xla_cpu_copy_insertion_use_region_analysis=false"
     flags = _run(script, given).split()
     assert flags == [given, "--xla_cpu_experimental_ynn_fusion_type=", "--xla_cpu_prefer_vector_width=512",
-                     "--xla_backend_extra_options=-unroll-full-max-count=15"], flags
+                     "--xla_backend_extra_options=-unroll-full-max-count=15",
+                     f"--xla_force_host_platform_device_count={cpu_cores()}"], flags
     given = "--xla_backend_extra_options=-unroll-threshold=100"
     assert _run(script, given).split()[0] == given and "-unroll-full-max-count=15" not in _run(script, given)
+
+
+def test_on_the_cpu_alone_jax_has_one_device_per_core():
+    """So that ``hca run`` can spread a world over the cores (``make_mesh``); a count the
+    user gives is kept, and where JAX may run on an accelerator none is given."""
+    script = "import hca, jax; print(jax.device_count())"
+    assert int(_run(script, "")) == cpu_cores()
+    assert int(_run(script, "--xla_force_host_platform_device_count=3")) == 3
+    script = "import os, hca; print(os.environ['XLA_FLAGS'])"
+    assert "device_count" not in _run(script, "", "cuda")
 
 
 def test_the_flags_a_run_records_leave_out_what_cannot_change_its_floats():
