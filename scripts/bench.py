@@ -23,7 +23,10 @@ late a second thread takes up its part of a kernel split over the cores. It name
 the processor (model, widest vector instructions, last-level cache), the versions and
 the XLA flags the figures were measured with.
 ``--resize sm=32 --resize warp=64`` makes the default world 131,072 cells (838 MB to
-move a tick), beyond the caches of the machines here.
+move a tick), beyond the caches of the machines here. The world runs on the devices
+``hca run`` would give it (on a CPU one per core, where its placed axes allow;
+``--devices N`` to choose); the brain alone and the phases run on the state as it is
+spread, and the traced kernels are those of every device.
 
 The timed runs (``--repeats``) each step the same ``--ticks`` ticks from the same state,
 the one after ``--warm`` ticks, with the bandwidth read after each: their spread is the
@@ -55,14 +58,23 @@ import numpy as np
 
 import hca
 from hca import brain
-from hca._xla import float_flags, restart_with_huge_pages, versions
+from hca._xla import cpu_cores, float_flags, restart_with_huge_pages, versions
 from hca.config import parse_world
+from hca.parallel import PlacementError, describe, make_mesh
 
 ROOT = Path(__file__).resolve().parent.parent
 
 
 def tree_bytes(tree) -> int:
     return sum(leaf.size * leaf.dtype.itemsize for leaf in jax.tree.leaves(tree))
+
+
+def device_bytes(tree) -> int:
+    """The bytes of ``tree`` one device holds (a sharded array's shard, a replicated
+    array whole)."""
+    return sum(
+        math.prod(leaf.sharding.shard_shape(leaf.shape)) * leaf.dtype.itemsize for leaf in jax.tree.leaves(tree)
+    )
 
 
 # Fields a tick reads and writes once per cell (LifeState), besides the genome it reads.
@@ -474,6 +486,9 @@ def main() -> int:
     parser.add_argument("--no-phases", action="store_true", help="skip the per-phase breakdown")
     parser.add_argument("--no-kernels", action="store_true",
                         help="skip the traced run that counts the fused tick's kernels by function")
+    parser.add_argument("--devices", type=int, metavar="N",
+                        help="spread the world over N devices (default: as `hca run` does, on a CPU one"
+                             " per core where the world can be placed so)")
     parser.add_argument("--json", action="store_true", help="print one JSON object")
     args = parser.parse_args()
     for flag, value, what in (("--ticks", args.ticks, "ticks"), ("--warm", args.warm, "ticks"),
@@ -486,13 +501,20 @@ def main() -> int:
     except hca.WorldFileError as error:
         print(f"bench: error: {error}", file=sys.stderr)
         return 2
-    simulation = hca.build(world)
+    try:
+        mesh = make_mesh(world, args.devices)
+    except PlacementError as error:
+        print(f"bench: error: --devices {args.devices}: {error}", file=sys.stderr)
+        return 2
+    simulation = hca.build(world, mesh)
     state = simulation.init()
     cells = sum(region.cells for region in world.regions.values())
     genome_bytes = sum(
         tree_bytes(region.life.genome) for region in state.regions if region.life is not None
     )
     state_bytes = tree_bytes(state)
+    # A compiled run's memory is one device's: against the state one device holds.
+    state_device_bytes = device_bytes(state)
     moved_bytes = must_move_bytes(state)
 
     compiled = simulation.run.lower(state, args.ticks).compile()
@@ -547,8 +569,9 @@ def main() -> int:
     report = {
         "world": world.name,
         "warm_ticks": args.warm,
-        "devices": [str(device) for device in jax.devices()][:1] + (["..."] if jax.device_count() > 1 else []),
-        "cpu_cores": os.cpu_count(),
+        "devices": describe(mesh),
+        "device_count": 1 if mesh is None else mesh.size,
+        "cpu_cores": cpu_cores(),
         "processor": processor(),
         # What the speed and the floats depend on besides the code: versions, XLA flags.
         "versions": versions(),
@@ -582,8 +605,9 @@ def main() -> int:
         "kernel_ticks": kernel_ticks,  # [first, end) the kernels were traced over: the timed ticks
         "kernel_timeline": timeline,
         "state_bytes": state_bytes,
-        "peak_bytes": peak_bytes,
-        "peak_over_state": peak_bytes / state_bytes if peak_bytes else None,
+        "state_device_bytes": state_device_bytes,
+        "peak_bytes": peak_bytes,  # of one device
+        "peak_over_state": peak_bytes / state_device_bytes if peak_bytes else None,
         "population": sum(
             int(np.asarray(region.life.occupied).sum()) for region in state.regions if region.life is not None
         ),
@@ -593,8 +617,8 @@ def main() -> int:
         return 0
     gb = 1e9
     print(f"world {report['world']}: {cells:,} cells, population {report['population']:,}, "
-          f"{report['cpu_cores']} CPU cores, {jax.devices()[0].platform}, timed over ticks {args.warm:,}-"
-          f"{args.warm + args.ticks:,}")
+          f"{report['cpu_cores']} CPU cores, {jax.devices()[0].platform}, on {report['devices']},"
+          f" timed over ticks {args.warm:,}-{args.warm + args.ticks:,}")
     print(f"  {describe_processor(report['processor'])}")
     print(f"  {', '.join(f'{name} {version}' for name, version in report['versions'].items())}; "
           f"XLA_FLAGS {report['xla_flags'] or '(none)'}; GLIBC_TUNABLES {report['glibc_tunables'] or '(none)'}")
@@ -618,10 +642,12 @@ def main() -> int:
               f" own floor of {brain_bytes / 1e6:.1f} MB")
         print("                              (think, every slot scored, and learn, jitted on their own;"
               " genomes read, plastic weights read and written)")
-    print(f"  state                       {state_bytes / 1e6:.1f} MB")
+    one = "" if mesh is None else f" ({state_device_bytes / 1e6:.1f} MB on each device)"
+    print(f"  state                       {state_bytes / 1e6:.1f} MB{one}")
     if peak_bytes is not None:
-        print(f"  peak memory of a run        {peak_bytes / 1e6:.1f} MB = {report['peak_over_state']:.2f} x state"
-              "  (target <= 2)")
+        each = "" if mesh is None else " on each device"
+        print(f"  {'peak memory of a run' + each:<28}{peak_bytes / 1e6:.1f} MB = {report['peak_over_state']:.2f} x"
+              f" state{each}  (target <= 2)")
     if phases is not None:
         total = sum(phases.values())
         print(f"  phases, each compiled on its own, from tick {phase_ticks[0]:,} (sum {total * 1e3:.2f} ms against"
@@ -635,8 +661,9 @@ def main() -> int:
             others = {"origin": f"{len(rest)} other functions",
                       "seconds": sum(row["seconds"] for row in rest), "kernels": sum(row["kernels"] for row in rest)}
             shown = shown + [others]
+        every = "" if mesh is None else f", on all {mesh.size} devices"
         print(f"  the fused tick's kernels over the timed ticks, by the function they come from ({total * 1e3:.2f}"
-              " ms of kernels a tick, summed over the kernels that run at once):")
+              f" ms of kernels a tick, summed over the kernels that run at once{every}):")
         for row in shown:
             print(f"    {row['origin']:<36} {row['seconds'] * 1e3:8.3f} ms  {row['seconds'] / total:6.1%}"
                   f"  {row['kernels']:7.1f} kernels")
@@ -651,7 +678,8 @@ def main() -> int:
                   f" {timeline['split_delay'] * 1e6:.1f} us after the kernel began (median; one in ten"
                   f" {timeline['split_delay_p90'] * 1e6:.1f} us or later),")
             print(f"                              {timeline['split_delay_total'] * 1e3:.2f} ms a tick in all"
-                  " (the most the first thread can have waited for the second)")
+                  " (the most the first thread can have waited for the second"
+                  + (")" if mesh is None else f"; the {mesh.size} devices' kernels together, on cores they share)"))
     return 0
 
 

@@ -14,6 +14,7 @@ import pytest
 import yaml
 
 from conftest import ROOT
+from hca._xla import cpu_cores
 from test_life import living_world
 
 
@@ -57,8 +58,16 @@ BENCHED = ("--resize", "a=6", "--warm", "3")
 
 
 def test_bench_reports_speed_bandwidth_memory_and_phases(small_world):
-    report = json.loads(script("bench.py", small_world, *BENCHED, "--ticks", "5", "--json").strip().splitlines()[-1])
+    # Two CPU devices present: the bench runs the world as `hca run` would, on a CPU one
+    # device per core (this world's placed axis `a` takes two).
+    report = json.loads(
+        script("bench.py", small_world, *BENCHED, "--ticks", "5", "--json", devices=2).strip().splitlines()[-1]
+    )
     assert report["cells"] == resized_cells(small_world, "a", 6) and report["warm_ticks"] == 3
+    assert report["device_count"] == min(2, cpu_cores())
+    assert report["devices"] == ("1 device" if report["device_count"] == 1 else "2 devices (a 2)")
+    # Its peak memory is one device's, against the state one device holds.
+    assert report["state_device_bytes"] * report["device_count"] >= report["state_bytes"]
     # What the figures depend on besides the code: hca's own XLA flags, the versions.
     assert "--xla_cpu_prefer_vector_width=512" in report["xla_flags"].split()
     assert "device_count" not in report["xla_flags"]
