@@ -21,8 +21,7 @@ from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
 from hca._xla import cpu_cores
 from hca.config import WorldConfig
-from hca.step import SENSE_AXIS
-from hca.transfer import SEND_AXIS
+from hca.step import SENSE_AXIS, SENT_SET
 
 
 class PlacementError(Exception):
@@ -248,14 +247,22 @@ def collectives(simulation, state) -> tuple[list[tuple[str, int, tuple[str, ...]
     the stretch schedule (keyed by branch index), which run only on that branch's ticks.
     A branch's are those inside its computation, and the exchanges of the axes it
     ticks: each axis refreshes its halo in a conditional of its own (``Tick.sense``),
-    and sends rows in the conditional of the axes split over devices that tick
-    (``Tick.transfer``), whose operations carry the axis' name (``hca.step.SENSE_AXIS``,
-    ``hca.transfer.SEND_AXIS``)."""
-    sensed = re.compile(
-        "/(?:" + "|".join(name.format(region=r"(\d+)", axis=r"(\d+)") for name in (SENSE_AXIS, SEND_AXIS)) + ")/"
-    )
+    whose operations carry the axis' name (``hca.step.SENSE_AXIS``), and rows are sent
+    in a branch per set of ticking axes split over devices (``Tick._arrive_sent``),
+    whose operations carry the set's number (``hca.step.SENT_SET``)."""
+    sensed = re.compile("/" + SENSE_AXIS.format(region=r"(\d+)", axis=r"(\d+)") + "/")
+    sent = re.compile("/" + SENT_SET.format(index=r"(\d+)") + "/")
+    sent_of_branch = simulation.tick.sent_of_branch
     ticking = simulation.schedule.ticking
-    hlo = simulation.run.lower(state, 1).compile().as_text()
+    # Compiled afresh, not taken from the persistent cache: its key leaves out the
+    # operations' names, so a program compiled by an hca that named them otherwise
+    # would be read with those names.
+    cached = jax.config.jax_enable_compilation_cache
+    jax.config.update("jax_enable_compilation_cache", False)
+    try:
+        hlo = simulation.run.lower(state, 1).compile().as_text()
+    finally:
+        jax.config.update("jax_enable_compilation_cache", cached)
     parts = _computations(hlo)
     branch_of: dict[str, int] = {}
     for lines in parts.values():
@@ -272,12 +279,15 @@ def collectives(simulation, state) -> tuple[list[tuple[str, int, tuple[str, ...]
             if not match:
                 continue
             found = (match.group(2), _sent_bytes(match.group(1)), _crossed(line, simulation.mesh))
-            axis = sensed.search(line)
+            axis, rows = sensed.search(line), sent.search(line)
             if axis:
-                region, index = (int(word) for word in axis.groups() if word is not None)
+                region, index = map(int, axis.groups())
                 for branch, axes in enumerate(ticking):
                     if index in axes[region]:
                         per_branch.setdefault(branch, []).append(found)
+            elif rows:
+                for branch in np.flatnonzero(sent_of_branch == int(rows.group(1))):
+                    per_branch.setdefault(int(branch), []).append(found)
             elif name in branch_of:
                 per_branch.setdefault(branch_of[name], []).append(found)
             else:

@@ -42,9 +42,12 @@ from hca.sense import emitted, sense
 from hca.state import RegionState, WorldState
 from hca.transfer import arrive, arrive_sent, depart, pack_rows, row_words, send, with_state
 
-# The name under which a region's axis refreshes its halo (``Tick.sense``): the compiled
-# program's operations carry it, so that a device exchange inside can be told apart.
+# The name under which a region's axis refreshes its halo (``Tick.sense``), and under
+# which rows are sent across the axes split over devices of a set (``Tick._arrive_sent``,
+# ``Tick.sent_sets``): the compiled program's operations carry them, so that a device
+# exchange inside can be told apart.
 SENSE_AXIS = "sense_axis_{region}_{axis}"
+SENT_SET = "sent_set_{index}"
 
 
 def _phase_tables(config: WorldConfig, schedule: geometry.Schedule):
@@ -460,16 +463,18 @@ class Tick:
                 for life, state, d in zip(self.lives, states, departed)
             ]
 
-            def make(sent):
+            def make(number, sent):
                 def sends(_):
-                    return tuple(
-                        None if not axes else send(self.lives[index], departed[index], settled[index], slots[index], axes)
-                        for index, axes in enumerate(sent)
-                    )
+                    with jax.named_scope(SENT_SET.format(index=number)):
+                        return tuple(
+                            None if not axes
+                            else send(self.lives[index], departed[index], settled[index], slots[index], axes)
+                            for index, axes in enumerate(sent)
+                        )
 
                 return sends
 
-            branches = [make(sent) for sent in self.sent_sets]
+            branches = [make(number, sent) for number, sent in enumerate(self.sent_sets)]
             if len(branches) == 1:
                 incoming = branches[0](None)
             else:

@@ -29,11 +29,6 @@ from hca.reproduction import mutate, mutation_keys
 from hca.state import LifeState
 
 
-# The name under which a region's rows cross a placed axis (``send``): the compiled
-# program's operations carry it, so that a device exchange inside can be told apart.
-SEND_AXIS = "send_axis_{region}_{axis}"
-
-
 @struct.dataclass
 class Departures:
     """What the winners pay and carry."""
@@ -104,8 +99,7 @@ def send(life: Life, departures: Departures, claims: Claims, slot: jax.Array, ti
         part = jax.lax.slice_in_dim(packed, index * crossing, (index + 1) * crossing, axis=axis_of)
         # Rows for the tile on the face's side come from it: toward -1 from the tile below.
         step = 1 if sign else -1
-        with jax.named_scope(SEND_AXIS.format(region=life.index, axis=axis)):
-            received.append(geometry.shift(part, axis, step, geometry.slot_wraps(life.region.axes[axis])))
+        received.append(geometry.shift(part, axis, step, geometry.slot_wraps(life.region.axes[axis])))
     received = jnp.concatenate(received, axis=axis_of)
     came = jnp.stack([claims.winner == face for face in faces], axis=-1)
     order = jnp.cumsum(tiling.split(came), axis=-2, dtype=jnp.int32) - 1  # (*tiles, cells, F)
