@@ -223,6 +223,12 @@ def test_devices_exchange_only_on_the_ticks_of_the_placed_axes(default_world, ca
                 assert crossing == [], (mesh_axis, ticking)
         ticking_counts = {n for b, n in counts.items() if names.index(mesh_axis) in schedule.ticking[b][0]}
         assert len(ticking_counts) == 1 and min(ticking_counts) > 0, counts
+        # Of them, one buffer of rows each way: two messages of whole rows, the largest.
+        words = sum(math.prod(tensor.shape[7:]) for tensor in state.regions[0].life.genome.values())
+        for branch, ticking in enumerate(schedule.ticking):
+            if names.index(mesh_axis) in ticking[0]:
+                sizes = [op[1] for op in per_branch[branch] if mesh_axis in op[2]]
+                assert max(sizes) > words * 4 and sizes.count(max(sizes)) == 2, (mesh_axis, branch, sizes)
         per_tick[mesh_axis] = ticking_counts.pop()
         # Over a super-step: the schedule's count of the axis's ticks, times that.
         stretch = default_world.regions["gpu"].axes[names.index(mesh_axis)].stretch
