@@ -60,8 +60,7 @@ def configure_environment() -> None:
     already given, with any value, is left as given; and make JAX_SETTINGS. JAX itself
     is not imported here, so that ``import hca`` takes no time."""
     flags = os.environ.get("XLA_FLAGS", "")
-    cpu_only = _cpu_only()
-    extra = (UNROLL_LIMIT, f"{DEVICE_COUNT}={cpu_cores()}") if cpu_only else (NO_AUTOTUNING,)
+    extra = (UNROLL_LIMIT, f"{DEVICE_COUNT}={cpu_cores()}") if _cpu_only() else (NO_AUTOTUNING,)
     for flag in CPU_FLAGS + extra:
         if flag.split("=")[0] not in flags:
             flags = f"{flags} {flag}".strip()

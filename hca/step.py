@@ -42,10 +42,10 @@ from hca.sense import emitted, sense
 from hca.state import RegionState, WorldState
 from hca.transfer import arrive, arrive_sent, depart, pack_rows, row_words, send, with_state
 
-# The name under which a region's axis refreshes its halo (``Tick.sense``), and under
-# which rows are sent across the axes split over devices of a set (``Tick._arrive_sent``,
-# ``Tick.sent_sets``): the compiled program's operations carry them, so that a device
-# exchange inside can be told apart.
+# The names under which a region's axis refreshes its halo (``Tick.sense``) and under
+# which rows are sent on the ticks of a set of axes split over devices
+# (``Tick._arrive_sent``, ``Tick.sent_sets``): the compiled program's operations carry
+# them, so that a device exchange inside can be told apart.
 SENSE_AXIS = "sense_axis_{region}_{axis}"
 SENT_SET = "sent_set_{index}"
 
@@ -448,7 +448,7 @@ class Tick:
         # as the rows carried), a field updated in place inside was copied whole.
         own = ("birth", "energy")
         operands = (
-            tuple(None if region.life is None else region.life for region in regions),
+            tuple(region.life for region in regions),
             tuple(claims),
             tuple(None if d is None else d.replace(rows={name: d.rows[name] for name in own}) for d in departures),
             tuple(None if intent is None else intent.slot for intent in intents),
