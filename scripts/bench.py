@@ -646,7 +646,7 @@ def main() -> int:
     print(f"  state                       {state_bytes / 1e6:.1f} MB{one}")
     if peak_bytes is not None:
         each = "" if mesh is None else " on each device"
-        print(f"  {'peak memory of a run' + each:<28}{peak_bytes / 1e6:.1f} MB = {report['peak_over_state']:.2f} x"
+        print(f"  {'peak memory of a run' + each:<27} {peak_bytes / 1e6:.1f} MB = {report['peak_over_state']:.2f} x"
               f" state{each}  (target <= 2)")
     if phases is not None:
         total = sum(phases.values())
