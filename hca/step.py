@@ -89,7 +89,7 @@ class Tick:
         self.lives = list(lives)
         # On a mesh, rows that cross into a tile on another device are sent there (``send``:
         # an exchange between neighbouring devices) on the ticks of the axes split over
-        # devices; each device writes its arriving rows itself (``_arrive``).
+        # devices; each device writes its arriving rows itself (``_on_blocks``).
         self.mesh = mesh
         split = [
             () if life is None or mesh is None

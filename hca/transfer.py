@@ -132,7 +132,7 @@ def arrive(
     The targets of all tiles are listed one after the other, births first, and written
     ``life.arrival_rows`` at a time, in as many passes as they need; a pass mutates its
     births ``life.mutation_rows`` at a time (its rows at once where they are as many,
-    as on the CPU). On a mesh this runs on each device's block (``Tick._arrive``): the
+    as on the CPU). On a mesh this runs on each device's block (``Tick._on_blocks``): the
     passes are the device's own, ``tile_numbers`` (the block's tiles, in the region's
     numbering) name its tiles. A source cell is never a target (claims only win empty
     cells), so a pass reads its rows from the state the passes before it wrote, and the
@@ -191,7 +191,7 @@ def _arrivals(life, state, fields, departures, incoming, ashore, tick, seed, til
     sent = _sent(life, departures.targets, departures.came_by)
     wanted = sent if incoming is not None else ~sent
     count, pick = _listed_passes(life, listed, _claimant_births(life, departures, listed), wanted)
-    write = functools.partial(_write_rows, life, departures.rows, tick, tiling.put_rows, _tally_by_tile(tiling))
+    write = functools.partial(_write_rows, life, departures.rows, tick)
     carry = jax.lax.fori_loop(0, count, lambda index, carry: write(pick(index), carry), carry)
     fields, births, moves, landed = carry
     state = state.replace(
@@ -289,16 +289,18 @@ def _tally_by_tile(tiling: geometry.Tiling):
     return tally
 
 
-def _write_rows(life: Life, departed: dict, tick, put, tally, picked: dict, carry):
+def _write_rows(life: Life, departed: dict, tick, picked: dict, carry):
     """One pass of ``arrive``: the rows (``departed``: ``Departures.rows``) of the
-    ``picked`` targets written into ``carry`` = (fields, births, moves, landed) by
-    ``put(field, target, tile, rows)``; ``tally(x, tile)`` sums a count per tile.
+    ``picked`` targets written into ``carry`` = (fields, births, moves, landed), with
+    counts per tile.
 
-    ``picked`` holds lists of one shape: ``target`` the in-tile index (``cells``: none),
-    ``came_by``, ``tile`` the flat tile index, ``keys`` the targets' ``mutation_keys``
-    (None: no mutation), and the ``incoming`` and ``ashore`` words (or None); and, where
-    the births come first (``_listed_passes``), ``leading``, their count."""
+    ``picked`` (``_listed_passes``) holds lists of one shape: ``target`` the in-tile
+    index (``cells``: none), ``came_by``, ``tile`` the flat tile index, ``cell`` the
+    target in the region's numbering, ``keys`` the targets' ``mutation_keys`` (None: no
+    mutation), the ``incoming`` and ``ashore`` words (or None), and ``leading``, the
+    count of births, which come first."""
     tiling = life.tiling
+    tally = _tally_by_tile(tiling)
     fields, births, moves, landed = carry
     targets, came_by, tile = picked["target"], picked["came_by"], picked["tile"]
     lead = targets.ndim - 1  # axes before the rows' own
@@ -328,11 +330,8 @@ def _write_rows(life: Life, departed: dict, tick, put, tally, picked: dict, carr
     cell = picked["cell"]
     new_id = (tick.astype(jnp.int64) + 1) * life.world_cells + life.offset + cell.astype(jnp.int64) + 1
     genome = moved["genome"]
-    if picked["keys"] is not None and picked.get("leading") is not None:
+    if picked["keys"] is not None:
         genome = _mutate_leading(life, genome, picked["keys"], picked["leading"])
-    elif picked["keys"] is not None:
-        child = mutate(life.layout, genome, picked["keys"], life.config.mutation.meta_scale)
-        genome = {name: born(child[name], genome[name]) for name in genome}
 
     rows = {
         "occupied": valid,
@@ -352,7 +351,7 @@ def _write_rows(life: Life, departed: dict, tick, put, tally, picked: dict, carr
     # would read the array it writes, and could not write in place (on GPU, XLA then
     # copies every genome tensor twice a tick).
     rows = jax.lax.optimization_barrier(rows)
-    fields = jax.tree.map(lambda field, values: put(field, targets, tile, values), fields, rows)
+    fields = jax.tree.map(lambda field, values: tiling.put_rows(field, targets, tile, values), fields, rows)
     births = births + tally(valid & is_birth, tile)
     moves = moves + tally(valid & ~is_birth, tile)
     return fields, births, moves, landed

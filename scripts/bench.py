@@ -495,6 +495,8 @@ def main() -> int:
                               ("--repeats", args.repeats, "runs")):
         if value < 1:
             parser.error(f"{flag} {value}: expected a whole number of {what} >= 1")
+    if args.devices is not None and args.devices < 1:
+        parser.error(f"--devices {args.devices}: expected a whole number of devices >= 1")
 
     try:
         world = resized(hca.load_world(args.world), args.resize)

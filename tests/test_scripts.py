@@ -208,6 +208,11 @@ def test_bench_resizes_axes(small_world):
     result = subprocess.run([sys.executable, str(ROOT / "scripts" / "bench.py"), str(small_world), "--repeats", "0"],
                             capture_output=True, text=True, timeout=600, check=False)
     assert result.returncode == 2 and "--repeats 0: expected a whole number of runs >= 1" in result.stderr
+    for devices, message in (("0", "--devices 0: expected a whole number of devices >= 1"),
+                             ("64", "--devices 64: asked for 64 devices")):
+        result = subprocess.run([sys.executable, str(ROOT / "scripts" / "bench.py"), str(small_world), "--devices",
+                                 devices], capture_output=True, text=True, timeout=600, check=False)
+        assert result.returncode == 2 and message in result.stderr, result.stderr
 
 
 
